@@ -1,0 +1,210 @@
+//! Commands: what a caller asks the engine to do, and what it needs from the outside world
+//! (the time and fresh ids) to decide.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::contacts::{ContactDraft, CreateContactError, MergeContactsError};
+use crate::ids::{AppId, ContactId, ConversationId, MemberId, MessageId, Timestamp, VisitorId, WixUserId};
+use crate::message::{MessageDraft, MessageRejection};
+use crate::participant::ParticipantId;
+
+/// Where fresh ids come from. The core never draws randomness: the server passes a source
+/// backed by UUIDv4, tests a counter.
+pub trait IdSource {
+    /// A new, unique id.
+    fn next_id(&mut self) -> Uuid;
+}
+
+/// Ids counted up from a start: deterministic, for tests, benches and fuzzing.
+#[derive(Clone, Debug, Default)]
+pub struct SequentialIds {
+    next: u128,
+}
+
+impl SequentialIds {
+    /// Ids from `start` upwards.
+    pub fn starting_at(start: u128) -> Self {
+        SequentialIds { next: start }
+    }
+}
+
+impl IdSource for SequentialIds {
+    fn next_id(&mut self) -> Uuid {
+        self.next = self.next.wrapping_add(1);
+        Uuid::from_u128(self.next)
+    }
+}
+
+/// Who is calling (the identity of the API key or token).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Caller {
+    /// A Wix app.
+    App(AppId),
+    /// A Wix user (the site owner or a contributor).
+    WixUser(WixUserId),
+    /// Nobody in particular (an API key with no identity attached).
+    #[default]
+    Anonymous,
+}
+
+/// The world as a command sees it: the current time and the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Now, as the caller's clock says.
+    pub now: Timestamp,
+    /// Who asks.
+    pub caller: Caller,
+}
+
+impl Context {
+    /// A context at `now` for an anonymous caller.
+    pub fn at(now: Timestamp) -> Self {
+        Context {
+            now,
+            caller: Caller::Anonymous,
+        }
+    }
+}
+
+/// On whose behalf a message is sent (`sendAs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SendAs {
+    /// The caller (an app sends as itself).
+    #[default]
+    Caller,
+    /// The conversation's participant.
+    Participant,
+    /// The business (a Wix user of the site).
+    BusinessUser,
+}
+
+/// What a caller can ask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Get Or Create Conversation: the live conversation of the participant's most advanced
+    /// identity, created if there is none.
+    GetOrCreateConversation {
+        /// Any id the participant has or had.
+        participant: ParticipantId,
+    },
+    /// Send Message.
+    SendMessage {
+        /// Where to (a merged id lands in the survivor).
+        conversation_id: ConversationId,
+        /// What.
+        message: MessageDraft,
+        /// On whose behalf.
+        send_as: SendAs,
+    },
+    /// An anonymous visitor became a contact (gave contact details).
+    IdentifyVisitor {
+        /// The visitor.
+        visitor: VisitorId,
+        /// The contact it becomes.
+        contact: ContactId,
+    },
+    /// A contact registered as a site member.
+    RegisterMember {
+        /// The new member id.
+        member: MemberId,
+        /// The contact.
+        contact: ContactId,
+        /// Login email.
+        login_email: Option<String>,
+    },
+    /// Create Contact.
+    CreateContact {
+        /// The new contact's id.
+        contact_id: ContactId,
+        /// Its data.
+        draft: ContactDraft,
+    },
+    /// Merge Contacts.
+    MergeContacts {
+        /// The contact that stays.
+        target: ContactId,
+        /// The target's revision as the caller last read it.
+        expected_revision: u64,
+        /// 1 to 5 contacts merged away; the first takes precedence.
+        sources: Vec<ContactId>,
+    },
+    /// The participant clicked a postback button.
+    InteractWithButton {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message with the button.
+        message_id: MessageId,
+        /// The button's interaction id.
+        interaction_id: String,
+    },
+    /// A privacy request: erase a participant's message content and personal data.
+    EraseParticipant {
+        /// Any id the participant has or had.
+        participant: ParticipantId,
+    },
+}
+
+/// Why a command was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Rejection {
+    /// No conversation has this id.
+    #[error("conversation {0} not found")]
+    ConversationNotFound(ConversationId),
+    /// The message breaks a rule.
+    #[error(transparent)]
+    InvalidMessage(#[from] MessageRejection),
+    /// No live contact has this id.
+    #[error("contact {0} not found")]
+    ContactNotFound(ContactId),
+    /// No member has this id.
+    #[error("member {0} not found")]
+    MemberNotFound(MemberId),
+    /// The contact could not be created.
+    #[error(transparent)]
+    CreateContact(#[from] CreateContactError),
+    /// The contacts could not be merged.
+    #[error(transparent)]
+    MergeContacts(#[from] MergeContactsError),
+    /// The visitor was already identified as another contact.
+    #[error("visitor {visitor} is already contact {contact}")]
+    VisitorAlreadyIdentified {
+        /// The visitor.
+        visitor: VisitorId,
+        /// The contact it is.
+        contact: ContactId,
+    },
+    /// The member id is taken by another contact.
+    #[error("member {member} already belongs to contact {contact}")]
+    MemberAlreadyExists {
+        /// The member.
+        member: MemberId,
+        /// Its contact.
+        contact: ContactId,
+    },
+    /// The contact is already another member.
+    #[error("contact {contact} is already member {member}")]
+    ContactAlreadyMember {
+        /// The contact.
+        contact: ContactId,
+        /// Its member.
+        member: MemberId,
+    },
+    /// No message with this id is in the conversation.
+    #[error("message {message_id} not found in conversation {conversation_id}")]
+    MessageNotFound {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message.
+        message_id: MessageId,
+    },
+    /// The message has no postback button with this interaction id.
+    #[error("message {message_id} has no postback button {interaction_id:?}")]
+    InteractionNotFound {
+        /// The message.
+        message_id: MessageId,
+        /// The interaction id asked for.
+        interaction_id: String,
+    },
+}

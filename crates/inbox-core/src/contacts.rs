@@ -1,0 +1,952 @@
+//! The site's contact list: what the example flows need from Contacts v4.
+//!
+//! Contacts are found by email ("Query Contacts" in the example flows), created with a
+//! duplicate check, and merged. A merged-away contact keeps an alias to its target, so any id
+//! a participant ever had still resolves.
+//!
+//! Convergence: every change carries the contact's resulting `revision`, and the directory
+//! keeps the highest revision it has seen, so applying a change twice, or late, is harmless.
+
+use imbl::{OrdMap, OrdSet};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::{ContactId, Timestamp};
+
+/// Most contacts a query page returns.
+pub const MAX_QUERY_LIMIT: usize = 1000;
+/// Contacts a query page returns when no limit is given.
+pub const DEFAULT_QUERY_LIMIT: usize = 50;
+/// Most source contacts of one merge.
+pub const MAX_MERGE_SOURCES: usize = 5;
+
+/// A contact's name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactName {
+    /// First name.
+    pub first: Option<String>,
+    /// Last name.
+    pub last: Option<String>,
+}
+
+impl ContactName {
+    fn is_empty(&self) -> bool {
+        self.first.as_deref().is_none_or(str::is_empty) && self.last.as_deref().is_none_or(str::is_empty)
+    }
+
+    /// "First Last", or whichever part there is.
+    pub fn display(&self) -> Option<String> {
+        let parts: Vec<&str> = [self.first.as_deref(), self.last.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// The tag of an email or phone entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EntryTag {
+    /// `UNTAGGED`.
+    #[default]
+    Untagged,
+    /// `MAIN`.
+    Main,
+    /// `HOME`.
+    Home,
+    /// `WORK`.
+    Work,
+    /// `MOBILE` (phones).
+    Mobile,
+    /// `FAX` (phones).
+    Fax,
+}
+
+/// One email of a contact.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactEmail {
+    /// The address, as given.
+    pub email: String,
+    /// Its tag.
+    pub tag: EntryTag,
+    /// Whether it is the primary email (exactly one is, when there are any).
+    pub primary: bool,
+}
+
+/// One phone number of a contact.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactPhone {
+    /// The number, as given.
+    pub phone: String,
+    /// Its tag.
+    pub tag: EntryTag,
+    /// Whether it is the primary phone.
+    pub primary: bool,
+}
+
+/// A contact.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Contact {
+    /// Its id.
+    pub id: ContactId,
+    /// 1 at creation, +1 on every change.
+    pub revision: u64,
+    /// When it was created.
+    pub created_date: Timestamp,
+    /// When it last changed.
+    pub updated_date: Timestamp,
+    /// Name.
+    pub name: ContactName,
+    /// Emails.
+    pub emails: Vec<ContactEmail>,
+    /// Phones.
+    pub phones: Vec<ContactPhone>,
+}
+
+impl Contact {
+    /// The primary email, if any.
+    pub fn primary_email(&self) -> Option<&str> {
+        self.emails
+            .iter()
+            .find(|e| e.primary)
+            .or(self.emails.first())
+            .map(|e| e.email.as_str())
+    }
+
+    /// The primary phone, if any.
+    pub fn primary_phone(&self) -> Option<&str> {
+        self.phones
+            .iter()
+            .find(|p| p.primary)
+            .or(self.phones.first())
+            .map(|p| p.phone.as_str())
+    }
+}
+
+/// What a caller gives to create a contact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactDraft {
+    /// Name.
+    pub name: ContactName,
+    /// Emails; the first is primary unless one says so.
+    pub emails: Vec<ContactEmail>,
+    /// Phones; the first is primary unless one says so.
+    pub phones: Vec<ContactPhone>,
+    /// Allow an email or phone that another contact already has.
+    pub allow_duplicates: bool,
+}
+
+/// Why a contact could not be created.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum CreateContactError {
+    /// A contact needs a name, an email or a phone.
+    #[error("a contact needs at least a name, an email or a phone")]
+    Empty,
+    /// An email that is not an address.
+    #[error("invalid email address {0:?}")]
+    InvalidEmail(String),
+    /// A phone number with no digits.
+    #[error("invalid phone number {0:?}")]
+    InvalidPhone(String),
+    /// The email belongs to another contact and duplicates are not allowed.
+    #[error("email {email:?} already belongs to contact {existing}")]
+    DuplicateEmail {
+        /// The email.
+        email: String,
+        /// The contact that has it.
+        existing: ContactId,
+    },
+    /// The phone belongs to another contact and duplicates are not allowed.
+    #[error("phone {phone:?} already belongs to contact {existing}")]
+    DuplicatePhone {
+        /// The phone.
+        phone: String,
+        /// The contact that has it.
+        existing: ContactId,
+    },
+    /// The id is taken.
+    #[error("contact {0} already exists")]
+    AlreadyExists(ContactId),
+}
+
+/// Why contacts could not be merged (or a merge previewed).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum MergeContactsError {
+    /// The target does not exist (or was itself merged away).
+    #[error("target contact {0} not found")]
+    TargetNotFound(ContactId),
+    /// A source does not exist.
+    #[error("source contact {0} not found")]
+    SourceNotFound(ContactId),
+    /// 1 to 5 sources are required.
+    #[error("a merge takes 1 to {MAX_MERGE_SOURCES} source contacts; got {0}")]
+    SourceCount(usize),
+    /// The target is among the sources.
+    #[error("contact {0} cannot be merged into itself")]
+    SourceIsTarget(ContactId),
+    /// A source is listed twice.
+    #[error("source contact {0} is listed twice")]
+    DuplicateSource(ContactId),
+    /// A source is a site member; members cannot be merged away.
+    #[error("source contact {0} is a site member and cannot be merged away")]
+    SourceIsMember(ContactId),
+    /// The caller's revision of the target is stale.
+    #[error("target contact revision is {actual}, but the request expected {expected}")]
+    RevisionConflict {
+        /// The revision the caller had.
+        expected: u64,
+        /// The revision the target has.
+        actual: u64,
+    },
+}
+
+/// A contact field a query filters on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ContactField {
+    /// `id`.
+    Id,
+    /// `info.emails.email`: matches when any email matches.
+    Email,
+    /// `primaryInfo.email`.
+    PrimaryEmail,
+    /// `primaryInfo.phone`.
+    PrimaryPhone,
+    /// `info.name.first`.
+    FirstName,
+    /// `info.name.last`.
+    LastName,
+    /// `createdDate`.
+    CreatedDate,
+    /// `updatedDate`.
+    UpdatedDate,
+}
+
+/// A value a filter compares with.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FilterValue {
+    /// Text (ids, emails, names, phones). Emails compare case-insensitively.
+    Text(String),
+    /// A point in time.
+    Time(Timestamp),
+}
+
+/// A condition on one field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// `$eq`.
+    Eq(FilterValue),
+    /// `$ne`.
+    Ne(FilterValue),
+    /// `$in`.
+    In(Vec<FilterValue>),
+    /// `$hasSome` (same as `$in` for these fields).
+    HasSome(Vec<FilterValue>),
+    /// `$exists`.
+    Exists(bool),
+    /// `$startsWith`, case-insensitive.
+    StartsWith(String),
+    /// `$gt`.
+    Gt(FilterValue),
+    /// `$gte`.
+    Gte(FilterValue),
+    /// `$lt`.
+    Lt(FilterValue),
+    /// `$lte`.
+    Lte(FilterValue),
+}
+
+/// A contacts filter (the Wix query language, parsed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContactFilter {
+    /// Every contact.
+    All,
+    /// One field.
+    Field(ContactField, Condition),
+    /// All must hold.
+    And(Vec<ContactFilter>),
+    /// One must hold.
+    Or(Vec<ContactFilter>),
+    /// Must not hold.
+    Not(Box<ContactFilter>),
+}
+
+/// Sort direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SortOrder {
+    /// Ascending.
+    Asc,
+    /// Descending.
+    #[default]
+    Desc,
+}
+
+/// A field contacts can be sorted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContactSortField {
+    /// `createdDate`.
+    CreatedDate,
+    /// `updatedDate`.
+    UpdatedDate,
+    /// `info.name.first`.
+    FirstName,
+    /// `info.name.last`.
+    LastName,
+    /// `primaryInfo.email`.
+    PrimaryEmail,
+    /// `id`.
+    Id,
+}
+
+/// Parts of a contact a query can return; `id` and `revision` always come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContactPart {
+    /// `info.name`.
+    Name,
+    /// `info.emails`.
+    Emails,
+    /// `info.phones`.
+    Phones,
+    /// `primaryInfo`.
+    PrimaryInfo,
+    /// `createdDate`.
+    CreatedDate,
+    /// `updatedDate`.
+    UpdatedDate,
+}
+
+/// A query of the contact list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactQuery {
+    /// Which contacts.
+    pub filter: ContactFilter,
+    /// Order; default `createdDate` descending. Ties are broken by id.
+    pub sort: Vec<(ContactSortField, SortOrder)>,
+    /// Parts to return; `None` returns every part.
+    pub parts: Option<Vec<ContactPart>>,
+    /// Contacts to skip.
+    pub offset: usize,
+    /// Page size: default 50, at most 1000.
+    pub limit: Option<usize>,
+}
+
+impl Default for ContactQuery {
+    fn default() -> Self {
+        ContactQuery {
+            filter: ContactFilter::All,
+            sort: Vec::new(),
+            parts: None,
+            offset: 0,
+            limit: None,
+        }
+    }
+}
+
+impl ContactQuery {
+    /// Contacts having this email (case-insensitive), returning only ids — the query of the
+    /// example flows.
+    pub fn by_email(email: &str) -> Self {
+        ContactQuery {
+            filter: ContactFilter::Field(
+                ContactField::Email,
+                Condition::Eq(FilterValue::Text(email.to_owned())),
+            ),
+            parts: Some(Vec::new()),
+            ..ContactQuery::default()
+        }
+    }
+}
+
+/// Why a query was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum QueryContactsError {
+    /// Limit 0 or above 1000.
+    #[error("limit must be 1 to {MAX_QUERY_LIMIT}; got {0}")]
+    IllegalLimit(usize),
+    /// A condition that makes no sense for the field (e.g. `$startsWith` on a date).
+    #[error("condition {condition} is not supported on field {field:?}")]
+    UnsupportedFilter {
+        /// The field.
+        field: ContactField,
+        /// The condition's operator.
+        condition: &'static str,
+    },
+}
+
+/// A contact as a query returns it: the parts that were not asked for are `None`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactView {
+    /// Always there.
+    pub id: ContactId,
+    /// Always there.
+    pub revision: u64,
+    /// `createdDate`.
+    pub created_date: Option<Timestamp>,
+    /// `updatedDate`.
+    pub updated_date: Option<Timestamp>,
+    /// `info.name`.
+    pub name: Option<ContactName>,
+    /// `info.emails`.
+    pub emails: Option<Vec<ContactEmail>>,
+    /// `info.phones`.
+    pub phones: Option<Vec<ContactPhone>>,
+    /// `primaryInfo`: (email, phone).
+    pub primary_info: Option<(Option<String>, Option<String>)>,
+}
+
+impl ContactView {
+    /// The whole contact.
+    pub fn full(c: &Contact) -> Self {
+        Self::project(c, None)
+    }
+
+    fn project(c: &Contact, parts: Option<&[ContactPart]>) -> Self {
+        let want = |p: ContactPart| parts.is_none_or(|ps| ps.contains(&p));
+        ContactView {
+            id: c.id,
+            revision: c.revision,
+            created_date: want(ContactPart::CreatedDate).then_some(c.created_date),
+            updated_date: want(ContactPart::UpdatedDate).then_some(c.updated_date),
+            name: want(ContactPart::Name).then(|| c.name.clone()),
+            emails: want(ContactPart::Emails).then(|| c.emails.clone()),
+            phones: want(ContactPart::Phones).then(|| c.phones.clone()),
+            primary_info: want(ContactPart::PrimaryInfo).then(|| {
+                (
+                    c.primary_email().map(str::to_owned),
+                    c.primary_phone().map(str::to_owned),
+                )
+            }),
+        }
+    }
+}
+
+/// One page of a query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactPage {
+    /// The contacts.
+    pub contacts: Vec<ContactView>,
+    /// How many matched in all.
+    pub total: usize,
+    /// The offset of this page.
+    pub offset: usize,
+    /// The limit used.
+    pub limit: usize,
+}
+
+/// The contact list, with indexes by email and phone and the aliases of merged contacts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactDirectory {
+    contacts: OrdMap<ContactId, Contact>,
+    by_email: OrdMap<String, OrdSet<ContactId>>,
+    by_phone: OrdMap<String, OrdSet<ContactId>>,
+    merged_into: OrdMap<ContactId, ContactId>,
+}
+
+/// Normalises an email for comparison: trimmed and lowercased.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn normalize_phone(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn valid_email(email: &str) -> bool {
+    let e = email.trim();
+    match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !e.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn ensure_one_primary<T>(items: &mut [T], primary: impl Fn(&mut T) -> &mut bool) {
+    let mut seen = false;
+    for item in items.iter_mut() {
+        let p = primary(item);
+        if *p && !seen {
+            seen = true;
+        } else {
+            *p = false;
+        }
+    }
+    if !seen && let Some(first) = items.first_mut() {
+        *primary(first) = true;
+    }
+}
+
+impl ContactDirectory {
+    /// A live contact (not merged away).
+    pub fn get(&self, id: ContactId) -> Option<&Contact> {
+        self.contacts.get(&id)
+    }
+
+    /// Follows merges: the live contact an id now stands for (the id itself when it was never
+    /// merged away).
+    pub fn resolve(&self, mut id: ContactId) -> ContactId {
+        // Merge chains are acyclic (a merge target must be live), but bound the walk anyway.
+        for _ in 0..=self.merged_into.len() {
+            match self.merged_into.get(&id) {
+                Some(next) if *next != id => id = *next,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// The contact an id was merged into, if it was.
+    pub fn merged_into(&self, id: ContactId) -> Option<ContactId> {
+        self.merged_into.get(&id).copied()
+    }
+
+    /// How many live contacts.
+    pub fn len(&self) -> usize {
+        self.contacts.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty()
+    }
+
+    /// All live contacts, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Contact> {
+        self.contacts.values()
+    }
+
+    /// Validates a new contact and builds it (revision 1). Changes nothing.
+    pub fn plan_create(
+        &self,
+        id: ContactId,
+        draft: ContactDraft,
+        now: Timestamp,
+    ) -> Result<Contact, CreateContactError> {
+        if self.contacts.contains_key(&id) || self.merged_into.contains_key(&id) {
+            return Err(CreateContactError::AlreadyExists(id));
+        }
+        if draft.name.is_empty() && draft.emails.is_empty() && draft.phones.is_empty() {
+            return Err(CreateContactError::Empty);
+        }
+        let mut emails = draft.emails;
+        for e in &mut emails {
+            if !valid_email(&e.email) {
+                return Err(CreateContactError::InvalidEmail(e.email.clone()));
+            }
+            e.email = e.email.trim().to_owned();
+            if !draft.allow_duplicates
+                && let Some(existing) = self.contacts_with_email(&e.email).next()
+            {
+                return Err(CreateContactError::DuplicateEmail {
+                    email: e.email.clone(),
+                    existing,
+                });
+            }
+        }
+        let mut phones = draft.phones;
+        for p in &mut phones {
+            let digits = normalize_phone(&p.phone);
+            if digits.is_empty() {
+                return Err(CreateContactError::InvalidPhone(p.phone.clone()));
+            }
+            if !draft.allow_duplicates
+                && let Some(existing) = self.by_phone.get(&digits).and_then(|s| s.iter().next())
+            {
+                return Err(CreateContactError::DuplicatePhone {
+                    phone: p.phone.clone(),
+                    existing: *existing,
+                });
+            }
+        }
+        ensure_one_primary(&mut emails, |e| &mut e.primary);
+        ensure_one_primary(&mut phones, |p| &mut p.primary);
+        Ok(Contact {
+            id,
+            revision: 1,
+            created_date: now,
+            updated_date: now,
+            name: draft.name,
+            emails,
+            phones,
+        })
+    }
+
+    /// The ids of live contacts having this email (case-insensitive), in id order.
+    pub fn contacts_with_email(&self, email: &str) -> impl Iterator<Item = ContactId> + '_ {
+        self.by_email
+            .get(&normalize_email(email))
+            .into_iter()
+            .flat_map(|s| s.iter().copied())
+    }
+
+    /// What the target becomes when `sources` are merged into it, checked against the
+    /// caller's `expected_revision` when one is given. Changes nothing: this is both the
+    /// merge's decision and Preview Merge.
+    ///
+    /// Rule for conflicting single-valued fields (the name): the first source that has one
+    /// wins, then the next, and the target's own value only when no source has one. Emails and
+    /// phones are the union (target's first, then each source's, without case-insensitive
+    /// repeats); the primary entry is the target's if it has one, else the first source's.
+    pub fn plan_merge(
+        &self,
+        target: ContactId,
+        expected_revision: Option<u64>,
+        sources: &[ContactId],
+        now: Timestamp,
+    ) -> Result<Contact, MergeContactsError> {
+        if sources.is_empty() || sources.len() > MAX_MERGE_SOURCES {
+            return Err(MergeContactsError::SourceCount(sources.len()));
+        }
+        let current = self
+            .contacts
+            .get(&target)
+            .ok_or(MergeContactsError::TargetNotFound(target))?;
+        let mut seen = OrdSet::new();
+        let mut source_contacts = Vec::with_capacity(sources.len());
+        for s in sources {
+            if *s == target {
+                return Err(MergeContactsError::SourceIsTarget(*s));
+            }
+            if seen.insert(*s).is_some() {
+                return Err(MergeContactsError::DuplicateSource(*s));
+            }
+            source_contacts.push(
+                self.contacts
+                    .get(s)
+                    .ok_or(MergeContactsError::SourceNotFound(*s))?,
+            );
+        }
+        if let Some(expected) = expected_revision
+            && expected != current.revision
+        {
+            return Err(MergeContactsError::RevisionConflict {
+                expected,
+                actual: current.revision,
+            });
+        }
+        let mut merged = current.clone();
+        let pick = |get: &dyn Fn(&Contact) -> Option<String>| {
+            source_contacts
+                .iter()
+                .copied()
+                .chain(std::iter::once(current))
+                .find_map(|c| get(c).filter(|s| !s.is_empty()))
+        };
+        merged.name = ContactName {
+            first: pick(&|c| c.name.first.clone()),
+            last: pick(&|c| c.name.last.clone()),
+        };
+        for src in &source_contacts {
+            for e in &src.emails {
+                let norm = normalize_email(&e.email);
+                if !merged.emails.iter().any(|m| normalize_email(&m.email) == norm) {
+                    merged.emails.push(ContactEmail { primary: false, ..e.clone() });
+                }
+            }
+            for p in &src.phones {
+                let norm = normalize_phone(&p.phone);
+                if !merged.phones.iter().any(|m| normalize_phone(&m.phone) == norm) {
+                    merged.phones.push(ContactPhone { primary: false, ..p.clone() });
+                }
+            }
+        }
+        if !current.emails.iter().any(|e| e.primary) {
+            let first_source_primary = source_contacts
+                .iter()
+                .find_map(|c| c.primary_email())
+                .map(normalize_email);
+            for e in &mut merged.emails {
+                e.primary = Some(normalize_email(&e.email)) == first_source_primary;
+            }
+        }
+        ensure_one_primary(&mut merged.emails, |e| &mut e.primary);
+        ensure_one_primary(&mut merged.phones, |p| &mut p.primary);
+        merged.revision = current.revision.saturating_add(1);
+        merged.updated_date = now.max(current.updated_date);
+        Ok(merged)
+    }
+
+    /// Stores a contact unless a higher revision of it is already here (idempotent, and
+    /// convergent when changes arrive out of order). Merged-away ids are never revived.
+    pub fn upsert(&mut self, contact: Contact) {
+        if self.merged_into.contains_key(&contact.id) {
+            return;
+        }
+        if let Some(existing) = self.contacts.get(&contact.id) {
+            if existing.revision > contact.revision
+                || (existing.revision == contact.revision && *existing >= contact)
+            {
+                return;
+            }
+            let old = existing.clone();
+            self.unindex(&old);
+        }
+        self.index(&contact);
+        self.contacts.insert(contact.id, contact);
+    }
+
+    /// Records that `source` was merged into `target`: it leaves the list and its id becomes
+    /// an alias. Idempotent.
+    pub fn remove_merged(&mut self, source: ContactId, target: ContactId) {
+        if source == target {
+            return;
+        }
+        if let Some(old) = self.contacts.remove(&source) {
+            self.unindex(&old);
+        }
+        self.merged_into.insert(source, target);
+    }
+
+    fn index(&mut self, c: &Contact) {
+        for e in &c.emails {
+            self.by_email
+                .entry(normalize_email(&e.email))
+                .or_default()
+                .insert(c.id);
+        }
+        for p in &c.phones {
+            self.by_phone
+                .entry(normalize_phone(&p.phone))
+                .or_default()
+                .insert(c.id);
+        }
+    }
+
+    fn unindex(&mut self, c: &Contact) {
+        for e in &c.emails {
+            let key = normalize_email(&e.email);
+            if let Some(set) = self.by_email.get_mut(&key) {
+                set.remove(&c.id);
+                if set.is_empty() {
+                    self.by_email.remove(&key);
+                }
+            }
+        }
+        for p in &c.phones {
+            let key = normalize_phone(&p.phone);
+            if let Some(set) = self.by_phone.get_mut(&key) {
+                set.remove(&c.id);
+                if set.is_empty() {
+                    self.by_phone.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Runs a query: filter, sort (default `createdDate` descending, ties by id), offset
+    /// paging and projection.
+    ///
+    /// ```
+    /// # use inbox_core::contacts::*;
+    /// # use inbox_core::{ContactId, Timestamp};
+    /// let mut dir = ContactDirectory::default();
+    /// let id = ContactId::from_uuid(uuid::Uuid::from_u128(1));
+    /// let draft = ContactDraft {
+    ///     emails: vec![ContactEmail { email: "Jo@Example.com".into(), tag: EntryTag::Main, primary: true }],
+    ///     ..ContactDraft::default()
+    /// };
+    /// dir.upsert(dir.plan_create(id, draft, Timestamp::EPOCH).unwrap());
+    /// let page = dir.query(&ContactQuery::by_email("jo@example.COM")).unwrap();
+    /// assert_eq!(page.contacts[0].id, id);
+    /// assert!(page.contacts[0].emails.is_none()); // only id and revision were asked for
+    /// ```
+    pub fn query(&self, query: &ContactQuery) -> Result<ContactPage, QueryContactsError> {
+        let limit = query.limit.unwrap_or(DEFAULT_QUERY_LIMIT);
+        if limit == 0 || limit > MAX_QUERY_LIMIT {
+            return Err(QueryContactsError::IllegalLimit(limit));
+        }
+        check_filter(&query.filter)?;
+        let mut matched: Vec<&Contact> = match indexed_candidates(&query.filter, self) {
+            Some(ids) => ids
+                .into_iter()
+                .filter_map(|id| self.contacts.get(&id))
+                .filter(|c| matches(&query.filter, c))
+                .collect(),
+            None => self
+                .contacts
+                .values()
+                .filter(|c| matches(&query.filter, c))
+                .collect(),
+        };
+        let sort: &[(ContactSortField, SortOrder)] = if query.sort.is_empty() {
+            &[(ContactSortField::CreatedDate, SortOrder::Desc)]
+        } else {
+            &query.sort
+        };
+        matched.sort_by(|a, b| {
+            sort.iter()
+                .map(|(field, order)| {
+                    let o = sort_key(a, *field).cmp(&sort_key(b, *field));
+                    if *order == SortOrder::Desc { o.reverse() } else { o }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| a.id.cmp(&b.id))
+        });
+        let total = matched.len();
+        let contacts = matched
+            .into_iter()
+            .skip(query.offset)
+            .take(limit)
+            .map(|c| ContactView::project(c, query.parts.as_deref()))
+            .collect();
+        Ok(ContactPage {
+            contacts,
+            total,
+            offset: query.offset,
+            limit,
+        })
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey<'a> {
+    Missing,
+    Text(String),
+    Time(Timestamp),
+    Id(&'a ContactId),
+}
+
+fn sort_key(c: &Contact, field: ContactSortField) -> SortKey<'_> {
+    let text = |s: Option<&str>| s.map_or(SortKey::Missing, |s| SortKey::Text(s.to_lowercase()));
+    match field {
+        ContactSortField::CreatedDate => SortKey::Time(c.created_date),
+        ContactSortField::UpdatedDate => SortKey::Time(c.updated_date),
+        ContactSortField::FirstName => text(c.name.first.as_deref()),
+        ContactSortField::LastName => text(c.name.last.as_deref()),
+        ContactSortField::PrimaryEmail => text(c.primary_email()),
+        ContactSortField::Id => SortKey::Id(&c.id),
+    }
+}
+
+fn condition_name(c: &Condition) -> &'static str {
+    match c {
+        Condition::Eq(_) => "$eq",
+        Condition::Ne(_) => "$ne",
+        Condition::In(_) => "$in",
+        Condition::HasSome(_) => "$hasSome",
+        Condition::Exists(_) => "$exists",
+        Condition::StartsWith(_) => "$startsWith",
+        Condition::Gt(_) => "$gt",
+        Condition::Gte(_) => "$gte",
+        Condition::Lt(_) => "$lt",
+        Condition::Lte(_) => "$lte",
+    }
+}
+
+fn check_filter(f: &ContactFilter) -> Result<(), QueryContactsError> {
+    match f {
+        ContactFilter::All => Ok(()),
+        ContactFilter::And(fs) | ContactFilter::Or(fs) => fs.iter().try_for_each(check_filter),
+        ContactFilter::Not(f) => check_filter(f),
+        ContactFilter::Field(field, cond) => {
+            let is_date = matches!(field, ContactField::CreatedDate | ContactField::UpdatedDate);
+            let ok = match cond {
+                Condition::Eq(_) | Condition::Ne(_) => true,
+                Condition::In(_) | Condition::HasSome(_) | Condition::Exists(_) => !is_date,
+                Condition::StartsWith(_) => !is_date && *field != ContactField::Id,
+                Condition::Gt(_) | Condition::Gte(_) | Condition::Lt(_) | Condition::Lte(_) => is_date,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(QueryContactsError::UnsupportedFilter {
+                    field: *field,
+                    condition: condition_name(cond),
+                })
+            }
+        }
+    }
+}
+
+/// For a filter that is (or starts with, in an `$and`) an email condition the index can
+/// answer, the candidate ids; `None` means scan everything.
+fn indexed_candidates(f: &ContactFilter, dir: &ContactDirectory) -> Option<OrdSet<ContactId>> {
+    match f {
+        ContactFilter::Field(ContactField::Email, cond) => {
+            let mut out = OrdSet::new();
+            let mut add = |email: &str| {
+                if let Some(s) = dir.by_email.get(&normalize_email(email)) {
+                    out.extend(s.iter().copied());
+                }
+            };
+            match cond {
+                Condition::Eq(FilterValue::Text(e)) => add(e),
+                Condition::In(vs) | Condition::HasSome(vs) => {
+                    for v in vs {
+                        if let FilterValue::Text(e) = v {
+                            add(e);
+                        }
+                    }
+                }
+                Condition::StartsWith(prefix) => {
+                    let prefix = prefix.to_lowercase();
+                    for (email, ids) in dir.by_email.range(prefix.clone()..) {
+                        if !email.starts_with(&prefix) {
+                            break;
+                        }
+                        out.extend(ids.iter().copied());
+                    }
+                }
+                _ => return None,
+            }
+            Some(out)
+        }
+        ContactFilter::And(fs) => fs.iter().find_map(|f| indexed_candidates(f, dir)),
+        _ => None,
+    }
+}
+
+fn matches(f: &ContactFilter, c: &Contact) -> bool {
+    match f {
+        ContactFilter::All => true,
+        ContactFilter::And(fs) => fs.iter().all(|f| matches(f, c)),
+        ContactFilter::Or(fs) => fs.iter().any(|f| matches(f, c)),
+        ContactFilter::Not(f) => !matches(f, c),
+        ContactFilter::Field(field, cond) => {
+            let id = c.id.to_string();
+            let values: Vec<FilterValue> = match field {
+                ContactField::Id => vec![FilterValue::Text(id)],
+                ContactField::Email => c
+                    .emails
+                    .iter()
+                    .map(|e| FilterValue::Text(normalize_email(&e.email)))
+                    .collect(),
+                ContactField::PrimaryEmail => c
+                    .primary_email()
+                    .map(|e| FilterValue::Text(normalize_email(e)))
+                    .into_iter()
+                    .collect(),
+                ContactField::PrimaryPhone => c
+                    .primary_phone()
+                    .map(|p| FilterValue::Text(p.to_owned()))
+                    .into_iter()
+                    .collect(),
+                ContactField::FirstName => c.name.first.iter().map(|s| FilterValue::Text(s.clone())).collect(),
+                ContactField::LastName => c.name.last.iter().map(|s| FilterValue::Text(s.clone())).collect(),
+                ContactField::CreatedDate => vec![FilterValue::Time(c.created_date)],
+                ContactField::UpdatedDate => vec![FilterValue::Time(c.updated_date)],
+            };
+            let fold = |v: &FilterValue| match (field, v) {
+                (ContactField::Email | ContactField::PrimaryEmail, FilterValue::Text(s)) => {
+                    FilterValue::Text(normalize_email(s))
+                }
+                (ContactField::Id, FilterValue::Text(s)) => FilterValue::Text(s.to_lowercase()),
+                _ => v.clone(),
+            };
+            match cond {
+                Condition::Eq(v) => values.contains(&fold(v)),
+                Condition::Ne(v) => !values.contains(&fold(v)),
+                Condition::In(vs) | Condition::HasSome(vs) => vs.iter().any(|v| values.contains(&fold(v))),
+                Condition::Exists(want) => values.is_empty() != *want,
+                Condition::StartsWith(prefix) => {
+                    let prefix = prefix.to_lowercase();
+                    values.iter().any(|v| matches!(v, FilterValue::Text(s) if s.to_lowercase().starts_with(&prefix)))
+                }
+                Condition::Gt(v) => values.iter().any(|x| x > v),
+                Condition::Gte(v) => values.iter().any(|x| x >= v),
+                Condition::Lt(v) => values.iter().any(|x| x < v),
+                Condition::Lte(v) => values.iter().any(|x| x <= v),
+            }
+        }
+    }
+}

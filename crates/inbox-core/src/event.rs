@@ -1,0 +1,130 @@
+//! Events: past-tense facts, the only thing the state is built from.
+//!
+//! A domain [`Event`] carries no storage detail; the [`EventEnvelope`] around it carries the
+//! event id, the schema version, the site and the time it was recorded. Serialized events
+//! are a compatibility promise: a change of shape bumps [`SCHEMA_VERSION`], and older
+//! versions are upcast where they are read (the store's job).
+
+use serde::{Deserialize, Serialize};
+
+use crate::contacts::Contact;
+use crate::ids::{
+    AppId, ContactId, ConversationId, EventId, MemberId, MessageId, Sequence, SiteId, Timestamp,
+    VisitorId,
+};
+use crate::message::{Message, Sender};
+use crate::participant::ParticipantId;
+
+/// The version of the serialized shape of [`Event`] that this build writes.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// An event with its metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Unique id; deliveries and retries of one event share it.
+    pub event_id: EventId,
+    /// Shape version of `event` (see [`SCHEMA_VERSION`]).
+    pub schema_version: u16,
+    /// The site the event belongs to.
+    pub site: SiteId,
+    /// When it was recorded (by the engine or the receiver of a webhook). The fold never
+    /// reads it, so the state does not depend on when events arrive.
+    pub recorded_at: Timestamp,
+    /// The fact.
+    pub event: Event,
+}
+
+/// Everything that can happen in an inbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A conversation was opened for a participant.
+    ConversationStarted {
+        /// The new conversation.
+        conversation_id: ConversationId,
+        /// Whose it is.
+        participant: ParticipantId,
+    },
+    /// A message was sent. `message.conversation_id` is the conversation it was sent to,
+    /// which may since have been merged; the message lives in the survivor.
+    MessageSent {
+        /// The message, with its id and sequence.
+        message: Message,
+    },
+    /// Conversations were merged into a target (a lifecycle change or a contact merge).
+    ConversationsMerged {
+        /// The conversations merged away.
+        sources: Vec<ConversationId>,
+        /// The survivor.
+        target: ConversationId,
+        /// When, on the site's sequence clock. Orders conflicting merges and pins cursors.
+        stamp: Sequence,
+    },
+    /// An anonymous visitor gave contact details and became a contact.
+    VisitorIdentified {
+        /// The visitor.
+        visitor: VisitorId,
+        /// The contact it became.
+        contact: ContactId,
+    },
+    /// A contact registered as a site member.
+    MemberRegistered {
+        /// The new member.
+        member: MemberId,
+        /// Its contact.
+        contact: ContactId,
+        /// The email it logs in with.
+        login_email: Option<String>,
+    },
+    /// A contact was created.
+    ContactCreated {
+        /// The contact, at revision 1.
+        contact: Contact,
+    },
+    /// Contacts were merged into a target.
+    ContactsMerged {
+        /// The target as it is after the merge (its new revision included).
+        target: Contact,
+        /// The contacts merged away.
+        sources: Vec<ContactId>,
+    },
+    /// A participant clicked a postback button.
+    ButtonInteracted {
+        /// The conversation of the message.
+        conversation_id: ConversationId,
+        /// The message with the button.
+        message_id: MessageId,
+        /// The button's interaction id.
+        interaction_id: String,
+        /// The app that receives the interaction.
+        app_id: Option<AppId>,
+        /// Who clicked.
+        interacted_by: Sender,
+    },
+    /// A privacy request erased a participant: message content is redacted, the structure
+    /// (ids, sequences, dates, merges) is kept.
+    ParticipantErased {
+        /// Who asked.
+        participant: ParticipantId,
+        /// Every conversation whose messages are redacted.
+        conversations: Vec<ConversationId>,
+        /// The contact with its personal data removed, if the participant had one.
+        contact: Option<Contact>,
+    },
+}
+
+impl Event {
+    /// A short stable name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ConversationStarted { .. } => "conversation_started",
+            Event::MessageSent { .. } => "message_sent",
+            Event::ConversationsMerged { .. } => "conversations_merged",
+            Event::VisitorIdentified { .. } => "visitor_identified",
+            Event::MemberRegistered { .. } => "member_registered",
+            Event::ContactCreated { .. } => "contact_created",
+            Event::ContactsMerged { .. } => "contacts_merged",
+            Event::ButtonInteracted { .. } => "button_interacted",
+            Event::ParticipantErased { .. } => "participant_erased",
+        }
+    }
+}
