@@ -6,7 +6,9 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::contacts::{ContactDraft, CreateContactError, MergeContactsError};
-use crate::ids::{AppId, ContactId, ConversationId, MemberId, MessageId, Timestamp, VisitorId, WixUserId};
+use crate::ids::{
+    AppId, ContactId, ConversationId, MemberId, MessageId, Timestamp, VisitorId, WixUserId,
+};
 use crate::message::{MessageDraft, MessageRejection};
 use crate::participant::ParticipantId;
 
@@ -81,6 +83,9 @@ pub enum SendAs {
 }
 
 /// What a caller can ask.
+// Commands are transient (one at a time, never stored in bulk), so the size of the largest
+// variant costs nothing worth a box and an extra allocation on the hot send path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Get Or Create Conversation: the live conversation of the participant's most advanced

@@ -31,7 +31,8 @@ pub struct ContactName {
 
 impl ContactName {
     fn is_empty(&self) -> bool {
-        self.first.as_deref().is_none_or(str::is_empty) && self.last.as_deref().is_none_or(str::is_empty)
+        self.first.as_deref().is_none_or(str::is_empty)
+            && self.last.as_deref().is_none_or(str::is_empty)
     }
 
     /// "First Last", or whichever part there is.
@@ -46,7 +47,9 @@ impl ContactName {
 }
 
 /// The tag of an email or phone entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum EntryTag {
     /// `UNTAGGED`.
     #[default]
@@ -455,7 +458,10 @@ fn valid_email(email: &str) -> bool {
     let e = email.trim();
     match e.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !e.contains(char::is_whitespace)
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !e.contains(char::is_whitespace)
         }
         None => false,
     }
@@ -639,14 +645,28 @@ impl ContactDirectory {
         for src in &source_contacts {
             for e in &src.emails {
                 let norm = normalize_email(&e.email);
-                if !merged.emails.iter().any(|m| normalize_email(&m.email) == norm) {
-                    merged.emails.push(ContactEmail { primary: false, ..e.clone() });
+                if !merged
+                    .emails
+                    .iter()
+                    .any(|m| normalize_email(&m.email) == norm)
+                {
+                    merged.emails.push(ContactEmail {
+                        primary: false,
+                        ..e.clone()
+                    });
                 }
             }
             for p in &src.phones {
                 let norm = normalize_phone(&p.phone);
-                if !merged.phones.iter().any(|m| normalize_phone(&m.phone) == norm) {
-                    merged.phones.push(ContactPhone { primary: false, ..p.clone() });
+                if !merged
+                    .phones
+                    .iter()
+                    .any(|m| normalize_phone(&m.phone) == norm)
+                {
+                    merged.phones.push(ContactPhone {
+                        primary: false,
+                        ..p.clone()
+                    });
                 }
             }
         }
@@ -777,7 +797,11 @@ impl ContactDirectory {
             sort.iter()
                 .map(|(field, order)| {
                     let o = sort_key(a, *field).cmp(&sort_key(b, *field));
-                    if *order == SortOrder::Desc { o.reverse() } else { o }
+                    if *order == SortOrder::Desc {
+                        o.reverse()
+                    } else {
+                        o
+                    }
                 })
                 .find(|o| o.is_ne())
                 .unwrap_or_else(|| a.id.cmp(&b.id))
@@ -844,7 +868,9 @@ fn check_filter(f: &ContactFilter) -> Result<(), QueryContactsError> {
                 Condition::Eq(_) | Condition::Ne(_) => true,
                 Condition::In(_) | Condition::HasSome(_) | Condition::Exists(_) => !is_date,
                 Condition::StartsWith(_) => !is_date && *field != ContactField::Id,
-                Condition::Gt(_) | Condition::Gte(_) | Condition::Lt(_) | Condition::Lte(_) => is_date,
+                Condition::Gt(_) | Condition::Gte(_) | Condition::Lt(_) | Condition::Lte(_) => {
+                    is_date
+                }
             };
             if ok {
                 Ok(())
@@ -921,8 +947,18 @@ fn matches(f: &ContactFilter, c: &Contact) -> bool {
                     .map(|p| FilterValue::Text(p.to_owned()))
                     .into_iter()
                     .collect(),
-                ContactField::FirstName => c.name.first.iter().map(|s| FilterValue::Text(s.clone())).collect(),
-                ContactField::LastName => c.name.last.iter().map(|s| FilterValue::Text(s.clone())).collect(),
+                ContactField::FirstName => c
+                    .name
+                    .first
+                    .iter()
+                    .map(|s| FilterValue::Text(s.clone()))
+                    .collect(),
+                ContactField::LastName => c
+                    .name
+                    .last
+                    .iter()
+                    .map(|s| FilterValue::Text(s.clone()))
+                    .collect(),
                 ContactField::CreatedDate => vec![FilterValue::Time(c.created_date)],
                 ContactField::UpdatedDate => vec![FilterValue::Time(c.updated_date)],
             };
@@ -936,7 +972,9 @@ fn matches(f: &ContactFilter, c: &Contact) -> bool {
             match cond {
                 Condition::Eq(v) => values.contains(&fold(v)),
                 Condition::Ne(v) => !values.contains(&fold(v)),
-                Condition::In(vs) | Condition::HasSome(vs) => vs.iter().any(|v| values.contains(&fold(v))),
+                Condition::In(vs) | Condition::HasSome(vs) => {
+                    vs.iter().any(|v| values.contains(&fold(v)))
+                }
                 Condition::Exists(want) => values.is_empty() != *want,
                 Condition::StartsWith(prefix) => {
                     let prefix = prefix.to_lowercase();

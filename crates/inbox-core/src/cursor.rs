@@ -36,7 +36,9 @@ pub enum CursorError {
     #[error("cursor belongs to another conversation")]
     ForeignConversation,
     /// The request's sort order or visibility differs from the first page's.
-    #[error("cursor was issued for a different sort order or visibility; repeat the first request's")]
+    #[error(
+        "cursor was issued for a different sort order or visibility; repeat the first request's"
+    )]
     QueryMismatch,
 }
 
@@ -57,7 +59,11 @@ impl CursorState {
             buf: &mut bytes,
             pos: 0,
         };
-        w.put(&[VERSION, u8::from(self.descending), u8::from(self.participant_only)]);
+        w.put(&[
+            VERSION,
+            u8::from(self.descending),
+            u8::from(self.participant_only),
+        ]);
         w.put(self.anchor.as_uuid().as_bytes());
         w.put(&self.watermark.0.to_be_bytes());
         w.put(&self.last.0.0.to_be_bytes());
@@ -200,7 +206,9 @@ fn base64url_encode(bytes: &[u8]) -> String {
         let chars = chunk.len() + 1;
         for i in 0..chars {
             let idx = (n >> (18 - 6 * i)) & 63;
-            out.push(char::from(ALPHABET.get(idx as usize).copied().unwrap_or(b'A')));
+            out.push(char::from(
+                ALPHABET.get(idx as usize).copied().unwrap_or(b'A'),
+            ));
         }
     }
     out
@@ -241,6 +249,7 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -280,12 +289,24 @@ mod tests {
         let key = [9u8; 16];
         let text = sample().encode(&key);
         assert_eq!(CursorState::decode(&text, &key), Ok(sample()));
-        assert_eq!(CursorState::decode(&text, &[8u8; 16]), Err(CursorError::Tampered));
+        assert_eq!(
+            CursorState::decode(&text, &[8u8; 16]),
+            Err(CursorError::Tampered)
+        );
         let mut chars: Vec<char> = text.chars().collect();
         chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
         let edited: String = chars.into_iter().collect();
-        assert_eq!(CursorState::decode(&edited, &key), Err(CursorError::Tampered));
-        assert_eq!(CursorState::decode("not a cursor", &key), Err(CursorError::Malformed));
-        assert_eq!(CursorState::decode(&text[..20], &key), Err(CursorError::Malformed));
+        assert_eq!(
+            CursorState::decode(&edited, &key),
+            Err(CursorError::Tampered)
+        );
+        assert_eq!(
+            CursorState::decode("not a cursor", &key),
+            Err(CursorError::Malformed)
+        );
+        assert_eq!(
+            CursorState::decode(&text[..20], &key),
+            Err(CursorError::Malformed)
+        );
     }
 }

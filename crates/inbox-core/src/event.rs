@@ -107,6 +107,9 @@ pub enum Event {
         participant: ParticipantId,
         /// Every conversation whose messages are redacted.
         conversations: Vec<ConversationId>,
+        /// Messages up to this sequence (those that existed when the request was decided)
+        /// are redacted; later ones, if the person writes again, are not.
+        up_to: Sequence,
         /// The contact with its personal data removed, if the participant had one.
         contact: Option<Contact>,
     },

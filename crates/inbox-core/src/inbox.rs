@@ -116,6 +116,7 @@ pub enum Anomaly {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum AnomalyKey {
     Merge(ConversationId),
+    SelfMerge(ConversationId),
     Cycle(ConversationId),
     Message(MessageId),
     Identity(u8, ParticipantId),
@@ -177,7 +178,13 @@ pub struct Inbox {
     message_index: OrdMap<MessageId, Locator>,
     merge_edges: OrdMap<ConversationId, OrdMap<ConversationId, Sequence>>,
     merged_from: OrdMap<ConversationId, OrdSet<ConversationId>>,
-    erased: OrdSet<ConversationId>,
+    /// Conversations erased by a privacy request, with the sequence up to which their
+    /// messages are redacted.
+    erased: OrdMap<ConversationId, Sequence>,
+    // Contacts a privacy request erased: their member's login email is forgotten, also when
+    // the registration is folded after the erasure (convergence).
+    #[serde(default)]
+    erased_contacts: OrdSet<ContactId>,
     interactions: OrdSet<Interaction>,
     anomalies: OrdMap<AnomalyKey, Anomaly>,
     last_sequence: Sequence,
@@ -285,7 +292,8 @@ impl Inbox {
             message_index: OrdMap::new(),
             merge_edges: OrdMap::new(),
             merged_from: OrdMap::new(),
-            erased: OrdSet::new(),
+            erased: OrdMap::new(),
+            erased_contacts: OrdSet::new(),
             interactions: OrdSet::new(),
             anomalies: OrdMap::new(),
             last_sequence: Sequence::ZERO,
@@ -408,7 +416,12 @@ impl Inbox {
                 expected_revision,
                 sources,
             } => {
-                let merged = self.preview_contact_merge(*target, Some(*expected_revision), sources, ctx.now)?;
+                let merged = self.preview_contact_merge(
+                    *target,
+                    Some(*expected_revision),
+                    sources,
+                    ctx.now,
+                )?;
                 let mut events = vec![Event::ContactsMerged {
                     target: merged,
                     sources: sources.clone(),
@@ -485,6 +498,7 @@ impl Inbox {
                 Ok(vec![Event::ParticipantErased {
                     participant: *participant,
                     conversations,
+                    up_to: self.last_sequence,
                     contact,
                 }])
             }
@@ -612,8 +626,13 @@ impl Inbox {
         sources: &[ContactId],
         now: Timestamp,
     ) -> Result<Contact, MergeContactsError> {
-        let merged = self.contacts.plan_merge(target, expected_revision, sources, now)?;
-        if let Some(member_source) = sources.iter().find(|s| self.member_of_contact.contains_key(*s)) {
+        let merged = self
+            .contacts
+            .plan_merge(target, expected_revision, sources, now)?;
+        if let Some(member_source) = sources
+            .iter()
+            .find(|s| self.member_of_contact.contains_key(*s))
+        {
             return Err(MergeContactsError::SourceIsMember(*member_source));
         }
         Ok(merged)
@@ -715,12 +734,24 @@ impl Inbox {
                     contact.as_uuid(),
                     |s| s.members.get(member).map(|m| m.contact_id.as_uuid()),
                     |s, v| {
+                        // The login email must not depend on arrival order either: it is the
+                        // greatest one registered with the winning contact (an email over
+                        // none), and none once that contact is erased.
+                        let winner = ContactId(v);
+                        let kept = s
+                            .members
+                            .get(member)
+                            .filter(|m| m.contact_id == winner)
+                            .and_then(|m| m.login_email.clone());
+                        let given = login_email.clone().filter(|_| *contact == winner);
                         s.members.insert(
                             *member,
                             Member {
                                 id: *member,
-                                contact_id: ContactId(v),
-                                login_email: login_email.clone(),
+                                contact_id: winner,
+                                login_email: kept
+                                    .max(given)
+                                    .filter(|_| !s.erased_contacts.contains(&winner)),
                             },
                         );
                     },
@@ -738,8 +769,16 @@ impl Inbox {
             Event::ContactCreated { contact } => self.contacts.upsert(contact.clone()),
             Event::ContactsMerged { target, sources } => {
                 self.contacts.upsert(target.clone());
-                for s in sources {
-                    self.contacts.remove_merged(*s, target.id);
+                // A contact merged into two targets (events from outside): the smallest target
+                // wins whatever the arrival order, and the conflict is reported.
+                for s in sources.iter().filter(|s| **s != target.id) {
+                    self.set_unique(
+                        4,
+                        ParticipantId::Contact(*s),
+                        target.id.as_uuid(),
+                        |st| st.contacts.merged_into(*s).map(|c| c.as_uuid()),
+                        |st, v| st.contacts.remove_merged(*s, ContactId(v)),
+                    );
                 }
             }
             Event::ButtonInteracted {
@@ -759,16 +798,33 @@ impl Inbox {
             }
             Event::ParticipantErased {
                 conversations,
+                up_to,
                 contact,
                 ..
             } => {
                 if let Some(c) = contact {
                     self.contacts.upsert(c.clone());
+                    // The login email is personal data too (a conversation shows it as the
+                    // member's name when the contact has none).
+                    self.erased_contacts.insert(c.id);
+                    let of_contact: Vec<MemberId> = self
+                        .members
+                        .values()
+                        .filter(|m| m.contact_id == c.id)
+                        .map(|m| m.id)
+                        .collect();
+                    for id in of_contact {
+                        if let Some(m) = self.members.get_mut(&id) {
+                            m.login_email = None;
+                        }
+                    }
                 }
+                self.bump(*up_to);
                 let mut roots = BTreeSet::new();
                 for c in conversations {
                     self.ensure_conversation(*c);
-                    self.erased.insert(*c);
+                    let bound = self.erased.get(c).map_or(*up_to, |b| (*b).max(*up_to));
+                    self.erased.insert(*c, bound);
                     roots.insert(self.root_of(*c));
                 }
                 for root in roots {
@@ -790,7 +846,8 @@ impl Inbox {
     ) {
         match get(self) {
             None => set(self, value),
-            Some(old) if old == value => {}
+            // Set again: the fact may carry more than its value (a member's login email).
+            Some(old) if old == value => set(self, value),
             Some(old) => {
                 set(self, old.min(value));
                 let key = AnomalyKey::Identity(kind, subject);
@@ -829,9 +886,18 @@ impl Inbox {
         self.bump(message.sequence);
         self.ensure_conversation(message.conversation_id);
         if let Some(loc) = self.message_index.get(&message.id).copied() {
-            if self.erased.contains(&loc.conversation) {
-                return; // its content is gone; any other version of it is moot
-            }
+            // Versions of an erased message are compared redacted, as they are stored.
+            // `Message` orders content last, so this keeps the same version as comparing
+            // first and redacting after: the result does not depend on arrival order.
+            // Conflicts are not reported for erased messages (their content is gone, and
+            // erasure removes any report made before it), whatever the arrival order.
+            let erased = self.is_erased(message);
+            let candidate = if erased {
+                message.redacted()
+            } else {
+                message.clone()
+            };
+            let message = &candidate;
             let root = self.root_of(loc.conversation);
             let key = (loc.sequence, message.id);
             let Some(rec) = self.conversations.get_mut(&root) else {
@@ -843,8 +909,14 @@ impl Inbox {
             let Some(stored) = rec.messages.get(pos) else {
                 return;
             };
-            if *stored.msg == *message || *stored.msg < *message {
-                if *stored.msg != *message {
+            if *stored.msg <= *message {
+                // The stored version stays: whether to report depends on it being erased,
+                // not on the incoming one (else the report would depend on arrival order).
+                let stored_erased = self
+                    .erased
+                    .get(&stored.msg.conversation_id)
+                    .is_some_and(|up_to| stored.msg.sequence <= *up_to);
+                if *stored.msg != *message && !stored_erased {
                     self.anomalies.insert(
                         AnomalyKey::Message(message.id),
                         Anomaly::ConflictingMessage {
@@ -855,12 +927,18 @@ impl Inbox {
                 return;
             }
             rec.messages.remove(pos);
-            self.anomalies.insert(
-                AnomalyKey::Message(message.id),
-                Anomaly::ConflictingMessage {
-                    message_id: message.id,
-                },
-            );
+            if !erased {
+                self.anomalies.insert(
+                    AnomalyKey::Message(message.id),
+                    Anomaly::ConflictingMessage {
+                        message_id: message.id,
+                    },
+                );
+            } else {
+                // An erased version now stands: a conflict reported before is withdrawn, as
+                // an erasure arriving after it would withdraw it.
+                self.anomalies.remove(&AnomalyKey::Message(message.id));
+            }
         }
         self.insert_message(message.clone());
     }
@@ -868,7 +946,7 @@ impl Inbox {
     fn insert_message(&mut self, message: Message) {
         let provenance = message.conversation_id;
         let root = self.root_of(provenance);
-        let message = if self.erased.contains(&provenance) {
+        let message = if self.is_erased(&message) {
             message.redacted()
         } else {
             message
@@ -896,8 +974,21 @@ impl Inbox {
         }
     }
 
+    /// Whether a privacy request covers this message: its conversation was erased, at or
+    /// after the message's sequence. A function of the message and the erasures only.
+    fn is_erased(&self, message: &Message) -> bool {
+        self.erased
+            .get(&message.conversation_id)
+            .is_some_and(|up_to| message.sequence <= *up_to)
+    }
+
     fn redact_erased_in(&mut self, root: ConversationId) {
         let erased = self.erased.clone();
+        let covered = |m: &Message| {
+            erased
+                .get(&m.conversation_id)
+                .is_some_and(|up_to| m.sequence <= *up_to)
+        };
         let Some(rec) = self.conversations.get_mut(&root) else {
             return;
         };
@@ -906,22 +997,27 @@ impl Inbox {
             .iter()
             .enumerate()
             .filter(|(_, e)| {
-                erased.contains(&e.msg.conversation_id)
+                covered(&e.msg)
                     && e.msg.content.body != crate::message::ContentBody::Redacted
             })
             .map(|(i, _)| i)
             .collect();
+        let mut ids = Vec::with_capacity(positions.len());
         for i in positions {
             if let Some(e) = rec.messages.get_mut(i) {
+                ids.push(e.msg.id);
                 e.msg = Arc::new(e.msg.redacted());
             }
+        }
+        for id in ids {
+            self.anomalies.remove(&AnomalyKey::Message(id));
         }
     }
 
     fn add_merge_edge(&mut self, source: ConversationId, target: ConversationId, stamp: Sequence) {
         if source == target {
             self.anomalies.insert(
-                AnomalyKey::Merge(source),
+                AnomalyKey::SelfMerge(source),
                 Anomaly::SelfMerge {
                     conversation: source,
                 },
@@ -929,7 +1025,10 @@ impl Inbox {
             return;
         }
         let edges = self.merge_edges.get(&source);
-        if edges.and_then(|m| m.get(&target)).is_some_and(|s| *s >= stamp) {
+        if edges
+            .and_then(|m| m.get(&target))
+            .is_some_and(|s| *s >= stamp)
+        {
             return; // already known
         }
         let had_edges = edges.is_some_and(|m| !m.is_empty());
@@ -1139,7 +1238,10 @@ impl Inbox {
     }
 
     /// Get Conversation: follows merges and says when it did.
-    pub fn conversation(&self, id: ConversationId) -> Result<ConversationView, GetConversationError> {
+    pub fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<ConversationView, GetConversationError> {
         if !self.conversations.contains_key(&id) {
             return Err(GetConversationError::NotFound(id));
         }
@@ -1152,7 +1254,11 @@ impl Inbox {
         self.live_conversation_of(p).map(|c| self.view(c, None))
     }
 
-    fn view(&self, root: ConversationId, redirected_from: Option<ConversationId>) -> ConversationView {
+    fn view(
+        &self,
+        root: ConversationId,
+        redirected_from: Option<ConversationId>,
+    ) -> ConversationView {
         let participant = self
             .conversations
             .get(&root)
@@ -1160,7 +1266,10 @@ impl Inbox {
             .map(|p| self.advanced_identity(p));
         let contact_id = participant.and_then(|p| match p {
             ParticipantId::Contact(c) => Some(c),
-            ParticipantId::Member(m) => self.members.get(&m).map(|m| self.contacts.resolve(m.contact_id)),
+            ParticipantId::Member(m) => self
+                .members
+                .get(&m)
+                .map(|m| self.contacts.resolve(m.contact_id)),
             ParticipantId::Visitor(_) => None,
         });
         let contact = contact_id.and_then(|c| self.contacts.get(c));
@@ -1173,7 +1282,9 @@ impl Inbox {
         }
         let name = contact.and_then(|c| c.name.display()).or_else(|| {
             match participant {
-                Some(ParticipantId::Member(m)) => self.members.get(&m).and_then(|m| m.login_email.clone()),
+                Some(ParticipantId::Member(m)) => {
+                    self.members.get(&m).and_then(|m| m.login_email.clone())
+                }
                 _ => None,
             }
             .or_else(|| contact.and_then(|c| c.primary_email().map(str::to_owned)))
@@ -1196,7 +1307,9 @@ impl Inbox {
         let loc = self.message_index.get(&id)?;
         let root = self.root_of(loc.conversation);
         let v = &self.conversations.get(&root)?.messages;
-        let pos = v.binary_search_by(|e| e.key().cmp(&(loc.sequence, id))).ok()?;
+        let pos = v
+            .binary_search_by(|e| e.key().cmp(&(loc.sequence, id)))
+            .ok()?;
         v.get(pos).map(|e| &*e.msg)
     }
 
@@ -1283,8 +1396,14 @@ impl Inbox {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         };
         let partition = |before: &dyn Fn(&Entry) -> bool| {
-            v.binary_search_by(|e| if before(e) { Ordering::Less } else { Ordering::Greater })
-                .unwrap_or_else(|i| i)
+            v.binary_search_by(|e| {
+                if before(e) {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            })
+            .unwrap_or_else(|i| i)
         };
         let mut pinned = PinnedSet::new(self, anchor, watermark);
         let mut qualifies = |e: &Entry| {

@@ -39,9 +39,7 @@ pub use inbox::{
     InboxConfig, Interaction, ListMessages, ListMessagesError, MAX_PAGE_LIMIT, MessagePage,
     VisibilityFilter,
 };
-pub use message::{
-    Direction, Message, MessageDraft, MessageRejection, Sender, Visibility,
-};
+pub use message::{Direction, Message, MessageDraft, MessageRejection, Sender, Visibility};
 pub use participant::{Member, Participant, ParticipantId};
 
 #[doc = include_str!("../../../README.md")]

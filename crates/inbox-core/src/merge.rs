@@ -130,6 +130,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -157,7 +158,10 @@ mod tests {
         check((0..1000).collect(), vec![]);
         check((0..1000).collect(), (1000..3000).collect());
         check((1000..3000).collect(), (0..1000).collect());
-        check((0..5000).map(|x| x * 2).collect(), (0..5000).map(|x| x * 2 + 1).collect());
+        check(
+            (0..5000).map(|x| x * 2).collect(),
+            (0..5000).map(|x| x * 2 + 1).collect(),
+        );
         check((0..100).collect(), (0..100).collect());
     }
 

@@ -385,12 +385,8 @@ pub struct Message {
     /// The conversation it was originally sent to (provenance). It stays when conversations
     /// merge, so a merge can be audited and undone by replaying events.
     pub conversation_id: ConversationId,
-    /// What it says.
-    pub content: Content,
     /// Who sent it.
     pub sender: Sender,
-    /// At most one badge.
-    pub badges: Box<[Badge]>,
     /// Channel it is sent to (at most one).
     pub target_channels: ChannelSet,
     /// Channel it came from.
@@ -403,6 +399,13 @@ pub struct Message {
     pub direction: Direction,
     /// Sent without notifying.
     pub silent: bool,
+    // Content and badges come last: the derived `Ord` (which picks between two versions of
+    // one message id) then decides on everything else first, and a privacy redaction, which
+    // only removes these two, never changes which version wins.
+    /// What it says.
+    pub content: Content,
+    /// At most one badge.
+    pub badges: Box<[Badge]>,
 }
 
 impl Message {
@@ -523,7 +526,9 @@ impl MessageDraft {
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum MessageRejection {
     /// No content type was given.
-    #[error("message content must have exactly one of basic, template, minimal or form; none was given")]
+    #[error(
+        "message content must have exactly one of basic, template, minimal or form; none was given"
+    )]
     NoContent,
     /// More than one content type was given.
     #[error("message content must have exactly one content type; got {0:?}")]
@@ -553,7 +558,9 @@ pub enum MessageRejection {
     #[error("template buttons must be at most {MAX_TEMPLATE_BUTTONS}; got {0}")]
     TooManyButtons(usize),
     /// A button that is neither an action nor a postback button, or both.
-    #[error("template button {index} must have exactly one of launchUrl or postbackProperties.interactionId")]
+    #[error(
+        "template button {index} must have exactly one of launchUrl or postbackProperties.interactionId"
+    )]
     InvalidButton {
         /// Position of the button.
         index: usize,
@@ -698,7 +705,9 @@ impl TemplateDraft {
             .enumerate()
             .map(|(index, b)| {
                 let action = match (b.launch_url, b.interaction_id) {
-                    (Some(url), None) if !url.is_empty() => ButtonAction::Launch { url: url.into() },
+                    (Some(url), None) if !url.is_empty() => {
+                        ButtonAction::Launch { url: url.into() }
+                    }
                     (None, Some(id)) if !id.is_empty() => ButtonAction::Postback {
                         interaction_id: id.into(),
                         app_id,
@@ -713,7 +722,11 @@ impl TemplateDraft {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Template {
             title: self.title.map(String::into_boxed_str),
-            text_lines: self.text_lines.into_iter().map(String::into_boxed_str).collect(),
+            text_lines: self
+                .text_lines
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
             image_url: self.image_url.map(String::into_boxed_str),
             orientation: self.orientation,
             buttons,
