@@ -5,9 +5,9 @@
 //!
 //! * Each conversation is a record with an optional `parent` (the conversation it was merged
 //!   into). Following parents leads to the *root*, the live survivor.
-//! * Only roots hold messages: an RRB vector of `(sequence, Arc<Message>)` sorted by
-//!   `(sequence, message id)`. A merge moves the merged root's vector into the survivor's with
-//!   [`merge_sorted`], which is a single O(log n) append when one wholly precedes the other.
+//! * Only roots hold messages: a [`Timeline`] of `(sequence, Arc<Message>)` sorted by
+//!   `(sequence, message id)`. A merge moves the merged root's timeline into the survivor's
+//!   with [`Timeline::merge`], a single O(log n) append when one wholly precedes the other.
 //! * Every message keeps the conversation it was sent to (`Message::conversation_id`), so
 //!   the placement of any message is a function of that and of the merge edges; this is what
 //!   makes the fold converge whatever order events arrive in.
@@ -18,11 +18,10 @@
 //! Everything is an `imbl` structure or an `Arc`, so cloning an `Inbox` is O(1): that is a
 //! snapshot, and it shares structure with the live state.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use imbl::{OrdMap, OrdSet, Vector};
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -34,9 +33,9 @@ use crate::ids::{
     AppId, ContactId, ConversationId, EventId, MemberId, MessageId, Sequence, SiteId, Timestamp,
     VisitorId,
 };
-use crate::merge::merge_sorted;
 use crate::message::{ButtonAction, Channel, Message, Sender};
 use crate::participant::{Member, Participant, ParticipantId};
+use crate::timeline::{Entry, Timeline};
 
 /// Messages a page returns when no limit is given.
 pub const DEFAULT_PAGE_LIMIT: usize = 30;
@@ -137,26 +136,11 @@ pub struct Interaction {
     pub interacted_by: Sender,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
-    seq: Sequence,
-    msg: Arc<Message>,
-}
-
-impl Entry {
-    fn key(&self) -> (Sequence, MessageId) {
-        (self.seq, self.msg.id)
-    }
-    fn cmp(a: &Entry, b: &Entry) -> Ordering {
-        a.seq.cmp(&b.seq).then_with(|| a.msg.id.cmp(&b.msg.id))
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ConversationRecord {
     participant: Option<ParticipantId>,
     parent: Option<ConversationId>,
-    messages: Vector<Entry>,
+    messages: Timeline,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -674,6 +658,15 @@ impl Inbox {
         self.apply_event(&envelope.event);
     }
 
+    /// Folds one domain event taken by value: the same as [`Inbox::apply_event`], without
+    /// copying the message of a `MessageSent` (what replaying a log wants).
+    pub fn apply_owned(&mut self, event: Event) {
+        match event {
+            Event::MessageSent { message } => self.apply_message(message.clone()),
+            other => self.apply_event(&other),
+        }
+    }
+
     /// Folds one domain event (see [`Inbox::apply`]).
     pub fn apply_event(&mut self, event: &Event) {
         match event {
@@ -699,7 +692,7 @@ impl Inbox {
                     },
                 );
             }
-            Event::MessageSent { message } => self.apply_message(message),
+            Event::MessageSent { message } => self.apply_message(message.clone()),
             Event::ConversationsMerged {
                 sources,
                 target,
@@ -882,7 +875,7 @@ impl Inbox {
         self.conversations.entry(id).or_default()
     }
 
-    fn apply_message(&mut self, message: &Message) {
+    fn apply_message(&mut self, mut message: Message) {
         self.bump(message.sequence);
         self.ensure_conversation(message.conversation_id);
         if let Some(loc) = self.message_index.get(&message.id).copied() {
@@ -891,32 +884,26 @@ impl Inbox {
             // first and redacting after: the result does not depend on arrival order.
             // Conflicts are not reported for erased messages (their content is gone, and
             // erasure removes any report made before it), whatever the arrival order.
-            let erased = self.is_erased(message);
-            let candidate = if erased {
-                message.redacted()
-            } else {
-                message.clone()
-            };
-            let message = &candidate;
+            let erased = self.is_erased(&message);
+            if erased {
+                message = message.redacted();
+            }
             let root = self.root_of(loc.conversation);
             let key = (loc.sequence, message.id);
             let Some(rec) = self.conversations.get_mut(&root) else {
                 return;
             };
-            let Ok(pos) = rec.messages.binary_search_by(|e| e.key().cmp(&key)) else {
+            let Some(stored) = rec.messages.find(key) else {
                 return;
             };
-            let Some(stored) = rec.messages.get(pos) else {
-                return;
-            };
-            if *stored.msg <= *message {
+            if *stored.msg <= message {
                 // The stored version stays: whether to report depends on it being erased,
                 // not on the incoming one (else the report would depend on arrival order).
                 let stored_erased = self
                     .erased
                     .get(&stored.msg.conversation_id)
                     .is_some_and(|up_to| stored.msg.sequence <= *up_to);
-                if *stored.msg != *message && !stored_erased {
+                if *stored.msg != message && !stored_erased {
                     self.anomalies.insert(
                         AnomalyKey::Message(message.id),
                         Anomaly::ConflictingMessage {
@@ -926,7 +913,7 @@ impl Inbox {
                 }
                 return;
             }
-            rec.messages.remove(pos);
+            rec.messages.remove(key);
             if !erased {
                 self.anomalies.insert(
                     AnomalyKey::Message(message.id),
@@ -940,7 +927,7 @@ impl Inbox {
                 self.anomalies.remove(&AnomalyKey::Message(message.id));
             }
         }
-        self.insert_message(message.clone());
+        self.insert_message(message);
     }
 
     fn insert_message(&mut self, message: Message) {
@@ -958,20 +945,9 @@ impl Inbox {
                 sequence: message.sequence,
             },
         );
-        let entry = Entry {
-            seq: message.sequence,
-            msg: Arc::new(message),
-        };
-        let rec = self.ensure_conversation(root);
-        let v = &mut rec.messages;
-        match v.back() {
-            Some(last) if Entry::cmp(last, &entry) != Ordering::Less => {
-                if let Err(pos) = v.binary_search_by(|e| Entry::cmp(e, &entry)) {
-                    v.insert(pos, entry);
-                }
-            }
-            _ => v.push_back(entry),
-        }
+        self.ensure_conversation(root)
+            .messages
+            .insert(Entry::new(message));
     }
 
     /// Whether a privacy request covers this message: its conversation was erased, at or
@@ -992,23 +968,10 @@ impl Inbox {
         let Some(rec) = self.conversations.get_mut(&root) else {
             return;
         };
-        let positions: Vec<usize> = rec
-            .messages
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                covered(&e.msg)
-                    && e.msg.content.body != crate::message::ContentBody::Redacted
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let mut ids = Vec::with_capacity(positions.len());
-        for i in positions {
-            if let Some(e) = rec.messages.get_mut(i) {
-                ids.push(e.msg.id);
-                e.msg = Arc::new(e.msg.redacted());
-            }
-        }
+        let ids = rec.messages.update_where(|m| {
+            (covered(m) && m.content.body != crate::message::ContentBody::Redacted)
+                .then(|| m.redacted())
+        });
         for id in ids {
             self.anomalies.remove(&AnomalyKey::Message(id));
         }
@@ -1045,11 +1008,11 @@ impl Inbox {
                     rec.parent = Some(target);
                     std::mem::take(&mut rec.messages)
                 }
-                None => Vector::new(),
+                None => Timeline::default(),
             };
             let rec = self.ensure_conversation(survivor);
             let kept = std::mem::take(&mut rec.messages);
-            rec.messages = merge_sorted(kept, moved, Entry::cmp);
+            rec.messages = Timeline::merge(kept, moved);
         } else {
             self.recompute_component(source);
         }
@@ -1142,7 +1105,7 @@ impl Inbox {
         for n in &component {
             let rec = self.ensure_conversation(*n);
             rec.parent = parent.get(n).copied();
-            all.extend(std::mem::take(&mut rec.messages));
+            all.extend(std::mem::take(&mut rec.messages).into_entries());
         }
         let mut roots: BTreeMap<ConversationId, ConversationId> = BTreeMap::new();
         let mut groups: BTreeMap<ConversationId, Vec<Entry>> = BTreeMap::new();
@@ -1160,7 +1123,7 @@ impl Inbox {
         }
         for (root, mut entries) in groups {
             entries.sort_by(Entry::cmp);
-            self.ensure_conversation(root).messages = Vector::from(entries);
+            self.ensure_conversation(root).messages = Timeline::from_sorted(entries);
         }
     }
 
@@ -1306,11 +1269,11 @@ impl Inbox {
     pub fn message(&self, id: MessageId) -> Option<&Message> {
         let loc = self.message_index.get(&id)?;
         let root = self.root_of(loc.conversation);
-        let v = &self.conversations.get(&root)?.messages;
-        let pos = v
-            .binary_search_by(|e| e.key().cmp(&(loc.sequence, id)))
-            .ok()?;
-        v.get(pos).map(|e| &*e.msg)
+        self.conversations
+            .get(&root)?
+            .messages
+            .find((loc.sequence, id))
+            .map(|e| &*e.msg)
     }
 
     /// How many messages the inbox holds.
@@ -1395,16 +1358,6 @@ impl Inbox {
         let Some(v) = self.conversations.get(&root).map(|r| &r.messages) else {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         };
-        let partition = |before: &dyn Fn(&Entry) -> bool| {
-            v.binary_search_by(|e| {
-                if before(e) {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                }
-            })
-            .unwrap_or_else(|i| i)
-        };
         let mut pinned = PinnedSet::new(self, anchor, watermark);
         let mut qualifies = |e: &Entry| {
             e.seq <= watermark
@@ -1415,10 +1368,10 @@ impl Inbox {
         let mut more = false;
         if descending {
             let end = match after {
-                None => partition(&|e| e.seq <= watermark),
-                Some(k) => partition(&|e| e.key() < k),
+                None => v.partition_point(|e| e.seq <= watermark),
+                Some(k) => v.partition_point(|e| e.key() < k),
             };
-            for e in v.focus().narrow(..end).into_iter().rev() {
+            for e in v.iter_before_rev(end) {
                 if qualifies(e) {
                     if messages.len() == limit {
                         more = true;
@@ -1429,10 +1382,10 @@ impl Inbox {
             }
         } else {
             let start = match after {
-                None => 0,
-                Some(k) => partition(&|e| e.key() <= k),
+                None => v.partition_point(|_| false),
+                Some(k) => v.partition_point(|e| e.key() <= k),
             };
-            for e in v.focus().narrow(start..) {
+            for e in v.iter_from(start) {
                 if e.seq > watermark {
                     break;
                 }

@@ -25,6 +25,7 @@ mod inbox;
 pub mod merge;
 pub mod message;
 pub mod participant;
+mod timeline;
 
 pub use command::{Caller, Command, Context, IdSource, Rejection, SendAs, SequentialIds};
 pub use contacts::{ContactDirectory, SortOrder};
