@@ -233,7 +233,7 @@ impl Timeline {
     pub fn remove(&mut self, key: (Sequence, MessageId)) -> Option<Entry> {
         let pos = self.partition_point(|e| e.key() < key);
         let chunk = self.chunks.get_mut(pos.chunk)?;
-        if !chunk.get(pos.offset).is_some_and(|e| e.key() == key) {
+        if chunk.get(pos.offset).is_none_or(|e| e.key() != key) {
             return None;
         }
         let vec = Arc::make_mut(chunk);
