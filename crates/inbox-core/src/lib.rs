@@ -22,7 +22,6 @@ mod cursor;
 pub mod event;
 pub mod ids;
 mod inbox;
-pub mod merge;
 pub mod message;
 pub mod participant;
 mod timeline;

@@ -231,6 +231,68 @@ pub enum BasicItem {
     File(Box<File>),
 }
 
+/// The items of a basic message. Most basic messages are one text, so one item is held
+/// inline and several in a boxed slice: a message then needs one allocation fewer (24 bytes
+/// a message, at millions of messages). It reads as a slice either way.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BasicItems(ItemsRepr);
+
+// Canonical: exactly one item is always `One`, so derived equality, order and hash agree with
+// the items' own.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ItemsRepr {
+    One(BasicItem),
+    Many(Box<[BasicItem]>),
+}
+
+impl BasicItems {
+    /// One item.
+    pub fn one(item: BasicItem) -> Self {
+        BasicItems(ItemsRepr::One(item))
+    }
+}
+
+impl std::ops::Deref for BasicItems {
+    type Target = [BasicItem];
+    fn deref(&self) -> &[BasicItem] {
+        match &self.0 {
+            ItemsRepr::One(item) => std::slice::from_ref(item),
+            ItemsRepr::Many(items) => items,
+        }
+    }
+}
+
+impl From<Vec<BasicItem>> for BasicItems {
+    fn from(mut items: Vec<BasicItem>) -> Self {
+        match (items.pop(), items.is_empty()) {
+            (Some(only), true) => BasicItems(ItemsRepr::One(only)),
+            (Some(last), false) => {
+                items.push(last);
+                BasicItems(ItemsRepr::Many(items.into_boxed_slice()))
+            }
+            (None, _) => BasicItems(ItemsRepr::Many(Box::new([]))),
+        }
+    }
+}
+
+impl std::fmt::Debug for BasicItems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for BasicItems {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for BasicItems {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<BasicItem>::deserialize(deserializer).map(BasicItems::from)
+    }
+}
+
 /// What a template button does.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ButtonAction {
@@ -320,7 +382,7 @@ pub struct System {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ContentBody {
     /// Items of text, image or file.
-    Basic(Box<[BasicItem]>),
+    Basic(BasicItems),
     /// Buttons and text lines.
     Template(Box<Template>),
     /// One line of activity.
@@ -359,7 +421,9 @@ impl Content {
 
     /// A basic message of one text item.
     pub fn text(text: impl Into<Box<str>>) -> Self {
-        Content::new(ContentBody::Basic(Box::new([BasicItem::Text(text.into())])))
+        Content::new(ContentBody::Basic(BasicItems::one(BasicItem::Text(
+            text.into(),
+        ))))
     }
 
     /// The preview text, if any.
@@ -665,7 +729,7 @@ impl ContentDraft {
             if items.is_empty() {
                 return Err(MessageRejection::EmptyBasic);
             }
-            ContentBody::Basic(items.into_boxed_slice())
+            ContentBody::Basic(items.into())
         } else if let Some(template) = self.template {
             ContentBody::Template(Box::new(template.validate(app_id)?))
         } else if let Some(minimal) = self.minimal {

@@ -1349,10 +1349,7 @@ fn a_basic_message_has_items() {
         preview_text: Some("Thanks for booking your spa day with us!".to_owned()),
         ..basic_items(items.clone())
     }));
-    assert_eq!(
-        message.content.body,
-        ContentBody::Basic(items.into_boxed_slice())
-    );
+    assert_eq!(message.content.body, ContentBody::Basic(items.into()));
 }
 
 #[test]
