@@ -74,6 +74,11 @@ impl CursorState {
     }
 
     pub(crate) fn decode(text: &str, key: &[u8; 16]) -> Result<CursorState, CursorError> {
+        // Refuse a wrong length before decoding anything: a cursor is client input, and a
+        // megabyte of it should cost nothing.
+        if text.len() != LEN.div_ceil(3) * 4 - (3 - LEN % 3) % 3 {
+            return Err(CursorError::Malformed);
+        }
         let bytes = base64url_decode(text).ok_or(CursorError::Malformed)?;
         let bytes: [u8; LEN] = bytes.try_into().map_err(|_| CursorError::Malformed)?;
         let (body, mac) = bytes.split_at(BODY_LEN);

@@ -1418,10 +1418,14 @@ impl Inbox {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         };
         let mut pinned = PinnedSet::new(self, anchor, watermark);
+        // Nothing was ever merged into the conversation read: every message in it was sent to
+        // it, so no message needs its provenance checked (nor its memory touched, unless the
+        // visibility filter needs it).
+        let unmerged = anchor == root && self.merged_from.get(&root).is_none_or(|s| s.is_empty());
         let mut qualifies = |e: &Entry| {
             e.seq <= watermark
                 && (!participant_only || e.msg.is_visible_to_participant())
-                && pinned.contains(e.msg.conversation_id)
+                && (unmerged || pinned.contains(e.msg.conversation_id))
         };
         let mut messages: Vec<&Message> = Vec::with_capacity(limit.min(v.len()));
         let mut more = false;
