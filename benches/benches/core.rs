@@ -366,6 +366,38 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
                 batch,
             );
         });
+        if n <= 100_000 {
+            // The same merge when no snapshot shares the conversations (the usual case in a
+            // live engine): entries are moved, not cloned. Each iteration needs a freshly
+            // built state, so this variant times the merge alone with `iter_custom`, with few
+            // iterations (building costs far more than merging).
+            group
+                .sampling_mode(SamplingMode::Flat)
+                .sample_size(10)
+                .warm_up_time(Duration::from_millis(50))
+                .measurement_time(Duration::from_millis(100));
+            group.bench_function(
+                BenchmarkId::new("inbox_apply_merged_unshared", &size),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let fx = MergeFixture::new(n, layout);
+                            let mut state = fx.inbox;
+                            let start = Instant::now();
+                            state.apply_event(black_box(&fx.merge));
+                            total += start.elapsed();
+                            drop(state);
+                        }
+                        total
+                    });
+                },
+            );
+            group
+                .sampling_mode(SamplingMode::Auto)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(2));
+        }
         group.bench_function(BenchmarkId::new("floor_vec_entries", &size), |b| {
             let fx = inbox.get_or_init(build_inbox);
             b.iter_batched(

@@ -281,39 +281,33 @@ impl Timeline {
         let mut ra = Reader::new(a);
         let mut rb = Reader::new(b);
         loop {
-            let take_a = match (ra.peek(), rb.peek()) {
-                (Some(x), Some(y)) => {
-                    let a_first = Entry::cmp(x, y) != Ordering::Greater;
-                    // Move a whole untouched chunk when all of it goes before the other head.
-                    let (from, other_head) = if a_first { (&ra, y) } else { (&rb, x) };
-                    if let Some(last) = from.whole_chunk_last()
-                        && Entry::cmp(last, other_head) == Ordering::Less
-                    {
-                        let chunk = if a_first {
-                            ra.take_chunk()
-                        } else {
-                            rb.take_chunk()
-                        };
-                        if let Some(c) = chunk {
-                            out.push_chunk(c);
-                        }
-                        continue;
-                    }
-                    a_first
-                }
-                (Some(_), None) => {
-                    ra.drain_into(&mut out);
-                    break;
-                }
-                (None, _) => {
-                    rb.drain_into(&mut out);
-                    break;
-                }
+            ra.refill();
+            rb.refill();
+            let (Some(x), Some(y)) = (ra.head(), rb.head()) else {
+                ra.drain_into(&mut out);
+                rb.drain_into(&mut out);
+                break;
             };
-            let next = if take_a { ra.next() } else { rb.next() };
-            if let Some(e) = next {
-                out.push(e);
+            let a_first = Entry::cmp(x, y) != Ordering::Greater;
+            // Move a whole untouched chunk when all of it goes before the other head.
+            let (from, other_head) = if a_first { (&ra, y) } else { (&rb, x) };
+            if let Some(last) = from.whole_chunk_last()
+                && Entry::cmp(last, other_head) == Ordering::Less
+            {
+                let chunk = if a_first {
+                    ra.take_chunk()
+                } else {
+                    rb.take_chunk()
+                };
+                if let Some(c) = chunk {
+                    out.push_chunk(c);
+                }
+                continue;
             }
+            // Otherwise merge the two current chunks entry by entry until one runs out.
+            ra.open();
+            rb.open();
+            merge_run(&mut ra.partial, &mut rb.partial, &mut out);
         }
         out.finish()
     }
@@ -334,6 +328,7 @@ struct Builder {
 }
 
 impl Builder {
+    #[inline]
     fn push(&mut self, e: Entry) {
         if self.pending.capacity() == 0 {
             self.pending.reserve_exact(CHUNK);
@@ -367,12 +362,30 @@ impl Builder {
     }
 }
 
+/// The tight inner loop of a merge: entries of two open chunks, smaller first (ties to `a`),
+/// until one of them is exhausted.
+fn merge_run(
+    a: &mut std::vec::IntoIter<Entry>,
+    b: &mut std::vec::IntoIter<Entry>,
+    out: &mut Builder,
+) {
+    loop {
+        let take_a = match (a.as_slice().first(), b.as_slice().first()) {
+            (Some(x), Some(y)) => Entry::cmp(x, y) != Ordering::Greater,
+            _ => return,
+        };
+        if let Some(e) = if take_a { a.next() } else { b.next() } {
+            out.push(e);
+        }
+    }
+}
+
 /// Consumes a timeline chunk by chunk: a chunk not yet touched can be handed on whole; once
-/// entries are taken from it, it is unwrapped (moved if unshared, cloned if shared).
+/// it is opened, its entries are moved out (if nobody else shares it) or cloned.
 struct Reader {
     rest: imbl::vector::ConsumingIter<Chunk, imbl::shared_ptr::DefaultSharedPtr>,
     whole: Option<Chunk>,
-    partial: std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    partial: std::vec::IntoIter<Entry>,
 }
 
 impl Reader {
@@ -382,21 +395,21 @@ impl Reader {
         Reader {
             rest,
             whole,
-            partial: Vec::new().into_iter().peekable(),
+            partial: Vec::new().into_iter(),
         }
     }
 
+    /// Makes sure the current chunk has entries, if any are left.
     fn refill(&mut self) {
-        if self.whole.is_none() && self.partial.peek().is_none() {
+        if self.whole.is_none() && self.partial.as_slice().is_empty() {
             self.whole = self.rest.next();
         }
     }
 
-    fn peek(&mut self) -> Option<&Entry> {
-        self.refill();
+    fn head(&self) -> Option<&Entry> {
         match &self.whole {
             Some(c) => c.first(),
-            None => self.partial.peek(),
+            None => self.partial.as_slice().first(),
         }
     }
 
@@ -408,22 +421,21 @@ impl Reader {
         self.whole.take()
     }
 
-    fn next(&mut self) -> Option<Entry> {
-        self.refill();
+    /// Opens the current chunk for taking entries one by one.
+    fn open(&mut self) {
         if let Some(c) = self.whole.take() {
-            self.partial = Arc::unwrap_or_clone(c).into_iter().peekable();
+            self.partial = Arc::unwrap_or_clone(c).into_iter();
         }
-        self.partial.next()
     }
 
-    fn drain_into(mut self, out: &mut Builder) {
+    fn drain_into(&mut self, out: &mut Builder) {
         for e in self.partial.by_ref() {
             out.push(e);
         }
         if let Some(c) = self.whole.take() {
             out.push_chunk(c);
         }
-        for c in self.rest {
+        for c in self.rest.by_ref() {
             out.push_chunk(c);
         }
     }
