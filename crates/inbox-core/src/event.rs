@@ -16,7 +16,10 @@ use crate::message::{Message, Sender};
 use crate::participant::ParticipantId;
 
 /// The version of the serialized shape of [`Event`] that this build writes.
-pub const SCHEMA_VERSION: u16 = 1;
+///
+/// 1: the first; 2: `ParticipantErased` gained `up_to`, and `Message` lists `content` and
+/// `badges` last. `inbox-store` reads every version and upcasts it.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// An event with its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -302,6 +302,13 @@ impl Inbox {
         &self.config
     }
 
+    /// The same state under other settings (e.g. a state loaded from a snapshot, given the
+    /// settings of the running process: settings are not part of the history).
+    pub fn with_config(mut self, config: InboxConfig) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
     // ----------------------------------------------------------------------------------
     // decide
 

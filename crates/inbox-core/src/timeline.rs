@@ -80,7 +80,13 @@ impl Eq for Timeline {}
 
 impl Serialize for Timeline {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter())
+        use serde::ser::SerializeSeq;
+        // The length up front: compact formats (postcard) need it.
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for e in self.iter() {
+            seq.serialize_element(e)?;
+        }
+        seq.end()
     }
 }
 

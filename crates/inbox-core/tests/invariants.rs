@@ -901,7 +901,7 @@ impl Run {
         match (p.id, own_contact, absorb) {
             (ParticipantId::Visitor(v), _, _) => {
                 let c = match pick(&self.live_contacts(), choice) {
-                    Some(c) if choice % 2 == 0 => *c,
+                    Some(c) if choice.is_multiple_of(2) => *c,
                     _ => {
                         let c = self.fresh_contact();
                         self.create_contact(c, false);
@@ -919,7 +919,7 @@ impl Run {
                     .filter(|s| *s != c && !self.model.member_of.contains_key(s))
                     .collect();
                 let s = match pick(&candidates, choice) {
-                    Some(s) if choice % 3 != 0 => *s,
+                    Some(s) if !choice.is_multiple_of(3) => *s,
                     _ => {
                         let s = self.fresh_contact();
                         self.create_contact(s, false);
@@ -933,7 +933,7 @@ impl Run {
                         conv,
                         kind,
                         None,
-                        choice % 2 == 0,
+                        choice.is_multiple_of(2),
                         SendAs::Participant,
                         Caller::Anonymous,
                     );
@@ -941,7 +941,7 @@ impl Run {
                 self.merge_contacts(c, vec![s], false);
             }
             (ParticipantId::Contact(c), _, false) => {
-                if choice % 2 == 0 {
+                if choice.is_multiple_of(2) {
                     let m = self.fresh_member();
                     self.register(m, c);
                 } else {
