@@ -1,0 +1,275 @@
+//! How events are written on disk, and how old versions are read.
+//!
+//! Events are encoded with postcard (compact, fast, serde-driven) under the schema version
+//! that wrote them. Postcard is not self-describing, so each old version keeps its own frozen
+//! types here, and reading upcasts them to the current [`Event`] (esrs style: upcasting
+//! happens at the serialized boundary, keyed by version).
+//!
+//! | version | change |
+//! |---|---|
+//! | 1 | first version |
+//! | 2 | `ParticipantErased` gained `up_to` (v1 erasures covered every message, so they upcast to `up_to = i64::MAX`); `Message` lists `content` and `badges` last |
+
+use inbox_core::{Event, EventEnvelope, EventId, SiteId, Timestamp};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::StoredEvent;
+
+/// Why an event could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum CodecError {
+    /// Written by a newer engine than this one.
+    #[error("schema version {0} is newer than this build understands ({current})", current = inbox_core::SCHEMA_VERSION)]
+    UnknownVersion(u16),
+    /// The bytes are not a valid encoding.
+    #[error("malformed encoding: {0}")]
+    Malformed(String),
+}
+
+impl From<postcard::Error> for CodecError {
+    fn from(e: postcard::Error) -> Self {
+        CodecError::Malformed(e.to_string())
+    }
+}
+
+/// Encodes an event in the current schema version.
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
+    Ok(postcard::to_allocvec(event)?)
+}
+
+/// Decodes an event written in `schema_version`, upcasting it to the current shape.
+pub fn decode_event(schema_version: u16, bytes: &[u8]) -> Result<Event, CodecError> {
+    match schema_version {
+        1 => Ok(postcard::from_bytes::<v1::Event>(bytes)?.upcast()),
+        2 => Ok(postcard::from_bytes(bytes)?),
+        v => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+/// The envelope fields of a record, written before the event itself.
+#[derive(Serialize, Deserialize)]
+struct RecordHeader<'a> {
+    position: u64,
+    site_version: u64,
+    #[serde(borrow)]
+    site: &'a str,
+    event_id: EventId,
+    recorded_at: Timestamp,
+    schema_version: u16,
+}
+
+/// A record's payload: the header, then the event, both postcard.
+pub(crate) fn encode_record(
+    position: u64,
+    site_version: u64,
+    envelope: &EventEnvelope,
+) -> Result<Vec<u8>, CodecError> {
+    let header = RecordHeader {
+        position,
+        site_version,
+        site: &envelope.site.0,
+        event_id: envelope.event_id,
+        recorded_at: envelope.recorded_at,
+        schema_version: inbox_core::SCHEMA_VERSION,
+    };
+    let mut out = postcard::to_allocvec(&header)?;
+    out.extend(encode_event(&envelope.event)?);
+    Ok(out)
+}
+
+/// Writes a record in an old schema version: only for building compatibility fixtures.
+#[doc(hidden)]
+pub fn encode_record_v1(
+    position: u64,
+    site_version: u64,
+    site: &SiteId,
+    event_id: EventId,
+    recorded_at: Timestamp,
+    event: &v1::Event,
+) -> Result<Vec<u8>, CodecError> {
+    let header = RecordHeader {
+        position,
+        site_version,
+        site: &site.0,
+        event_id,
+        recorded_at,
+        schema_version: 1,
+    };
+    let mut out = postcard::to_allocvec(&header)?;
+    out.extend(postcard::to_allocvec(event)?);
+    Ok(out)
+}
+
+pub(crate) fn decode_record(payload: &[u8]) -> Result<StoredEvent, CodecError> {
+    let (header, rest): (RecordHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)?;
+    let event = decode_event(header.schema_version, rest)?;
+    Ok(StoredEvent {
+        position: header.position,
+        site_version: header.site_version,
+        envelope: EventEnvelope {
+            event_id: header.event_id,
+            schema_version: inbox_core::SCHEMA_VERSION,
+            site: SiteId::new(header.site),
+            recorded_at: header.recorded_at,
+            event,
+        },
+    })
+}
+
+/// The frozen shapes of schema version 1.
+#[doc(hidden)]
+pub mod v1 {
+    use inbox_core::contacts::Contact;
+    use inbox_core::message::{Badge, Channel, ChannelSet, Content, Direction, Sender, Visibility};
+    use inbox_core::{
+        AppId, ContactId, ConversationId, MemberId, MessageId, ParticipantId, Sequence, Timestamp,
+        VisitorId,
+    };
+    use serde::{Deserialize, Serialize};
+
+    /// `Message` as version 1 laid it out.
+    #[allow(missing_docs)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Message {
+        pub id: MessageId,
+        pub sequence: Sequence,
+        pub created_date: Timestamp,
+        pub conversation_id: ConversationId,
+        pub content: Content,
+        pub sender: Sender,
+        pub badges: Box<[Badge]>,
+        pub target_channels: ChannelSet,
+        pub source_channel: Option<Channel>,
+        pub app_id: Option<AppId>,
+        pub visibility: Visibility,
+        pub direction: Direction,
+        pub silent: bool,
+    }
+
+    /// `Event` as version 1 had it.
+    #[allow(missing_docs)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub enum Event {
+        ConversationStarted {
+            conversation_id: ConversationId,
+            participant: ParticipantId,
+        },
+        MessageSent {
+            message: Message,
+        },
+        ConversationsMerged {
+            sources: Vec<ConversationId>,
+            target: ConversationId,
+            stamp: Sequence,
+        },
+        VisitorIdentified {
+            visitor: VisitorId,
+            contact: ContactId,
+        },
+        MemberRegistered {
+            member: MemberId,
+            contact: ContactId,
+            login_email: Option<String>,
+        },
+        ContactCreated {
+            contact: Contact,
+        },
+        ContactsMerged {
+            target: Contact,
+            sources: Vec<ContactId>,
+        },
+        ButtonInteracted {
+            conversation_id: ConversationId,
+            message_id: MessageId,
+            interaction_id: String,
+            app_id: Option<AppId>,
+            interacted_by: Sender,
+        },
+        ParticipantErased {
+            participant: ParticipantId,
+            conversations: Vec<ConversationId>,
+            contact: Option<Contact>,
+        },
+    }
+
+    impl Event {
+        /// The same fact in the current shape.
+        pub fn upcast(self) -> inbox_core::Event {
+            use inbox_core::Event as E;
+            match self {
+                Event::ConversationStarted {
+                    conversation_id,
+                    participant,
+                } => E::ConversationStarted {
+                    conversation_id,
+                    participant,
+                },
+                Event::MessageSent { message: m } => E::MessageSent {
+                    message: inbox_core::Message {
+                        id: m.id,
+                        sequence: m.sequence,
+                        created_date: m.created_date,
+                        conversation_id: m.conversation_id,
+                        sender: m.sender,
+                        target_channels: m.target_channels,
+                        source_channel: m.source_channel,
+                        app_id: m.app_id,
+                        visibility: m.visibility,
+                        direction: m.direction,
+                        silent: m.silent,
+                        content: m.content,
+                        badges: m.badges,
+                    },
+                },
+                Event::ConversationsMerged {
+                    sources,
+                    target,
+                    stamp,
+                } => E::ConversationsMerged {
+                    sources,
+                    target,
+                    stamp,
+                },
+                Event::VisitorIdentified { visitor, contact } => {
+                    E::VisitorIdentified { visitor, contact }
+                }
+                Event::MemberRegistered {
+                    member,
+                    contact,
+                    login_email,
+                } => E::MemberRegistered {
+                    member,
+                    contact,
+                    login_email,
+                },
+                Event::ContactCreated { contact } => E::ContactCreated { contact },
+                Event::ContactsMerged { target, sources } => E::ContactsMerged { target, sources },
+                Event::ButtonInteracted {
+                    conversation_id,
+                    message_id,
+                    interaction_id,
+                    app_id,
+                    interacted_by,
+                } => E::ButtonInteracted {
+                    conversation_id,
+                    message_id,
+                    interaction_id,
+                    app_id,
+                    interacted_by,
+                },
+                // Version 1 erased every message of the conversations, for ever after.
+                Event::ParticipantErased {
+                    participant,
+                    conversations,
+                    contact,
+                } => E::ParticipantErased {
+                    participant,
+                    conversations,
+                    up_to: Sequence(i64::MAX),
+                    contact,
+                },
+            }
+        }
+    }
+}

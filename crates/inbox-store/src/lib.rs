@@ -1,0 +1,220 @@
+//! # inbox-store
+//!
+//! Durable event logs for `inbox-core`. One log holds the events of every site, each with a
+//! global **position** (1, 2, 3, ... across all sites) and a per-site **version** (1, 2, 3, ...
+//! within one site). Appends are optimistic: the caller says which version of the site it
+//! decided against, and a mismatch is a typed conflict carrying both versions.
+//!
+//! Implementations:
+//! * [`MemoryLog`]: for tests and for embedding without persistence;
+//! * [`FileLog`]: the embedded default. Append-only segment files of length-prefixed,
+//!   CRC32C-checksummed records; an append returns once its records are on disk (fsync), and
+//!   concurrent appends share one fsync (group commit). The format is in
+//!   `docs/STORE-FORMAT.md`.
+//!
+//! [`Snapshots`] store a serialized state at a position; [`recover`] rebuilds every site's
+//! [`Inbox`](inbox_core::Inbox) from the newest valid snapshot plus the log after it.
+//!
+//! The trait is synchronous on purpose: an append's cost is the fsync, which no executor can
+//! make cheaper, and a synchronous API embeds anywhere. An async server calls it from a
+//! blocking thread (`spawn_blocking`); see `ARCHITECTURE.md`.
+
+#![deny(missing_docs)]
+
+mod codec;
+mod file;
+mod memory;
+mod recover;
+mod snapshot;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use inbox_core::{EventEnvelope, SiteId};
+use thiserror::Error;
+
+pub use codec::{CodecError, decode_event, encode_event};
+/// The frozen event shapes of schema version 1, and a writer for them: for compatibility
+/// fixtures only.
+#[doc(hidden)]
+pub mod codec_v1 {
+    pub use crate::codec::encode_record_v1;
+    pub use crate::codec::v1::*;
+}
+pub use file::{FileLog, FileLogOptions, OpenError, OpenReport, TornTail};
+pub use memory::MemoryLog;
+pub use recover::{RecoverError, Recovered, recover, write_snapshot};
+pub use snapshot::{SkippedSnapshot, SnapshotError, Snapshots};
+
+/// An event as the log holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Global position, 1-based, dense across all sites.
+    pub position: u64,
+    /// Version of the event's site after this event, 1-based.
+    pub site_version: u64,
+    /// The event.
+    pub envelope: EventEnvelope,
+}
+
+/// What the appender believes the site's version to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the version (no concurrency check).
+    Any,
+    /// Append only if the site's version is exactly this (0: the site has no events yet).
+    Exactly(u64),
+}
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Position of the batch's first event.
+    pub first_position: u64,
+    /// Position of its last event.
+    pub last_position: u64,
+    /// The site's version after the batch.
+    pub site_version: u64,
+}
+
+/// Why an append was refused or failed. Nothing of a refused batch is stored.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    /// Another writer appended to the site first: re-read and decide again.
+    #[error("site {site} is at version {actual}, but the append expected {expected}")]
+    Conflict {
+        /// The site.
+        site: SiteId,
+        /// The version the appender expected.
+        expected: u64,
+        /// The version the site has.
+        actual: u64,
+    },
+    /// A batch must hold at least one event.
+    #[error("an append needs at least one event")]
+    EmptyBatch,
+    /// An event of the batch names another site.
+    #[error("event {index} of the batch belongs to site {found}, not {site}")]
+    WrongSite {
+        /// The site appended to.
+        site: SiteId,
+        /// The event's position in the batch.
+        index: usize,
+        /// The site it names.
+        found: SiteId,
+    },
+    /// An event could not be encoded.
+    #[error("event {index} of the batch cannot be encoded: {source}")]
+    Encode {
+        /// The event's position in the batch.
+        index: usize,
+        /// Why.
+        source: CodecError,
+    },
+    /// A write or fsync failed. The log no longer accepts appends (what reached the disk is
+    /// unknown until it is reopened and recovered).
+    #[error("the log failed to write and refuses appends until it is reopened: {0}")]
+    Failed(String),
+}
+
+/// Why a read failed.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// The disk said no.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A record that passed its checksum on open no longer decodes.
+    #[error("record at {path}:{offset} is unreadable: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A durable, ordered log of every site's events.
+pub trait EventLog: Send + Sync {
+    /// Appends a batch of one site's events, atomically, if the site is at `expected`.
+    /// Returns once the events are durable.
+    fn append(
+        &self,
+        site: &SiteId,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Result<Appended, AppendError>;
+
+    /// Up to `max` events of one site, from version `from_version` (1-based) on.
+    fn read_site(
+        &self,
+        site: &SiteId,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, ReadError>;
+
+    /// Calls `f` with every event from global position `from_position` (1-based) on, in
+    /// order, until it breaks or the log ends. The way to replay a log.
+    fn replay(
+        &self,
+        from_position: u64,
+        f: &mut dyn FnMut(StoredEvent) -> ControlFlow<()>,
+    ) -> Result<(), ReadError>;
+
+    /// Up to `max` events from global position `from_position` on.
+    fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        self.replay(from_position, &mut |e| {
+            out.push(e);
+            if out.len() >= max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// The site's version: how many events it has (0 for none).
+    fn site_version(&self, site: &SiteId) -> u64;
+
+    /// The position of the last durable event (0 for an empty log).
+    fn last_position(&self) -> u64;
+}
+
+/// Checks a batch and the expected version against the site's current one; shared by every
+/// implementation so they refuse the same things the same way.
+pub(crate) fn check_append(
+    site: &SiteId,
+    expected: ExpectedVersion,
+    actual: u64,
+    events: &[EventEnvelope],
+) -> Result<(), AppendError> {
+    if events.is_empty() {
+        return Err(AppendError::EmptyBatch);
+    }
+    if let Some((index, e)) = events.iter().enumerate().find(|(_, e)| &e.site != site) {
+        return Err(AppendError::WrongSite {
+            site: site.clone(),
+            index,
+            found: e.site.clone(),
+        });
+    }
+    match expected {
+        ExpectedVersion::Exactly(v) if v != actual => Err(AppendError::Conflict {
+            site: site.clone(),
+            expected: v,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,60 @@
+//! Shared helpers of the store's tests.
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use inbox_core::message::{ChannelSet, Content, Direction, Sender, Visibility};
+use inbox_core::{
+    ConversationId, Event, EventEnvelope, EventId, Message, MessageId, ParticipantId,
+    SCHEMA_VERSION, Sequence, SiteId, Timestamp, VisitorId,
+};
+use uuid::Uuid;
+
+pub fn site(n: u8) -> SiteId {
+    SiteId::new(format!("site-{n}"))
+}
+
+pub fn conversation(n: u64) -> ConversationId {
+    ConversationId::from_uuid(Uuid::from_u128(0xC0 << 64 | u128::from(n)))
+}
+
+pub fn envelope(site: &SiteId, id: u128, event: Event) -> EventEnvelope {
+    EventEnvelope {
+        event_id: EventId::from_uuid(Uuid::from_u128(id)),
+        schema_version: SCHEMA_VERSION,
+        site: site.clone(),
+        recorded_at: Timestamp::from_micros(1_700_000_000_000_000),
+        event,
+    }
+}
+
+pub fn message(seq: i64, conv: ConversationId, text: &str) -> Event {
+    Event::MessageSent {
+        message: Message {
+            id: MessageId(seq as u64),
+            sequence: Sequence(seq),
+            created_date: Timestamp::from_micros(seq),
+            conversation_id: conv,
+            sender: Sender::Visitor(VisitorId::from_uuid(Uuid::from_u128(7))),
+            target_channels: ChannelSet::EMPTY,
+            source_channel: None,
+            app_id: None,
+            visibility: Visibility::BusinessAndParticipant,
+            direction: Direction::ParticipantToBusiness,
+            silent: false,
+            content: Content::text(text),
+            badges: Box::new([]),
+        },
+    }
+}
+
+pub fn started(conv: ConversationId, visitor: u128) -> Event {
+    Event::ConversationStarted {
+        conversation_id: conv,
+        participant: ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(visitor))),
+    }
+}

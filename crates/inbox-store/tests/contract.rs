@@ -1,0 +1,261 @@
+//! One contract, every implementation: the same suite runs against the memory and file logs.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use inbox_store::{AppendError, EventLog, ExpectedVersion, FileLog, MemoryLog};
+
+fn contract(log: &dyn EventLog) {
+    let a = site(1);
+    let b = site(2);
+    assert_eq!(log.last_position(), 0);
+    assert_eq!(log.site_version(&a), 0);
+
+    // Given an empty site, when appending at version 0, then positions and versions start at 1.
+    let first = log
+        .append(
+            &a,
+            ExpectedVersion::Exactly(0),
+            &[
+                envelope(&a, 1, started(conversation(1), 1)),
+                envelope(&a, 2, message(10, conversation(1), "hi")),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            first.first_position,
+            first.last_position,
+            first.site_version
+        ),
+        (1, 2, 2)
+    );
+
+    // A stale expected version is a conflict carrying both versions, and stores nothing.
+    match log.append(
+        &a,
+        ExpectedVersion::Exactly(1),
+        &[envelope(&a, 3, message(11, conversation(1), "x"))],
+    ) {
+        Err(AppendError::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (1, 2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(log.last_position(), 2);
+
+    // Sites have their own versions and share the global positions.
+    let other = log
+        .append(
+            &b,
+            ExpectedVersion::Exactly(0),
+            &[envelope(&b, 4, started(conversation(2), 2))],
+        )
+        .unwrap();
+    assert_eq!((other.first_position, other.site_version), (3, 1));
+    let any = log
+        .append(
+            &a,
+            ExpectedVersion::Any,
+            &[envelope(&a, 5, message(12, conversation(1), "again"))],
+        )
+        .unwrap();
+    assert_eq!((any.first_position, any.site_version), (4, 3));
+
+    // Bad batches are refused whole.
+    assert!(matches!(
+        log.append(&a, ExpectedVersion::Any, &[]),
+        Err(AppendError::EmptyBatch)
+    ));
+    assert!(matches!(
+        log.append(
+            &a,
+            ExpectedVersion::Any,
+            &[
+                envelope(&a, 6, started(conversation(3), 3)),
+                envelope(&b, 7, started(conversation(4), 4))
+            ]
+        ),
+        Err(AppendError::WrongSite { index: 1, .. })
+    ));
+    assert_eq!(log.last_position(), 4);
+
+    // Reads: a site from a version, everything from a position, in order.
+    let site_a = log.read_site(&a, 2, 10).unwrap();
+    assert_eq!(
+        site_a
+            .iter()
+            .map(|e| (e.position, e.site_version))
+            .collect::<Vec<_>>(),
+        vec![(2, 2), (4, 3)]
+    );
+    assert_eq!(
+        site_a[0].envelope,
+        envelope(&a, 2, message(10, conversation(1), "hi"))
+    );
+    assert_eq!(log.read_site(&a, 1, 1).unwrap().len(), 1);
+    assert!(log.read_site(&site(9), 1, 10).unwrap().is_empty());
+    let all = log.read_all(2, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(log.read_all(5, 100).unwrap(), vec![]);
+    assert_eq!(log.read_all(1, 2).unwrap().len(), 2);
+    assert_eq!(log.site_version(&a), 3);
+    assert_eq!(log.site_version(&b), 1);
+}
+
+#[test]
+fn memory_log_keeps_the_contract() {
+    contract(&MemoryLog::new());
+}
+
+#[test]
+fn file_log_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    assert_eq!(report.events, 0);
+    contract(&log);
+}
+
+#[test]
+fn file_log_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let (log, _) = FileLog::open(dir.path()).unwrap();
+        contract(&log);
+        log.read_all(1, 100).unwrap()
+    };
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    assert_eq!(report.events, 4);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(log.read_all(1, 100).unwrap(), before);
+    assert_eq!(log.site_version(&site(1)), 3);
+    // And it goes on from where it was.
+    let next = log
+        .append(
+            &site(2),
+            ExpectedVersion::Exactly(1),
+            &[envelope(&site(2), 99, started(conversation(9), 9))],
+        )
+        .unwrap();
+    assert_eq!((next.first_position, next.site_version), (5, 2));
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, _) = FileLog::open(dir.path()).unwrap();
+    // flock is per open file description, so a second open in this process stands in for
+    // a second process (the crash test uses real processes).
+    match FileLog::open(dir.path()) {
+        Err(inbox_store::OpenError::Locked(path)) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+#[test]
+fn small_segments_roll_over_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = inbox_store::FileLogOptions {
+        segment_bytes: 600,
+        fsync: true,
+    };
+    let a = site(1);
+    {
+        let (log, _) = FileLog::open_with(dir.path(), options.clone()).unwrap();
+        for i in 0..50u64 {
+            log.append(
+                &a,
+                ExpectedVersion::Exactly(i),
+                &[envelope(
+                    &a,
+                    u128::from(i) + 1,
+                    message(i as i64 + 1, conversation(1), "a message of some length"),
+                )],
+            )
+            .unwrap();
+        }
+    }
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert!(segments > 5, "only {segments} segments");
+    let (log, report) = FileLog::open_with(dir.path(), options).unwrap();
+    assert_eq!((report.events, report.segments), (50, segments));
+    let all = log.read_all(1, 1000).unwrap();
+    assert_eq!(all.len(), 50);
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, e)| e.position == i as u64 + 1 && e.site_version == i as u64 + 1)
+    );
+    assert_eq!(
+        log.read_site(&a, 37, 5)
+            .unwrap()
+            .iter()
+            .map(|e| e.site_version)
+            .collect::<Vec<_>>(),
+        vec![37, 38, 39, 40, 41]
+    );
+}
+
+#[test]
+fn concurrent_appenders_all_land_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path()).unwrap();
+    let log = std::sync::Arc::new(log);
+    let threads: Vec<_> = (0..16u8)
+        .map(|t| {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let s = site(t);
+                for i in 0..25u64 {
+                    let id = u128::from(t) << 32 | u128::from(i);
+                    log.append(
+                        &s,
+                        ExpectedVersion::Exactly(i),
+                        &[envelope(
+                            &s,
+                            id,
+                            message(i as i64 + 1, conversation(u64::from(t)), "m"),
+                        )],
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = log.read_all(1, 10_000).unwrap();
+    assert_eq!(all.len(), 16 * 25);
+    let mut ids: Vec<_> = all.iter().map(|e| e.envelope.event_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 16 * 25);
+    for t in 0..16u8 {
+        let versions: Vec<u64> = log
+            .read_site(&site(t), 1, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.site_version)
+            .collect();
+        assert_eq!(versions, (1..=25).collect::<Vec<_>>());
+    }
+}

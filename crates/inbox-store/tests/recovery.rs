@@ -1,0 +1,315 @@
+//! Recovery: torn tails are cut and reported, corruption before the tail is refused with its
+//! file and offset, damaged snapshots are skipped, and replay equals the live state.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use inbox_core::{
+    Command, ContactId, Context, Direction, Inbox, InboxConfig, MessageDraft, ParticipantId,
+    SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
+};
+use inbox_store::{
+    EventLog, ExpectedVersion, FileLog, OpenError, Snapshots, recover, write_snapshot,
+};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn write_events(dir: &Path, n: u64) -> Vec<u64> {
+    let (log, _) = FileLog::open(dir).unwrap();
+    let a = site(1);
+    let mut ends = Vec::new();
+    for i in 0..n {
+        log.append(
+            &a,
+            ExpectedVersion::Exactly(i),
+            &[envelope(
+                &a,
+                u128::from(i) + 1,
+                message(i as i64 + 1, conversation(1), "hello there"),
+            )],
+        )
+        .unwrap();
+        ends.push(fs::metadata(segment(dir)).unwrap().len());
+    }
+    ends
+}
+
+fn segment(dir: &Path) -> PathBuf {
+    dir.join("00000000000000000001.seg")
+}
+
+#[test]
+fn a_record_cut_short_at_the_tail_is_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_events(dir.path(), 5);
+    // Given a crash in the middle of writing the sixth record...
+    let seg = segment(dir.path());
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
+    drop(f);
+    // ...when the log is opened, then the five acknowledged events are there and the tail is gone.
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    let torn = report.torn_tail.expect("a torn tail");
+    assert_eq!(
+        (torn.file, torn.offset, torn.bytes),
+        (seg.clone(), ends[4], 11)
+    );
+    assert_eq!(fs::metadata(&seg).unwrap().len(), ends[4]);
+    assert_eq!(log.last_position(), 5);
+    log.append(
+        &site(1),
+        ExpectedVersion::Exactly(5),
+        &[envelope(
+            &site(1),
+            100,
+            message(6, conversation(1), "after"),
+        )],
+    )
+    .unwrap();
+    drop(log);
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    assert_eq!((report.events, report.torn_tail), (6, None));
+    assert_eq!(
+        log.read_all(6, 1).unwrap()[0].envelope.event_id.as_uuid(),
+        Uuid::from_u128(100)
+    );
+}
+
+#[test]
+fn truncating_at_every_offset_of_the_last_record_loses_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_events(dir.path(), 3);
+    let full = fs::read(segment(dir.path())).unwrap();
+    for cut in (ends[1] + 1)..ends[2] {
+        let copy = tempfile::tempdir().unwrap();
+        fs::write(segment(copy.path()), &full[..cut as usize]).unwrap();
+        let (log, report) = FileLog::open(copy.path()).unwrap();
+        assert_eq!(log.last_position(), 2, "cut at {cut}");
+        assert_eq!(report.torn_tail.unwrap().offset, ends[1]);
+    }
+}
+
+#[test]
+fn a_flipped_bit_before_the_tail_is_corruption_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_events(dir.path(), 5);
+    let seg = segment(dir.path());
+    // Flip one bit inside the payload of the third record.
+    let at = ends[1] + 8 + 3;
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[at as usize] ^= 0x10;
+    fs::write(&seg, &bytes).unwrap();
+    match FileLog::open(dir.path()) {
+        Err(OpenError::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => {
+            assert_eq!((path, offset), (seg.clone(), ends[1]));
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // Nothing was cut: the file is as it was.
+    assert_eq!(fs::read(&seg).unwrap(), bytes);
+}
+
+#[test]
+fn a_flipped_bit_in_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_events(dir.path(), 4);
+    let seg = segment(dir.path());
+    let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.seek(SeekFrom::Start(ends[3] - 2)).unwrap();
+    f.write_all(&[0xff]).unwrap();
+    drop(f);
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    assert_eq!(report.torn_tail.unwrap().offset, ends[2]);
+    assert_eq!(log.last_position(), 3);
+}
+
+#[test]
+fn a_file_that_is_not_a_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path(), 1);
+    let mut bytes = fs::read(segment(dir.path())).unwrap();
+    bytes[0] = b'X';
+    fs::write(segment(dir.path()), &bytes).unwrap();
+    assert!(matches!(
+        FileLog::open(dir.path()),
+        Err(OpenError::Corrupt { offset: 0, .. })
+    ));
+}
+
+fn config(site: &SiteId) -> InboxConfig {
+    InboxConfig::new(site.clone(), [3; 16])
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Visitor(u8),
+    Send(u8, bool),
+    Contact(u8),
+    Identify(u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..6).prop_map(Op::Visitor),
+        (0u8..6, any::<bool>()).prop_map(|(v, b)| Op::Send(v, b)),
+        (0u8..4).prop_map(Op::Contact),
+        (0u8..6, 0u8..4).prop_map(|(v, c)| Op::Identify(v, c)),
+    ]
+}
+
+/// Runs ops on two sites through the engine, storing every accepted command's events.
+fn run(
+    ops: &[(u8, Op)],
+    log: &dyn EventLog,
+    snapshots: Option<(&Snapshots, usize)>,
+) -> BTreeMap<SiteId, Inbox> {
+    let mut live: BTreeMap<SiteId, Inbox> = BTreeMap::new();
+    let mut ids = SequentialIds::starting_at(1 << 64);
+    for (i, (s, op)) in ops.iter().enumerate() {
+        let site = site(*s % 2);
+        let inbox = live
+            .entry(site.clone())
+            .or_insert_with(|| Inbox::new(config(&site)));
+        let visitor = |v: u8| VisitorId::from_uuid(Uuid::from_u128(0x100 + u128::from(v)));
+        let contact = |c: u8| ContactId::from_uuid(Uuid::from_u128(0x200 + u128::from(c)));
+        let command = match op {
+            Op::Visitor(v) => Command::GetOrCreateConversation {
+                participant: ParticipantId::Visitor(visitor(*v)),
+            },
+            Op::Send(v, to_business) => {
+                match inbox.live_conversation_of(ParticipantId::Visitor(visitor(*v))) {
+                    Some(c) => Command::SendMessage {
+                        conversation_id: c,
+                        message: MessageDraft::text(
+                            format!("m{i}"),
+                            if *to_business {
+                                Direction::ParticipantToBusiness
+                            } else {
+                                Direction::BusinessToParticipant
+                            },
+                        ),
+                        send_as: SendAs::Participant,
+                    },
+                    None => continue,
+                }
+            }
+            Op::Contact(c) => Command::CreateContact {
+                contact_id: contact(*c),
+                draft: inbox_core::contacts::ContactDraft {
+                    name: inbox_core::contacts::ContactName {
+                        first: Some(format!("C{c}")),
+                        last: None,
+                    },
+                    ..Default::default()
+                },
+            },
+            Op::Identify(v, c) => Command::IdentifyVisitor {
+                visitor: visitor(*v),
+                contact: contact(*c),
+            },
+        };
+        let ctx = Context::at(Timestamp::from_micros(1_000_000 + i as i64 * 1_000));
+        let Ok(events) = inbox.execute(&command, &ctx, &mut ids) else {
+            continue;
+        };
+        if events.is_empty() {
+            continue;
+        }
+        let version = log.site_version(&site);
+        log.append(&site, ExpectedVersion::Exactly(version), &events)
+            .unwrap();
+        if let Some((snaps, every)) = snapshots
+            && i % every == every - 1
+        {
+            write_snapshot(snaps, log.last_position(), &live).unwrap();
+        }
+    }
+    live
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    ))]
+
+    /// Invariant 6 at the store: rebuilding from the file log, with or without snapshots,
+    /// gives the live state.
+    #[test]
+    fn replay_from_disk_equals_the_live_state(ops in proptest::collection::vec((0u8..2, op()), 1..80), every in 3usize..20) {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::new(dir.path().join("snapshots")).unwrap();
+        let live = {
+            let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+            run(&ops, &log, Some((&snaps, every)))
+        };
+        let live: BTreeMap<SiteId, Inbox> = live.into_iter().filter(|(s, _)| !s.0.is_empty()).collect();
+        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+        let without = recover(&log, None, &config).unwrap();
+        let with = recover(&log, Some(&snaps), &config).unwrap();
+        prop_assert_eq!(without.position, log.last_position());
+        prop_assert_eq!(with.position, log.last_position());
+        prop_assert!(with.skipped_snapshots.is_empty());
+        for (site, inbox) in &live {
+            if log.site_version(site) == 0 {
+                continue;
+            }
+            prop_assert!(without.sites.get(site) == Some(inbox), "replay without snapshot differs for {}", site);
+            prop_assert!(with.sites.get(site) == Some(inbox), "replay with snapshot differs for {}", site);
+        }
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_is_skipped_and_the_log_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = Snapshots::new(dir.path().join("snapshots")).unwrap();
+    let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+    let ops: Vec<(u8, Op)> = (0..30u8)
+        .map(|i| {
+            (
+                0,
+                if i % 3 == 0 {
+                    Op::Visitor(i % 5)
+                } else {
+                    Op::Send(i % 5, i % 2 == 0)
+                },
+            )
+        })
+        .collect();
+    let live = run(&ops, &log, Some((&snaps, 10)));
+    // Damage the newest snapshot.
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let newest = files.last().unwrap().clone();
+    let mut bytes = fs::read(&newest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&newest, bytes).unwrap();
+    let got = recover(&log, Some(&snaps), &config).unwrap();
+    assert_eq!(got.skipped_snapshots.len(), 1);
+    assert_eq!(got.skipped_snapshots[0].path, newest);
+    assert!(
+        got.snapshot_position.is_some(),
+        "the older snapshot is used"
+    );
+    assert!(got.sites.get(&site(0)) == live.get(&site(0)));
+}
