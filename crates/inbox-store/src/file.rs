@@ -73,6 +73,17 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
+/// Counters of a [`FileLog`] since it was opened: how well group commit is batching.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Appends acknowledged.
+    pub appends: u64,
+    /// Events in them.
+    pub events: u64,
+    /// Write-and-fsync rounds (each made durable every append pending at its start).
+    pub flushes: u64,
+}
+
 /// What opening found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenReport {
@@ -157,6 +168,7 @@ struct State {
     assigned: u64,
     flushing: bool,
     failed: Option<String>,
+    stats: LogStats,
 }
 
 impl FileLog {
@@ -212,6 +224,7 @@ impl FileLog {
             assigned: 0,
             flushing: false,
             failed: None,
+            stats: LogStats::default(),
         };
         let count = paths.len();
         for (i, (first, path)) in paths.into_iter().enumerate() {
@@ -261,6 +274,11 @@ impl FileLog {
             },
             report,
         ))
+    }
+
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> LogStats {
+        self.lock().stats
     }
 
     /// The directory of the log.
@@ -539,6 +557,8 @@ impl EventLog for FileLog {
         // Group commit: wait until a flush covers our records, leading one if nobody is.
         loop {
             if state.durable >= last_position {
+                state.stats.appends += 1;
+                state.stats.events += events.len() as u64;
                 return Ok(Appended {
                     first_position,
                     last_position,
@@ -566,7 +586,10 @@ impl EventLog for FileLog {
             state = self.lock();
             state.flushing = false;
             match result {
-                Ok(()) => state.durable = state.durable.max(target),
+                Ok(()) => {
+                    state.durable = state.durable.max(target);
+                    state.stats.flushes += 1;
+                }
                 Err(e) => state.failed = Some(format!("write or fsync failed: {e}")),
             }
             self.shared.flushed.notify_all();

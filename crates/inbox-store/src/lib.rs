@@ -41,7 +41,7 @@ pub mod codec_v1 {
     pub use crate::codec::encode_record_v1;
     pub use crate::codec::v1::*;
 }
-pub use file::{FileLog, FileLogOptions, OpenError, OpenReport, TornTail};
+pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTail};
 pub use memory::MemoryLog;
 pub use recover::{RecoverError, Recovered, recover, write_snapshot};
 pub use snapshot::{SkippedSnapshot, SnapshotError, Snapshots};

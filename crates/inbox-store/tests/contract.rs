@@ -150,6 +150,20 @@ fn file_log_keeps_everything_across_reopen() {
 }
 
 #[test]
+fn a_second_real_process_is_refused_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, _) = FileLog::open(dir.path()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crash-appender"))
+        .arg(dir.path())
+        .arg("0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_log, _) = FileLog::open(dir.path()).unwrap();
@@ -245,6 +259,12 @@ fn concurrent_appenders_all_land_exactly_once() {
     }
     let all = log.read_all(1, 10_000).unwrap();
     assert_eq!(all.len(), 16 * 25);
+    let stats = log.stats();
+    assert_eq!((stats.appends, stats.events), (16 * 25, 16 * 25));
+    assert!(
+        stats.flushes >= 1 && stats.flushes <= stats.appends,
+        "{stats:?}"
+    );
     let mut ids: Vec<_> = all.iter().map(|e| e.envelope.event_id).collect();
     ids.sort();
     ids.dedup();
