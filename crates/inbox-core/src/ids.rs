@@ -220,6 +220,12 @@ impl fmt::Display for SiteId {
     }
 }
 
+impl std::borrow::Borrow<str> for SiteId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for SiteId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SiteId({})", self.0)

@@ -682,7 +682,7 @@ impl Inbox {
     /// copying the message of a `MessageSent` (what replaying a log wants).
     pub fn apply_owned(&mut self, event: Event) {
         match event {
-            Event::MessageSent { message } => self.apply_message(message.clone()),
+            Event::MessageSent { message } => self.apply_message(message),
             other => self.apply_event(&other),
         }
     }

@@ -47,7 +47,17 @@ pub fn decode_event(schema_version: u16, bytes: &[u8]) -> Result<Event, CodecErr
     }
 }
 
-/// The envelope fields of a record, written before the event itself.
+/// The layout of the records of a segment, named by the segment's magic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SegmentFormat {
+    /// `INBXSEG1`: every record is a batch of its own.
+    V1,
+    /// `INBXSEG2`: each record says whether it closes its append's batch, so a batch a crash
+    /// cut short is dropped whole.
+    V2,
+}
+
+/// The envelope fields of a record in an `INBXSEG1` segment.
 #[derive(Serialize, Deserialize)]
 struct RecordHeader<'a> {
     position: u64,
@@ -59,19 +69,84 @@ struct RecordHeader<'a> {
     schema_version: u16,
 }
 
-/// A record's payload: the header, then the event, both postcard.
+/// The envelope fields of a record in an `INBXSEG2` segment.
+#[derive(Serialize, Deserialize)]
+struct RecordHeaderV2<'a> {
+    position: u64,
+    site_version: u64,
+    #[serde(borrow)]
+    site: &'a str,
+    event_id: EventId,
+    recorded_at: Timestamp,
+    schema_version: u16,
+    batch_last: bool,
+}
+
+/// What the scan on open needs of a record, without decoding its event.
+pub(crate) struct HeaderInfo<'a> {
+    pub position: u64,
+    pub site_version: u64,
+    pub site: &'a str,
+    pub batch_last: bool,
+    event_id: EventId,
+    recorded_at: Timestamp,
+    schema_version: u16,
+}
+
+pub(crate) fn decode_header(
+    format: SegmentFormat,
+    payload: &[u8],
+) -> Result<(HeaderInfo<'_>, &[u8]), CodecError> {
+    Ok(match format {
+        SegmentFormat::V1 => {
+            let (h, rest): (RecordHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)?;
+            (
+                HeaderInfo {
+                    position: h.position,
+                    site_version: h.site_version,
+                    site: h.site,
+                    batch_last: true,
+                    event_id: h.event_id,
+                    recorded_at: h.recorded_at,
+                    schema_version: h.schema_version,
+                },
+                rest,
+            )
+        }
+        SegmentFormat::V2 => {
+            let (h, rest): (RecordHeaderV2<'_>, &[u8]) = postcard::take_from_bytes(payload)?;
+            (
+                HeaderInfo {
+                    position: h.position,
+                    site_version: h.site_version,
+                    site: h.site,
+                    batch_last: h.batch_last,
+                    event_id: h.event_id,
+                    recorded_at: h.recorded_at,
+                    schema_version: h.schema_version,
+                },
+                rest,
+            )
+        }
+    })
+}
+
+/// A record's payload in the current segment format: the header, then the event, both
+/// postcard. `batch_last` marks the last record of an append.
 pub(crate) fn encode_record(
     position: u64,
     site_version: u64,
     envelope: &EventEnvelope,
+    batch_last: bool,
 ) -> Result<Vec<u8>, CodecError> {
-    let header = RecordHeader {
+    let header = RecordHeaderV2 {
         position,
         site_version,
         site: &envelope.site.0,
         event_id: envelope.event_id,
         recorded_at: envelope.recorded_at,
         schema_version: inbox_core::SCHEMA_VERSION,
+        batch_last,
     };
     let mut out = postcard::to_allocvec(&header)?;
     out.extend(encode_event(&envelope.event)?);
@@ -101,8 +176,11 @@ pub fn encode_record_v1(
     Ok(out)
 }
 
-pub(crate) fn decode_record(payload: &[u8]) -> Result<StoredEvent, CodecError> {
-    let (header, rest): (RecordHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)?;
+pub(crate) fn decode_record(
+    format: SegmentFormat,
+    payload: &[u8],
+) -> Result<StoredEvent, CodecError> {
+    let (header, rest) = decode_header(format, payload)?;
     let event = decode_event(header.schema_version, rest)?;
     Ok(StoredEvent {
         position: header.position,

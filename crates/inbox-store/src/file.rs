@@ -16,10 +16,19 @@
 //! handful of fsyncs instead of paying one each. No append returns before its bytes are
 //! durable.
 //!
-//! **Recovery.** On open every segment is scanned. A record cut off at the end of the last
-//! segment (a crash in the middle of a write) is a *torn tail*: it was never acknowledged,
-//! so it is cut and reported. A bad record anywhere else is corruption: opening fails with
-//! the file and offset, and nothing is guessed.
+//! **Batches are atomic.** Every record says whether it closes its append's batch, and a batch
+//! never spans two segments. On open, a batch whose closing record is missing was never
+//! acknowledged and is dropped whole, so a multi-event command never half-survives a crash.
+//!
+//! **Roll-over order.** A new segment is created by the flush that first writes to it, and
+//! only after everything written to the segment before it is synced. So whenever a segment
+//! exists, every segment before it is complete, and only the last one can have a torn tail.
+//!
+//! **Recovery.** On open every segment is scanned (record headers only; events are decoded
+//! when read). A bad record in the last segment with no valid record after it (a crash in
+//! the middle of a write) is a *torn tail*: it was never acknowledged, so it is cut and
+//! reported. A bad record anywhere else, or one followed by valid records (a damaged length,
+//! say), is corruption: opening fails with the file and offset, and nothing is guessed.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,13 +41,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use inbox_core::{EventEnvelope, SiteId};
 use thiserror::Error;
 
-use crate::codec::{decode_record, encode_record};
+use crate::codec::{SegmentFormat, decode_header, decode_record, encode_record};
 use crate::{
     AppendError, Appended, EventLog, ExpectedVersion, ReadError, StoredEvent, check_append,
 };
 
-/// First bytes of every segment file.
-pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"INBXSEG1";
+/// First bytes of a segment file this build writes (records carry a batch flag).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"INBXSEG2";
+/// First bytes of a segment of the first format (every record its own batch); still read.
+pub(crate) const SEGMENT_MAGIC_V1: &[u8; 8] = b"INBXSEG1";
 /// Record header: payload length (u32 LE) and CRC32C of the payload (u32 LE).
 const RECORD_HEADER: u64 = 8;
 /// Largest record payload accepted (a message is a few hundred bytes).
@@ -148,7 +159,10 @@ struct Shared {
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
-    file: Arc<File>,
+    /// `None` until the flush that first writes to it creates it.
+    file: Option<Arc<File>>,
+    format: SegmentFormat,
+    first_position: u64,
 }
 
 #[derive(Debug)]
@@ -239,7 +253,7 @@ impl FileLog {
                     ),
                 });
             }
-            let (len, torn) = scan_segment(&path, i, is_last, &mut state)?;
+            let (len, format, torn) = scan_segment(&path, i, is_last, &mut state)?;
             if let Some(t) = torn {
                 report.torn_tail = Some(t);
             }
@@ -250,14 +264,21 @@ impl FileLog {
                 .map_err(io_err(&path))?;
             state.segments.push(Segment {
                 path,
-                file: Arc::new(file),
+                file: Some(Arc::new(file)),
+                format,
+                first_position: first,
             });
             state.tail_len = len;
         }
         if state.segments.is_empty() {
-            let seg = create_segment(&dir, 1, options.fsync)?;
-            state.tail_len = seg.1;
-            state.segments.push(seg.0);
+            let (file, len) = create_segment(&dir, 1, options.fsync).map_err(io_err(&dir))?;
+            state.tail_len = len;
+            state.segments.push(Segment {
+                path: dir.join(segment_name(1)),
+                file: Some(Arc::new(file)),
+                format: SegmentFormat::V2,
+                first_position: 1,
+            });
         }
         state.durable = state.assigned;
         report.events = state.assigned;
@@ -293,25 +314,57 @@ impl FileLog {
     }
 
     /// Writes and fsyncs everything pending; called by the leader without the lock held.
-    fn flush(&self, pending: Vec<(usize, Vec<u8>)>, files: Vec<Arc<File>>) -> io::Result<()> {
-        let mut touched: Vec<usize> = Vec::new();
+    /// Creates the segments the batch rolls over into, each only after everything written
+    /// before it is synced. Returns the files it created, to install in the state.
+    fn flush(
+        &self,
+        pending: Vec<(usize, Vec<u8>)>,
+        mut files: Vec<(PathBuf, Option<Arc<File>>)>,
+        first_positions: Vec<u64>,
+    ) -> io::Result<Vec<(usize, Arc<File>)>> {
+        let fsync = self.shared.options.fsync;
+        let mut created = Vec::new();
+        let mut unsynced: Vec<usize> = Vec::new();
         for (seg, bytes) in &pending {
-            let file = files
-                .get(*seg)
-                .ok_or_else(|| io::Error::other("segment vanished"))?;
+            let Some((_, slot)) = files.get_mut(*seg) else {
+                return Err(io::Error::other("a pending write names no segment"));
+            };
+            if slot.is_none() {
+                // The segments before must be complete on disk before this one exists.
+                if fsync {
+                    for i in unsynced.drain(..) {
+                        if let Some((_, Some(f))) = files.get(i) {
+                            f.sync_data()?;
+                        }
+                    }
+                }
+                let first = first_positions
+                    .get(*seg)
+                    .copied()
+                    .ok_or_else(|| io::Error::other("segment without a first position"))?;
+                let (file, _) = create_segment(&self.shared.dir, first, fsync)?;
+                let file = Arc::new(file);
+                created.push((*seg, Arc::clone(&file)));
+                if let Some((_, slot)) = files.get_mut(*seg) {
+                    *slot = Some(file);
+                }
+            }
+            let Some((_, Some(file))) = files.get(*seg) else {
+                return Err(io::Error::other("segment file missing"));
+            };
             (&**file).write_all(bytes)?;
-            if !touched.contains(seg) {
-                touched.push(*seg);
+            if !unsynced.contains(seg) {
+                unsynced.push(*seg);
             }
         }
-        if self.shared.options.fsync {
-            for seg in touched {
-                if let Some(f) = files.get(seg) {
+        if fsync {
+            for i in unsynced {
+                if let Some((_, Some(f))) = files.get(i) {
                     f.sync_data()?;
                 }
             }
         }
-        Ok(())
+        Ok(created)
     }
 }
 
@@ -319,166 +372,188 @@ fn segment_name(first_position: u64) -> String {
     format!("{first_position:020}.seg")
 }
 
-fn create_segment(
-    dir: &Path,
-    first_position: u64,
-    fsync: bool,
-) -> Result<(Segment, u64), OpenError> {
+fn create_segment(dir: &Path, first_position: u64, fsync: bool) -> io::Result<(File, u64)> {
     let path = dir.join(segment_name(first_position));
     let mut file = OpenOptions::new()
         .create_new(true)
         .read(true)
         .append(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    file.write_all(SEGMENT_MAGIC).map_err(io_err(&path))?;
+        .open(&path)?;
+    file.write_all(SEGMENT_MAGIC)?;
     if fsync {
-        file.sync_all().map_err(io_err(&path))?;
+        file.sync_all()?;
         // The new name must be durable too.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        File::open(dir).and_then(|d| d.sync_all())?;
     }
-    Ok((
-        Segment {
-            path,
-            file: Arc::new(file),
-        },
-        SEGMENT_MAGIC.len() as u64,
-    ))
+    Ok((file, SEGMENT_MAGIC.len() as u64))
 }
 
-/// Reads one segment's records into `state`; returns its (possibly cut) length and the torn
-/// tail it cut, if any.
+/// One record of an open batch, not yet committed to the state.
+struct Scanned {
+    site: SiteId,
+    offset: u64,
+}
+
+/// Reads one segment's records into `state`; returns its (possibly cut) length, its format,
+/// and the torn tail it cut, if any.
 fn scan_segment(
     path: &Path,
     index: usize,
     is_last: bool,
     state: &mut State,
-) -> Result<(u64, Option<TornTail>), OpenError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let file_len = file.metadata().map_err(io_err(path))?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut magic = [0u8; 8];
+) -> Result<(u64, SegmentFormat, Option<TornTail>), OpenError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let file_len = bytes.len() as u64;
     let corrupt = |offset: u64, reason: String| OpenError::Corrupt {
         path: path.to_owned(),
         offset,
         reason,
     };
-    if file_len < SEGMENT_MAGIC.len() as u64 {
-        if is_last {
+    let format = match bytes.get(..SEGMENT_MAGIC.len()) {
+        Some(m) if m == SEGMENT_MAGIC => SegmentFormat::V2,
+        Some(m) if m == SEGMENT_MAGIC_V1 => SegmentFormat::V1,
+        Some(_) => return Err(corrupt(0, "not a segment file (bad magic)".into())),
+        None if is_last => {
             // A crash while creating the segment: start it again.
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            f.set_len(0).map_err(io_err(path))?;
             let mut f = OpenOptions::new()
-                .append(true)
+                .write(true)
+                .truncate(true)
                 .open(path)
                 .map_err(io_err(path))?;
             f.write_all(SEGMENT_MAGIC).map_err(io_err(path))?;
             f.sync_all().map_err(io_err(path))?;
-            return Ok((SEGMENT_MAGIC.len() as u64, None));
+            return Ok((SEGMENT_MAGIC.len() as u64, SegmentFormat::V2, None));
         }
-        return Err(corrupt(0, "segment shorter than its header".into()));
-    }
-    reader.read_exact(&mut magic).map_err(io_err(path))?;
-    if &magic != SEGMENT_MAGIC {
-        return Err(corrupt(0, "not a segment file (bad magic)".into()));
-    }
+        None => return Err(corrupt(0, "segment shorter than its header".into())),
+    };
     let mut offset = SEGMENT_MAGIC.len() as u64;
-    let mut payload = Vec::new();
-    'records: loop {
+    // Records of the batch being read, committed when its last record is seen.
+    let mut batch: Vec<Scanned> = Vec::new();
+    let mut batch_start = offset;
+    let problem: String = loop {
         if offset == file_len {
-            return Ok((offset, None));
+            if batch.is_empty() {
+                return Ok((offset, format, None));
+            }
+            break "the last batch has no closing record".into();
         }
-        let problem: String = 'record: {
-            if file_len - offset < RECORD_HEADER {
-                break 'record "record header cut short".into();
-            }
-            let mut header = [0u8; 8];
-            if let Err(e) = reader.read_exact(&mut header) {
-                return Err(io_err(path)(e));
-            }
-            let [a, b, c, d, e, f, g, h] = header;
-            let len = u32::from_le_bytes([a, b, c, d]);
-            let crc = u32::from_le_bytes([e, f, g, h]);
-            if len == 0 || len > MAX_RECORD {
-                break 'record format!("record length {len} is impossible");
-            }
-            if file_len - offset - RECORD_HEADER < u64::from(len) {
-                break 'record "record cut short".into();
-            }
-            payload.resize(len as usize, 0);
-            if let Err(e) = reader.read_exact(&mut payload) {
-                return Err(io_err(path)(e));
-            }
-            if crc32c::crc32c(&payload) != crc {
-                break 'record "checksum mismatch".into();
-            }
-            let stored = match decode_record(&payload) {
-                Ok(s) => s,
-                Err(e) => break 'record format!("undecodable record: {e}"),
-            };
-            let expected = state.assigned + 1;
-            if stored.position != expected {
-                return Err(corrupt(
-                    offset,
-                    format!(
-                        "record has position {}, expected {expected}",
-                        stored.position
-                    ),
-                ));
-            }
-            let positions = state.sites.entry(stored.envelope.site).or_default();
-            if stored.site_version != positions.len() as u64 + 1 {
-                return Err(corrupt(
-                    offset,
-                    format!(
-                        "record has site version {}, expected {}",
-                        stored.site_version,
-                        positions.len() + 1
-                    ),
-                ));
-            }
-            positions.push(stored.position);
-            state.locations.push((index as u32, offset));
-            state.assigned = expected;
-            offset += RECORD_HEADER + u64::from(len);
-            continue 'records;
+        let record = match parse_record(&bytes, offset, format) {
+            Ok(r) => r,
+            Err(reason) => break reason,
         };
-        // A bad record. At the very end of the last segment it is a write a crash cut short:
-        // the record extends to (or past) the end of the file.
-        let record_end = {
-            let mut header = [0u8; 8];
-            let f = File::open(path).map_err(io_err(path))?;
-            match f.read_exact_at(&mut header, offset) {
-                Ok(()) => {
-                    let [a, b, c, d, ..] = header;
-                    offset + RECORD_HEADER + u64::from(u32::from_le_bytes([a, b, c, d]))
-                }
-                Err(_) => file_len,
-            }
-        };
-        if is_last && record_end >= file_len {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            f.set_len(offset).map_err(io_err(path))?;
-            f.sync_all().map_err(io_err(path))?;
-            return Ok((
+        let expected = state.assigned + batch.len() as u64 + 1;
+        if record.position != expected {
+            return Err(corrupt(
                 offset,
-                Some(TornTail {
-                    file: path.to_owned(),
-                    offset,
-                    bytes: file_len - offset,
-                }),
+                format!(
+                    "record has position {}, expected {expected}",
+                    record.position
+                ),
             ));
         }
-        return Err(corrupt(offset, problem));
+        let site_version_now = state.sites.get(record.site).map_or(0, Vec::len) as u64
+            + batch.iter().filter(|b| b.site.0 == record.site).count() as u64;
+        if record.site_version != site_version_now + 1 {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "record has site version {}, expected {}",
+                    record.site_version,
+                    site_version_now + 1
+                ),
+            ));
+        }
+        batch.push(Scanned {
+            site: SiteId::new(record.site),
+            offset,
+        });
+        offset = record.end;
+        if record.batch_last {
+            for b in batch.drain(..) {
+                state.assigned += 1;
+                let position = state.assigned;
+                state.sites.entry(b.site).or_default().push(position);
+                state.locations.push((index as u32, b.offset));
+            }
+            batch_start = offset;
+        }
+    };
+    // Something is wrong at `offset` (or the last batch is unfinished). It is a torn tail
+    // only at the end of the last segment with no valid record after it: then nothing from
+    // `batch_start` on was acknowledged.
+    if is_last && !valid_record_after(&bytes, offset, format, state.assigned) {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        f.set_len(batch_start).map_err(io_err(path))?;
+        f.sync_all().map_err(io_err(path))?;
+        return Ok((
+            batch_start,
+            format,
+            Some(TornTail {
+                file: path.to_owned(),
+                offset: batch_start,
+                bytes: file_len - batch_start,
+            }),
+        ));
     }
+    Err(corrupt(offset, problem))
+}
+
+/// A record's header fields, as the scan needs them.
+struct ParsedRecord<'a> {
+    position: u64,
+    site_version: u64,
+    site: &'a str,
+    batch_last: bool,
+    end: u64,
+}
+
+/// Checks the record at `offset`: length, checksum, and that its header decodes.
+fn parse_record(
+    bytes: &[u8],
+    offset: u64,
+    format: SegmentFormat,
+) -> Result<ParsedRecord<'_>, String> {
+    let start = usize::try_from(offset).map_err(|_| "offset out of range".to_owned())?;
+    let header = bytes
+        .get(start..start + RECORD_HEADER as usize)
+        .ok_or("record header cut short")?;
+    let [a, b, c, d, e, f, g, h] =
+        <[u8; 8]>::try_from(header).map_err(|_| "record header cut short")?;
+    let len = u32::from_le_bytes([a, b, c, d]);
+    let crc = u32::from_le_bytes([e, f, g, h]);
+    if len == 0 || len > MAX_RECORD {
+        return Err(format!("record length {len} is impossible"));
+    }
+    let body_start = start + RECORD_HEADER as usize;
+    let payload = bytes
+        .get(body_start..body_start + len as usize)
+        .ok_or("record cut short")?;
+    if crc32c::crc32c(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let (info, _) =
+        decode_header(format, payload).map_err(|e| format!("undecodable record: {e}"))?;
+    Ok(ParsedRecord {
+        position: info.position,
+        site_version: info.site_version,
+        site: info.site,
+        batch_last: info.batch_last,
+        end: offset + RECORD_HEADER + u64::from(len),
+    })
+}
+
+/// Whether any valid record with a position past `assigned` starts after `offset`: if so, the
+/// bad bytes at `offset` are damage in the middle of the log (a flipped length, say), not a
+/// torn tail, and cutting there would lose acknowledged events.
+fn valid_record_after(bytes: &[u8], offset: u64, format: SegmentFormat, assigned: u64) -> bool {
+    let Ok(from) = usize::try_from(offset) else {
+        return false;
+    };
+    (from + 1..bytes.len())
+        .any(|start| parse_record(bytes, start as u64, format).is_ok_and(|r| r.position > assigned))
 }
 
 impl EventLog for FileLog {
@@ -488,7 +563,6 @@ impl EventLog for FileLog {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<Appended, AppendError> {
-        // Encode outside the lock: it is the CPU part of an append.
         let mut state = self.lock();
         if let Some(why) = &state.failed {
             return Err(AppendError::Failed(why.clone()));
@@ -499,7 +573,8 @@ impl EventLog for FileLog {
         let mut records: Vec<Vec<u8>> = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             let position = first_position + i as u64;
-            let payload = encode_record(position, actual + 1 + i as u64, e)
+            let batch_last = i + 1 == events.len();
+            let payload = encode_record(position, actual + 1 + i as u64, e, batch_last)
                 .map_err(|source| AppendError::Encode { index: i, source })?;
             let len = u32::try_from(payload.len())
                 .ok()
@@ -517,25 +592,21 @@ impl EventLog for FileLog {
             record.extend_from_slice(&payload);
             records.push(record);
         }
-        // Everything is checked: assign positions and queue the bytes.
-        for (i, record) in records.into_iter().enumerate() {
-            let position = first_position + i as u64;
-            if state.tail_len + record.len() as u64 > self.shared.options.segment_bytes
-                && state.tail_len > SEGMENT_MAGIC.len() as u64
-            {
-                match create_segment(&self.shared.dir, position, self.shared.options.fsync) {
-                    Ok((seg, len)) => {
-                        state.segments.push(seg);
-                        state.tail_len = len;
-                    }
-                    Err(e) => {
-                        let why = e.to_string();
-                        state.failed = Some(why.clone());
-                        self.shared.flushed.notify_all();
-                        return Err(AppendError::Failed(why));
-                    }
-                }
-            }
+        // Everything is checked: assign positions and queue the bytes. A batch never spans
+        // two segments; a new one is only planned here, and created by the flush.
+        let batch_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        if state.tail_len + batch_bytes > self.shared.options.segment_bytes
+            && state.tail_len > SEGMENT_MAGIC.len() as u64
+        {
+            state.segments.push(Segment {
+                path: self.shared.dir.join(segment_name(first_position)),
+                file: None,
+                format: SegmentFormat::V2,
+                first_position,
+            });
+            state.tail_len = SEGMENT_MAGIC.len() as u64;
+        }
+        for record in records {
             let seg = state.segments.len() - 1;
             let offset = state.tail_len;
             state.tail_len += record.len() as u64;
@@ -579,14 +650,23 @@ impl EventLog for FileLog {
             state.flushing = true;
             let batch = std::mem::take(&mut state.pending);
             let target = state.assigned;
-            let files: Vec<Arc<File>> =
-                state.segments.iter().map(|s| Arc::clone(&s.file)).collect();
+            let files: Vec<(PathBuf, Option<Arc<File>>)> = state
+                .segments
+                .iter()
+                .map(|s| (s.path.clone(), s.file.clone()))
+                .collect();
+            let firsts: Vec<u64> = state.segments.iter().map(|s| s.first_position).collect();
             drop(state);
-            let result = self.flush(batch, files);
+            let result = self.flush(batch, files, firsts);
             state = self.lock();
             state.flushing = false;
             match result {
-                Ok(()) => {
+                Ok(created) => {
+                    for (i, file) in created {
+                        if let Some(seg) = state.segments.get_mut(i) {
+                            seg.file = Some(file);
+                        }
+                    }
                     state.durable = state.durable.max(target);
                     state.stats.flushes += 1;
                 }
@@ -602,10 +682,10 @@ impl EventLog for FileLog {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<StoredEvent>, ReadError> {
-        let (wanted, files) = {
+        let wanted = {
             let state = self.lock();
             let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
-            let wanted: Vec<(u64, PathBuf, Arc<File>, u64)> = state
+            let wanted: Vec<(PathBuf, Arc<File>, SegmentFormat, u64)> = state
                 .sites
                 .get(site)
                 .into_iter()
@@ -615,15 +695,14 @@ impl EventLog for FileLog {
                 .filter_map(|p| {
                     let (seg, off) = *state.locations.get(usize::try_from(*p - 1).ok()?)?;
                     let s = state.segments.get(seg as usize)?;
-                    Some((*p, s.path.clone(), Arc::clone(&s.file), off))
+                    Some((s.path.clone(), s.file.clone()?, s.format, off))
                 })
                 .collect();
-            (wanted, ())
+            wanted
         };
-        let () = files;
         wanted
             .into_iter()
-            .map(|(_, path, file, off)| read_record_at(&path, &file, off))
+            .map(|(path, file, format, off)| read_record_at(&path, &file, format, off))
             .collect()
     }
 
@@ -645,13 +724,17 @@ impl EventLog for FileLog {
             else {
                 return Ok(());
             };
-            let segments: Vec<PathBuf> = state.segments.iter().map(|s| s.path.clone()).collect();
+            let segments: Vec<(PathBuf, SegmentFormat)> = state
+                .segments
+                .iter()
+                .map(|s| (s.path.clone(), s.format))
+                .collect();
             (state.durable, start, segments)
         };
         // Read sequentially through big buffers, not record by record.
         let mut position = from_position;
         let mut payload = Vec::new();
-        for (i, path) in segments.iter().enumerate().skip(start.0 as usize) {
+        for (i, (path, format)) in segments.iter().enumerate().skip(start.0 as usize) {
             let file = File::open(path).map_err(|source| ReadError::Io {
                 path: path.clone(),
                 source,
@@ -698,7 +781,8 @@ impl EventLog for FileLog {
                 if crc32c::crc32c(&payload) != crc {
                     return Err(corrupt("checksum mismatch".into()));
                 }
-                let stored = decode_record(&payload).map_err(|e| corrupt(e.to_string()))?;
+                let stored =
+                    decode_record(*format, &payload).map_err(|e| corrupt(e.to_string()))?;
                 offset += RECORD_HEADER + u64::from(len);
                 position += 1;
                 if f(stored).is_break() {
@@ -724,7 +808,12 @@ impl EventLog for FileLog {
     }
 }
 
-fn read_record_at(path: &Path, file: &File, offset: u64) -> Result<StoredEvent, ReadError> {
+fn read_record_at(
+    path: &Path,
+    file: &File,
+    format: SegmentFormat,
+    offset: u64,
+) -> Result<StoredEvent, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
@@ -751,5 +840,5 @@ fn read_record_at(path: &Path, file: &File, offset: u64) -> Result<StoredEvent, 
     if crc32c::crc32c(&payload) != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
-    decode_record(&payload).map_err(|e| corrupt(e.to_string()))
+    decode_record(format, &payload).map_err(|e| corrupt(e.to_string()))
 }

@@ -1,7 +1,8 @@
 //! Crash consistency with real process kills: a child appends from four threads and reports
 //! each acknowledged event; the test SIGKILLs it after a varying number of acknowledgements,
 //! reopens the log, and checks that every acknowledged event is there exactly once, in order,
-//! and that the log still accepts appends. 24 cycles on one directory.
+//! that a batch is there whole or not at all, and that the log still accepts appends. 24
+//! cycles on one directory, every other one with 4 KiB segments so kills land on roll-overs.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -30,9 +31,12 @@ fn every_acknowledged_append_survives_sigkill() {
         x ^= x >> 7;
         x ^= x << 17;
         let kill_after = 1 + x % 400;
+        // Every other cycle runs with tiny segments, so kills also land on roll-overs.
+        let segment_bytes = if cycle % 2 == 1 { 4096 } else { 64 << 20 };
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-appender"))
             .arg(dir.path())
             .arg(cycle.to_string())
+            .arg(segment_bytes.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -55,7 +59,11 @@ fn every_acknowledged_append_survives_sigkill() {
         child.wait().unwrap();
         acked_total.extend(acked);
 
-        let (log, report) = FileLog::open(dir.path()).unwrap();
+        let options = inbox_store::FileLogOptions {
+            segment_bytes,
+            fsync: true,
+        };
+        let (log, report) = FileLog::open_with(dir.path(), options).unwrap();
         torn_tails += usize::from(report.torn_tail.is_some());
         let all = log.read_all(1, usize::MAX).unwrap();
         let mut seen = HashSet::new();
@@ -65,6 +73,23 @@ fn every_acknowledged_append_survives_sigkill() {
                 seen.insert(e.envelope.event_id.as_uuid().as_u128()),
                 "an event is stored twice"
             );
+        }
+        // The child appends batches of 1 + i % 3 events with consecutive ids: all or none.
+        for e in &all {
+            let id = e.envelope.event_id.as_uuid().as_u128();
+            let (thread_part, n) = (id >> 64, id as u64);
+            if thread_part >> 16 != u128::from(cycle) && (id >> 80) as u64 != cycle {
+                continue;
+            }
+            let (i, k) = (n / 4, n % 4);
+            let size = 1 + i % 3;
+            for other in 0..size {
+                let sibling = (id & !0xFFFF_FFFF_FFFF_FFFF) | u128::from(i * 4 + other);
+                assert!(
+                    seen.contains(&sibling),
+                    "cycle {cycle}: batch of {id} is partial (event {k} of {size} stored, {other} missing)"
+                );
+            }
         }
         let missing: Vec<&u128> = acked_total.iter().filter(|id| !seen.contains(id)).collect();
         assert!(

@@ -140,6 +140,63 @@ fn a_flipped_bit_in_the_last_record_is_a_torn_tail() {
 }
 
 #[test]
+fn a_batch_cut_by_a_crash_is_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_events(dir.path(), 2);
+    let a = site(1);
+    {
+        let (log, _) = FileLog::open(dir.path()).unwrap();
+        let batch: Vec<_> = (0..3)
+            .map(|k| {
+                envelope(
+                    &a,
+                    50 + k,
+                    message(10 + k as i64, conversation(1), "part of a batch"),
+                )
+            })
+            .collect();
+        log.append(&a, ExpectedVersion::Exactly(2), &batch).unwrap();
+    }
+    let seg = segment(dir.path());
+    let full = fs::read(&seg).unwrap();
+    // Cut the file after the batch's first record, and also in its second record: either way
+    // the batch never closed, so none of it may survive.
+    let first_record_end = {
+        let len = u32::from_le_bytes(
+            full[ends[1] as usize..ends[1] as usize + 4]
+                .try_into()
+                .unwrap(),
+        );
+        ends[1] + 8 + u64::from(len)
+    };
+    for cut in [first_record_end, first_record_end + 5] {
+        let copy = tempfile::tempdir().unwrap();
+        fs::write(segment(copy.path()), &full[..cut as usize]).unwrap();
+        let (log, report) = FileLog::open(copy.path()).unwrap();
+        assert_eq!(log.last_position(), 2, "cut at {cut}");
+        let torn = report.torn_tail.expect("torn");
+        assert_eq!((torn.offset, torn.bytes), (ends[1], cut - ends[1]));
+        assert_eq!(log.site_version(&a), 2);
+    }
+}
+
+#[test]
+fn a_damaged_length_with_good_records_after_it_is_corruption_not_a_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_events(dir.path(), 5);
+    let seg = segment(dir.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    // The third record's length now points past the end of the file.
+    bytes[ends[1] as usize + 3] = 0x7f;
+    fs::write(&seg, &bytes).unwrap();
+    match FileLog::open(dir.path()) {
+        Err(OpenError::Corrupt { offset, .. }) => assert_eq!(offset, ends[1]),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
 fn a_file_that_is_not_a_segment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path(), 1);

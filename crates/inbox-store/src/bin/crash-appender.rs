@@ -2,7 +2,8 @@
 //! several threads for ever and prints `ack <event id>` for each event once its append has
 //! returned (that is, once it is durable). The test SIGKILLs it at arbitrary moments.
 //!
-//! Usage: `crash-appender <dir> <cycle>`.
+//! Usage: `crash-appender <dir> <cycle> [segment bytes]` (small segments make the kills land
+//! on segment roll-overs too).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,7 +23,11 @@ fn main() {
         eprintln!("usage: crash-appender <dir> <cycle>");
         std::process::exit(2);
     };
-    let log = match FileLog::open(&dir) {
+    let mut options = inbox_store::FileLogOptions::default();
+    if let Some(bytes) = args.next().and_then(|b| b.parse::<u64>().ok()) {
+        options.segment_bytes = bytes;
+    }
+    let log = match FileLog::open_with(&dir, options) {
         Ok((log, _)) => Arc::new(log),
         Err(e) => {
             eprintln!("open: {e}");
