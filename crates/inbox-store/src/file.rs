@@ -429,6 +429,8 @@ fn scan_segment(
     let mut offset = SEGMENT_MAGIC.len() as u64;
     // Records of the batch being read, committed when its last record is seen.
     let mut batch: Vec<Scanned> = Vec::new();
+    // Events of the open batch per site (a batch can hold thousands of events).
+    let mut batch_per_site: HashMap<SiteId, u64> = HashMap::new();
     let mut batch_start = offset;
     let problem: String = loop {
         if offset == file_len {
@@ -452,7 +454,7 @@ fn scan_segment(
             ));
         }
         let site_version_now = state.sites.get(record.site).map_or(0, Vec::len) as u64
-            + batch.iter().filter(|b| b.site.0 == record.site).count() as u64;
+            + batch_per_site.get(record.site).copied().unwrap_or(0);
         if record.site_version != site_version_now + 1 {
             return Err(corrupt(
                 offset,
@@ -463,10 +465,9 @@ fn scan_segment(
                 ),
             ));
         }
-        batch.push(Scanned {
-            site: SiteId::new(record.site),
-            offset,
-        });
+        let site = SiteId::new(record.site);
+        *batch_per_site.entry(site.clone()).or_default() += 1;
+        batch.push(Scanned { site, offset });
         offset = record.end;
         if record.batch_last {
             for b in batch.drain(..) {
@@ -475,6 +476,7 @@ fn scan_segment(
                 state.sites.entry(b.site).or_default().push(position);
                 state.locations.push((index as u32, b.offset));
             }
+            batch_per_site.clear();
             batch_start = offset;
         }
     };
