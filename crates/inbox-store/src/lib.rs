@@ -18,6 +18,53 @@
 //! The trait is synchronous on purpose: an append's cost is the fsync, which no executor can
 //! make cheaper, and a synchronous API embeds anywhere. An async server calls it from a
 //! blocking thread (`spawn_blocking`); see `ARCHITECTURE.md`.
+//!
+//! # Example: an engine that survives restarts
+//!
+//! Decide against the state, append the events at the version decided against, apply them;
+//! on start-up, recover.
+//!
+//! ```
+//! use inbox_core::{Command, Context, Inbox, InboxConfig, ParticipantId, SequentialIds, SiteId, Timestamp, VisitorId};
+//! use inbox_store::{EventLog, ExpectedVersion, FileLog, Snapshots, recover, write_snapshot};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let site = SiteId::new("my-site");
+//! let config = |s: &SiteId| InboxConfig::new(s.clone(), [7; 16]);
+//! let visitor = ParticipantId::Visitor(VisitorId::from_uuid(uuid::Uuid::from_u128(1)));
+//! {
+//!     let (log, _report) = FileLog::open(dir.path().join("log"))?;
+//!     let mut inbox = Inbox::new(config(&site));
+//!     let command = Command::GetOrCreateConversation { participant: visitor };
+//!     let ctx = Context::at(Timestamp::from_micros(1_700_000_000_000_000));
+//!     let events = inbox.decide(&command, &ctx, &mut SequentialIds::default())?;
+//!     // Optimistic: if another writer got there first, this is a Conflict: re-read, decide again.
+//!     let version = log.site_version(&site);
+//!     let envelopes: Vec<_> = events
+//!         .into_iter()
+//!         .enumerate()
+//!         .map(|(i, event)| inbox_core::EventEnvelope {
+//!             event_id: inbox_core::EventId::from_uuid(uuid::Uuid::from_u128(100 + i as u128)),
+//!             schema_version: inbox_core::SCHEMA_VERSION,
+//!             site: site.clone(),
+//!             recorded_at: ctx.now,
+//!             event,
+//!         })
+//!         .collect();
+//!     let appended = log.append(&site, ExpectedVersion::Exactly(version), &envelopes)?; // durable now
+//!     for e in &envelopes {
+//!         inbox.apply(e);
+//!     }
+//!     let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
+//!     write_snapshot(&snapshots, appended.last_position, &[(site.clone(), inbox)].into())?;
+//! }
+//! // After a restart (or a crash):
+//! let (log, _report) = FileLog::open(dir.path().join("log"))?;
+//! let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
+//! let recovered = recover(&log, Some(&snapshots), &config)?;
+//! assert!(recovered.sites[&site].live_conversation_of(visitor).is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![deny(missing_docs)]
 
