@@ -768,6 +768,14 @@ impl EventLog for FileLog {
                 let [a, b, c, d, e, g, h, k] = header;
                 let len = u32::from_le_bytes([a, b, c, d]);
                 let crc = u32::from_le_bytes([e, g, h, k]);
+                if len == 0 || len > MAX_RECORD {
+                    // Checked on open; a file changed under a running log is not trusted.
+                    return Err(ReadError::Corrupt {
+                        path: path.clone(),
+                        offset,
+                        reason: format!("record length {len} is impossible"),
+                    });
+                }
                 payload.resize(len as usize, 0);
                 reader
                     .read_exact(&mut payload)
