@@ -389,8 +389,8 @@ fn create_segment(dir: &Path, first_position: u64, fsync: bool) -> io::Result<(F
 }
 
 /// One record of an open batch, not yet committed to the state.
-struct Scanned {
-    site: SiteId,
+struct Scanned<'a> {
+    site: &'a str,
     offset: u64,
 }
 
@@ -428,9 +428,9 @@ fn scan_segment(
     };
     let mut offset = SEGMENT_MAGIC.len() as u64;
     // Records of the batch being read, committed when its last record is seen.
-    let mut batch: Vec<Scanned> = Vec::new();
+    let mut batch: Vec<Scanned<'_>> = Vec::new();
     // Events of the open batch per site (a batch can hold thousands of events).
-    let mut batch_per_site: HashMap<SiteId, u64> = HashMap::new();
+    let mut batch_per_site: HashMap<&str, u64> = HashMap::new();
     let mut batch_start = offset;
     let problem: String = loop {
         if offset == file_len {
@@ -465,15 +465,23 @@ fn scan_segment(
                 ),
             ));
         }
-        let site = SiteId::new(record.site);
-        *batch_per_site.entry(site.clone()).or_default() += 1;
-        batch.push(Scanned { site, offset });
+        // Sites are borrowed from the segment's bytes: no allocation per record.
+        *batch_per_site.entry(record.site).or_default() += 1;
+        batch.push(Scanned {
+            site: record.site,
+            offset,
+        });
         offset = record.end;
         if record.batch_last {
             for b in batch.drain(..) {
                 state.assigned += 1;
                 let position = state.assigned;
-                state.sites.entry(b.site).or_default().push(position);
+                match state.sites.get_mut(b.site) {
+                    Some(positions) => positions.push(position),
+                    None => {
+                        state.sites.insert(SiteId::new(b.site), vec![position]);
+                    }
+                }
                 state.locations.push((index as u32, b.offset));
             }
             batch_per_site.clear();
