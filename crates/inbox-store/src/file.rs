@@ -104,6 +104,10 @@ pub struct OpenReport {
     pub segments: usize,
     /// A torn tail that was cut, if there was one.
     pub torn_tail: Option<TornTail>,
+    /// The position up to which a checkpoint spared the scan (0: none was used).
+    pub checkpoint_position: u64,
+    /// Why a checkpoint file present was not used, if it was not.
+    pub checkpoint_ignored: Option<String>,
 }
 
 /// Why a log could not be opened.
@@ -163,7 +167,23 @@ struct Segment {
     file: Option<Arc<File>>,
     format: SegmentFormat,
     first_position: u64,
+    /// The segment's final length, once appends moved on to the next one.
+    sealed_len: Option<u64>,
 }
+
+/// The scan's result up to a position, saved by [`FileLog::checkpoint`] so that opening
+/// only reads what came after it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    position: u64,
+    /// Covered segments: first position, covered length, format (1 or 2).
+    segments: Vec<(u64, u64, u8)>,
+    locations: Vec<(u32, u64)>,
+    sites: Vec<(String, Vec<u64>)>,
+}
+
+const CHECKPOINT_FILE: &str = "CHECKPOINT";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"INBXCKP1";
 
 #[derive(Debug)]
 struct State {
@@ -178,6 +198,8 @@ struct State {
     pending: Vec<(usize, Vec<u8>)>,
     /// Last position that is durable (readable and acknowledged).
     durable: u64,
+    /// Where the durable bytes end: (segment index, length).
+    durable_end: (usize, u64),
     /// Last position assigned.
     assigned: u64,
     flushing: bool,
@@ -235,15 +257,60 @@ impl FileLog {
             sites: HashMap::new(),
             pending: Vec::new(),
             durable: 0,
+            durable_end: (0, 0),
             assigned: 0,
             flushing: false,
             failed: None,
             stats: LogStats::default(),
         };
         let count = paths.len();
+        // A checkpoint lets the scan start where it ends (it was written from this very
+        // scan's result, and everything it covers is durable).
+        let mut resume: Option<(usize, u64)> = None;
+        if let Some(loaded) = load_checkpoint(&dir) {
+            match loaded.and_then(|cp| apply_checkpoint(cp, &paths, &mut state)) {
+                Ok((covered, len)) => {
+                    report.checkpoint_position = state.assigned;
+                    resume = Some((covered, len));
+                }
+                Err(why) => {
+                    // Start over from nothing: the checkpoint may have left half a state.
+                    state.locations.clear();
+                    state.sites.clear();
+                    state.assigned = 0;
+                    report.checkpoint_ignored = Some(why);
+                }
+            }
+        }
         for (i, (first, path)) in paths.into_iter().enumerate() {
             let is_last = i + 1 == count;
-            if first != state.assigned + 1 {
+            let start = match resume {
+                Some((covered, _)) if i < covered => {
+                    // Wholly covered by the checkpoint: open, do not read.
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    let len = file.metadata().map_err(io_err(&path))?.len();
+                    let format = segment_format(&path)?;
+                    if let Some(prev) = state.segments.last_mut() {
+                        prev.sealed_len = Some(state.tail_len);
+                    }
+                    state.segments.push(Segment {
+                        path,
+                        file: Some(Arc::new(file)),
+                        format,
+                        first_position: first,
+                        sealed_len: None,
+                    });
+                    state.tail_len = len;
+                    continue;
+                }
+                Some((covered, len)) if i == covered => Some(len),
+                _ => None,
+            };
+            if start.is_none() && first != state.assigned + 1 {
                 return Err(OpenError::Corrupt {
                     path,
                     offset: 0,
@@ -253,7 +320,7 @@ impl FileLog {
                     ),
                 });
             }
-            let (len, format, torn) = scan_segment(&path, i, is_last, &mut state)?;
+            let (len, format, torn) = scan_segment(&path, i, is_last, start, &mut state)?;
             if let Some(t) = torn {
                 report.torn_tail = Some(t);
             }
@@ -262,11 +329,15 @@ impl FileLog {
                 .append(true)
                 .open(&path)
                 .map_err(io_err(&path))?;
+            if let Some(prev) = state.segments.last_mut() {
+                prev.sealed_len = Some(state.tail_len);
+            }
             state.segments.push(Segment {
                 path,
                 file: Some(Arc::new(file)),
                 format,
                 first_position: first,
+                sealed_len: None,
             });
             state.tail_len = len;
         }
@@ -278,9 +349,11 @@ impl FileLog {
                 file: Some(Arc::new(file)),
                 format: SegmentFormat::V2,
                 first_position: 1,
+                sealed_len: None,
             });
         }
         state.durable = state.assigned;
+        state.durable_end = (state.segments.len() - 1, state.tail_len);
         report.events = state.assigned;
         report.segments = state.segments.len();
         Ok((
@@ -295,6 +368,69 @@ impl FileLog {
             },
             report,
         ))
+    }
+
+    /// Saves the scan's result up to the last durable position (where each event is, each
+    /// site's positions) beside the segments, so the next open reads only what came after.
+    /// Call it when taking a snapshot, or before a planned shutdown. Returns the position it
+    /// covers. A missing, stale or damaged checkpoint only makes the next open slower.
+    pub fn checkpoint(&self) -> io::Result<u64> {
+        let checkpoint = {
+            let state = self.lock();
+            let (end_seg, end_len) = state.durable_end;
+            let durable = state.durable;
+            let mut segments = Vec::with_capacity(end_seg + 1);
+            for (j, seg) in state.segments.iter().enumerate().take(end_seg + 1) {
+                let covered = if j == end_seg {
+                    end_len
+                } else {
+                    seg.sealed_len
+                        .ok_or_else(|| io::Error::other("a covered segment is not sealed"))?
+                };
+                let format = match seg.format {
+                    SegmentFormat::V1 => 1,
+                    SegmentFormat::V2 => 2,
+                };
+                segments.push((seg.first_position, covered, format));
+            }
+            let upto = usize::try_from(durable).unwrap_or(usize::MAX);
+            Checkpoint {
+                position: durable,
+                segments,
+                locations: state.locations.iter().take(upto).copied().collect(),
+                sites: state
+                    .sites
+                    .iter()
+                    .map(|(site, positions)| {
+                        let kept: Vec<u64> = positions
+                            .iter()
+                            .copied()
+                            .take_while(|p| *p <= durable)
+                            .collect();
+                        (site.0.clone(), kept)
+                    })
+                    .filter(|(_, p)| !p.is_empty())
+                    .collect(),
+            }
+        };
+        let payload = postcard::to_allocvec(&checkpoint).map_err(io::Error::other)?;
+        let dir = &self.shared.dir;
+        let tmp = dir.join(format!(".{CHECKPOINT_FILE}.tmp"));
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&tmp)?;
+            f.write_all(CHECKPOINT_MAGIC)?;
+            f.write_all(&(payload.len() as u64).to_le_bytes())?;
+            f.write_all(&crc32c::crc32c(&payload).to_le_bytes())?;
+            f.write_all(&payload)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+        File::open(dir).and_then(|d| d.sync_all())?;
+        Ok(checkpoint.position)
     }
 
     /// Counters since the log was opened.
@@ -368,6 +504,95 @@ impl FileLog {
     }
 }
 
+/// Reads a checkpoint file: `None` when there is none, an error string when it is damaged.
+fn load_checkpoint(dir: &Path) -> Option<Result<Checkpoint, String>> {
+    let bytes = fs::read(dir.join(CHECKPOINT_FILE)).ok()?;
+    Some((|| {
+        let (magic, rest) = bytes.split_at_checked(8).ok_or("checkpoint too short")?;
+        if magic != CHECKPOINT_MAGIC {
+            return Err("not a checkpoint (bad magic)".to_owned());
+        }
+        let (len, rest) = rest.split_at_checked(8).ok_or("checkpoint too short")?;
+        let (crc, payload) = rest.split_at_checked(4).ok_or("checkpoint too short")?;
+        let len = u64::from_le_bytes(len.try_into().map_err(|_| "bad length")?);
+        let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "bad checksum field")?);
+        if len != payload.len() as u64 {
+            return Err("checkpoint length does not match".to_owned());
+        }
+        if crc32c::crc32c(payload) != crc {
+            return Err("checkpoint checksum mismatch".to_owned());
+        }
+        postcard::from_bytes(payload).map_err(|e| format!("undecodable checkpoint: {e}"))
+    })())
+}
+
+/// Installs a checkpoint into a fresh state after checking it against the segments on disk.
+/// Returns the index of the last covered segment and where its scan resumes.
+fn apply_checkpoint(
+    cp: Checkpoint,
+    paths: &[(u64, PathBuf)],
+    state: &mut State,
+) -> Result<(usize, u64), String> {
+    let Some(last) = cp.segments.len().checked_sub(1) else {
+        return Err("checkpoint covers no segment".into());
+    };
+    if cp.segments.len() > paths.len() {
+        return Err("checkpoint covers segments that are gone".into());
+    }
+    for (j, ((first, covered, format), (on_disk, path))) in
+        cp.segments.iter().zip(paths).enumerate()
+    {
+        if first != on_disk {
+            return Err(format!(
+                "checkpoint names segment {first}, the directory has {on_disk}"
+            ));
+        }
+        if !matches!(format, 1 | 2) {
+            return Err("checkpoint names an unknown segment format".into());
+        }
+        let len = fs::metadata(path).map_err(|e| e.to_string())?.len();
+        if len < *covered || (j < last && len != *covered) {
+            return Err(format!(
+                "segment {} is {len} bytes, the checkpoint expects {covered}",
+                path.display()
+            ));
+        }
+    }
+    let total: usize = cp.sites.iter().map(|(_, p)| p.len()).sum();
+    if cp.locations.len() as u64 != cp.position || total as u64 != cp.position {
+        return Err("checkpoint is inconsistent".into());
+    }
+    if cp.locations.iter().any(|(seg, _)| *seg as usize > last) {
+        return Err("checkpoint points past its segments".into());
+    }
+    state.assigned = cp.position;
+    state.locations = cp.locations;
+    state.sites = cp
+        .sites
+        .into_iter()
+        .map(|(s, p)| (SiteId::new(s), p))
+        .collect();
+    let resume = cp.segments.get(last).map_or(0, |(_, covered, _)| *covered);
+    Ok((last, resume))
+}
+
+/// The format of a segment, from its magic.
+fn segment_format(path: &Path) -> Result<SegmentFormat, OpenError> {
+    let mut magic = [0u8; 8];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut magic, 0))
+        .map_err(io_err(path))?;
+    match &magic {
+        m if m == SEGMENT_MAGIC => Ok(SegmentFormat::V2),
+        m if m == SEGMENT_MAGIC_V1 => Ok(SegmentFormat::V1),
+        _ => Err(OpenError::Corrupt {
+            path: path.to_owned(),
+            offset: 0,
+            reason: "not a segment file (bad magic)".into(),
+        }),
+    }
+}
+
 fn segment_name(first_position: u64) -> String {
     format!("{first_position:020}.seg")
 }
@@ -400,6 +625,7 @@ fn scan_segment(
     path: &Path,
     index: usize,
     is_last: bool,
+    start: Option<u64>,
     state: &mut State,
 ) -> Result<(u64, SegmentFormat, Option<TornTail>), OpenError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
@@ -426,7 +652,7 @@ fn scan_segment(
         }
         None => return Err(corrupt(0, "segment shorter than its header".into())),
     };
-    let mut offset = SEGMENT_MAGIC.len() as u64;
+    let mut offset = start.unwrap_or(SEGMENT_MAGIC.len() as u64);
     // Records of the batch being read, committed when its last record is seen.
     let mut batch: Vec<Scanned<'_>> = Vec::new();
     // Events of the open batch per site (a batch can hold thousands of events).
@@ -608,11 +834,16 @@ impl EventLog for FileLog {
         if state.tail_len + batch_bytes > self.shared.options.segment_bytes
             && state.tail_len > SEGMENT_MAGIC.len() as u64
         {
+            let sealed = state.tail_len;
+            if let Some(prev) = state.segments.last_mut() {
+                prev.sealed_len = Some(sealed);
+            }
             state.segments.push(Segment {
                 path: self.shared.dir.join(segment_name(first_position)),
                 file: None,
                 format: SegmentFormat::V2,
                 first_position,
+                sealed_len: None,
             });
             state.tail_len = SEGMENT_MAGIC.len() as u64;
         }
@@ -660,6 +891,7 @@ impl EventLog for FileLog {
             state.flushing = true;
             let batch = std::mem::take(&mut state.pending);
             let target = state.assigned;
+            let end = (state.segments.len() - 1, state.tail_len);
             let files: Vec<(PathBuf, Option<Arc<File>>)> = state
                 .segments
                 .iter()
@@ -677,7 +909,10 @@ impl EventLog for FileLog {
                             seg.file = Some(file);
                         }
                     }
-                    state.durable = state.durable.max(target);
+                    if target > state.durable {
+                        state.durable = target;
+                        state.durable_end = end;
+                    }
                     state.stats.flushes += 1;
                 }
                 Err(e) => state.failed = Some(format!("write or fsync failed: {e}")),

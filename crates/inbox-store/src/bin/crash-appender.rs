@@ -81,6 +81,14 @@ fn main() {
                         eprintln!("append: {e}");
                         std::process::exit(1);
                     }
+                    // Checkpoints are written while others append, and kills land on them too.
+                    if t == 0
+                        && i % 50 == 49
+                        && let Err(e) = log.checkpoint()
+                    {
+                        eprintln!("checkpoint: {e}");
+                        std::process::exit(1);
+                    }
                     let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
                     for e in &batch {
                         let _ = writeln!(out, "ack {}", e.event_id.as_uuid().as_u128());
