@@ -287,24 +287,9 @@ impl FileLog {
             let start = match resume {
                 Some((covered, _)) if i < covered => {
                     // Wholly covered by the checkpoint: open, do not read.
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(io_err(&path))?;
-                    let len = file.metadata().map_err(io_err(&path))?.len();
+                    let len = fs::metadata(&path).map_err(io_err(&path))?.len();
                     let format = segment_format(&path)?;
-                    if let Some(prev) = state.segments.last_mut() {
-                        prev.sealed_len = Some(state.tail_len);
-                    }
-                    state.segments.push(Segment {
-                        path,
-                        file: Some(Arc::new(file)),
-                        format,
-                        first_position: first,
-                        sealed_len: None,
-                    });
-                    state.tail_len = len;
+                    state.push_segment(path, first, format, len)?;
                     continue;
                 }
                 Some((covered, len)) if i == covered => Some(len),
@@ -324,22 +309,7 @@ impl FileLog {
             if let Some(t) = torn {
                 report.torn_tail = Some(t);
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            if let Some(prev) = state.segments.last_mut() {
-                prev.sealed_len = Some(state.tail_len);
-            }
-            state.segments.push(Segment {
-                path,
-                file: Some(Arc::new(file)),
-                format,
-                first_position: first,
-                sealed_len: None,
-            });
-            state.tail_len = len;
+            state.push_segment(path, first, format, len)?;
         }
         if state.segments.is_empty() {
             let (file, len) = create_segment(&dir, 1, options.fsync).map_err(io_err(&dir))?;
@@ -501,6 +471,35 @@ impl FileLog {
             }
         }
         Ok(created)
+    }
+}
+
+impl State {
+    /// Opens an existing segment for appending and makes it the last one, `len` bytes long.
+    fn push_segment(
+        &mut self,
+        path: PathBuf,
+        first_position: u64,
+        format: SegmentFormat,
+        len: u64,
+    ) -> Result<(), OpenError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if let Some(prev) = self.segments.last_mut() {
+            prev.sealed_len = Some(self.tail_len);
+        }
+        self.segments.push(Segment {
+            path,
+            file: Some(Arc::new(file)),
+            format,
+            first_position,
+            sealed_len: None,
+        });
+        self.tail_len = len;
+        Ok(())
     }
 }
 
