@@ -27,7 +27,7 @@ use criterion::{
 use imbl::OrdMap;
 use inbox_benches::{
     Key, Layout, MergeFixture, cursor_after, entry_cmp, floor_page, inbox_with_conversations,
-    merge_vecs, page_request, quick_mode, send_events, single_conversation_inbox,
+    merge_vecs, page_request, pow10, quick_mode, send_events, single_conversation_inbox,
     single_conversation_vec,
 };
 use inbox_core::{ConversationId, Event, Inbox, Message, SortOrder};
@@ -58,16 +58,6 @@ fn sizes() -> Sizes {
             page_messages: 1_000_000,
             merge: &[1_000, 10_000, 100_000, 1_000_000],
         }
-    }
-}
-
-/// `10^6` rather than `1000000` in bench ids.
-fn pow10(n: u64) -> String {
-    let digits = n.checked_ilog10().unwrap_or(0);
-    if 10u64.pow(digits) == n {
-        format!("10^{digits}")
-    } else {
-        n.to_string()
     }
 }
 

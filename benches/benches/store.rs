@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use inbox_benches::{BASE_SEQUENCE, conversation, quick_mode, start_event, text_message};
+use inbox_benches::{BASE_SEQUENCE, conversation, pow10, quick_mode, start_event, text_message};
 use inbox_core::{
     Event, EventEnvelope, EventId, Inbox, InboxConfig, SCHEMA_VERSION, SiteId, Timestamp,
 };
@@ -71,16 +71,6 @@ fn sizes() -> Sizes {
             tail: 1_000,
             append_time: Duration::from_secs(4),
         }
-    }
-}
-
-/// `10^6` rather than `1000000` in bench ids.
-fn pow10(n: u64) -> String {
-    let digits = n.checked_ilog10().unwrap_or(0);
-    if 10u64.pow(digits) == n {
-        format!("10^{digits}")
-    } else {
-        n.to_string()
     }
 }
 

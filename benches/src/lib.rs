@@ -33,6 +33,16 @@ pub fn quick_mode() -> bool {
     std::env::var("INBOX_BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
+/// `10^6` rather than `1000000` in bench ids.
+pub fn pow10(n: u64) -> String {
+    let digits = n.checked_ilog10().unwrap_or(0);
+    if 10u64.pow(digits) == n {
+        format!("10^{digits}")
+    } else {
+        n.to_string()
+    }
+}
+
 /// Whether criterion was asked for a test run (`cargo bench -- --test`): each bench once.
 pub fn criterion_test_mode() -> bool {
     std::env::args().any(|a| a == "--test")
