@@ -186,16 +186,7 @@ fn small_segments_roll_over_and_read_back() {
     {
         let (log, _) = FileLog::open_with(dir.path(), options.clone()).unwrap();
         for i in 0..50u64 {
-            log.append(
-                &a,
-                ExpectedVersion::Exactly(i),
-                &[envelope(
-                    &a,
-                    u128::from(i) + 1,
-                    message(i as i64 + 1, conversation(1), "a message of some length"),
-                )],
-            )
-            .unwrap();
+            append_nth(&log, &a, i, "a message of some length");
         }
     }
     let segments = std::fs::read_dir(dir.path())

@@ -30,16 +30,7 @@ fn write_events(dir: &Path, n: u64) -> Vec<u64> {
     let a = site(1);
     let mut ends = Vec::new();
     for i in 0..n {
-        log.append(
-            &a,
-            ExpectedVersion::Exactly(i),
-            &[envelope(
-                &a,
-                u128::from(i) + 1,
-                message(i as i64 + 1, conversation(1), "hello there"),
-            )],
-        )
-        .unwrap();
+        append_nth(&log, &a, i, "hello there");
         ends.push(fs::metadata(segment(dir)).unwrap().len());
     }
     ends

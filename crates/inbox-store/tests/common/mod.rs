@@ -58,3 +58,18 @@ pub fn started(conv: ConversationId, visitor: u128) -> Event {
         participant: ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(visitor))),
     }
 }
+
+/// Appends the `i`-th one-message event of a site (its version before is `i`), as many tests
+/// build a log.
+pub fn append_nth(log: &dyn inbox_store::EventLog, site: &SiteId, i: u64, text: &str) {
+    log.append(
+        site,
+        inbox_store::ExpectedVersion::Exactly(i),
+        &[envelope(
+            site,
+            u128::from(i) + 1,
+            message(i as i64 + 1, conversation(1), text),
+        )],
+    )
+    .unwrap();
+}
