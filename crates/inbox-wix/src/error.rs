@@ -1,0 +1,520 @@
+//! Errors in Wix's shape, with the HTTP status that goes with each.
+//!
+//! Two bodies exist:
+//!
+//! * application errors: `{"message", "details": {"applicationError": {"code", "description",
+//!   "data"}}}`;
+//! * validation errors: `{"message", "details": {"validationError": {"fieldViolations":
+//!   [{"field", "description", "violatedRule", "ruleName", "data"}]}}}`.
+//!
+//! [`WixError`] is one of them plus its status. Every refusal of the core and of this crate
+//! converts into one here, in one place, so the table in `docs/WIX-MAPPING.md` can list them
+//! all ([`ERROR_CODES`] is that table as data, and a test keeps the two equal).
+
+use inbox_core::contacts::{CreateContactError, MAX_MERGE_SOURCES, MergeContactsError};
+use inbox_core::message::{
+    MAX_BADGES, MAX_FORM_FIELDS, MAX_FORM_MEDIA, MAX_PREVIEW_TEXT, MAX_TARGET_CHANNELS,
+    MAX_TEMPLATE_BUTTONS, MAX_TEMPLATE_TEXT_LINES, MessageRejection,
+};
+use inbox_core::{CursorError, GetConversationError, ListMessagesError, MAX_PAGE_LIMIT, Rejection};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// The rule a field broke (Wix's `violatedRule` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Rule {
+    /// A required field is missing.
+    RequiredField,
+    /// Not in the expected format (a GUID, a date, JSON of the right type).
+    Format,
+    /// An enum value that is not allowed.
+    InvalidEnumValue,
+    /// Text too long.
+    MaxLength,
+    /// Too many items.
+    MaxSize,
+    /// Too few items.
+    MinSize,
+    /// A number above its maximum.
+    Max,
+    /// A number below its minimum.
+    Min,
+    /// A field that must not be given here.
+    FieldNotAllowed,
+    /// Any other rule.
+    Other,
+}
+
+/// One bad field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldViolation {
+    /// The field's path in the request, e.g. `message.content.previewText`.
+    pub field: String,
+    /// What is wrong, for people.
+    pub description: String,
+    /// Which kind of rule.
+    pub violated_rule: Rule,
+    /// The specific rule, e.g. `MAX_BADGES`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<&'static str>,
+    /// The rule's parameters, e.g. `{"max": 1}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl FieldViolation {
+    /// A violation of `rule` at `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>, rule: Rule) -> Self {
+        FieldViolation {
+            field: field.into(),
+            description: description.into(),
+            violated_rule: rule,
+            rule_name: None,
+            data: None,
+        }
+    }
+
+    fn named(mut self, name: &'static str, data: Value) -> Self {
+        self.rule_name = Some(name);
+        self.data = Some(data);
+        self
+    }
+}
+
+/// What went wrong, as Wix's `details`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Details {
+    /// `applicationError`.
+    Application {
+        /// Machine-readable, e.g. `CONVERSATION_NOT_FOUND`.
+        code: &'static str,
+        /// For people.
+        description: String,
+        /// Extra data (e.g. the duplicate contact's id).
+        data: Value,
+    },
+    /// `validationError`.
+    Validation(Vec<FieldViolation>),
+}
+
+/// An error as the Wix API answers it: an HTTP status and a body.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{status} {message}")]
+pub struct WixError {
+    status: u16,
+    message: String,
+    details: Details,
+}
+
+impl WixError {
+    /// A 400 with one field violation.
+    pub fn invalid(violation: FieldViolation) -> Self {
+        WixError {
+            status: 400,
+            message: violation.description.clone(),
+            details: Details::Validation(vec![violation]),
+        }
+    }
+
+    /// An application error: `status`, `code` and a description.
+    pub fn application(status: u16, code: &'static str, description: impl Into<String>) -> Self {
+        let description = description.into();
+        WixError {
+            status,
+            message: description.clone(),
+            details: Details::Application {
+                code,
+                description,
+                data: json!({}),
+            },
+        }
+    }
+
+    /// The same error with `data` in its application error.
+    pub fn with_data(mut self, value: Value) -> Self {
+        if let Details::Application { data, .. } = &mut self.details {
+            *data = value;
+        }
+        self
+    }
+
+    /// 401: no or an unknown API key.
+    pub fn unauthenticated(description: impl Into<String>) -> Self {
+        Self::application(401, "UNAUTHENTICATED", description)
+    }
+
+    /// 403: a known key that may not do this.
+    pub fn forbidden(description: impl Into<String>) -> Self {
+        Self::application(403, "PERMISSION_DENIED", description)
+    }
+
+    /// 400: a body that is not JSON, or not the JSON the call takes.
+    pub fn malformed_json(description: impl Into<String>) -> Self {
+        WixError::invalid(FieldViolation::new("", description, Rule::Format))
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The top-level `message`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The application error code, if this is one.
+    pub fn code(&self) -> Option<&'static str> {
+        match &self.details {
+            Details::Application { code, .. } => Some(code),
+            Details::Validation(_) => None,
+        }
+    }
+
+    /// The details.
+    pub fn details(&self) -> &Details {
+        &self.details
+    }
+
+    /// The response body, in Wix's shape.
+    pub fn body(&self) -> Value {
+        let details = match &self.details {
+            Details::Application {
+                code,
+                description,
+                data,
+            } => {
+                json!({"applicationError": {"code": code, "description": description, "data": data}})
+            }
+            Details::Validation(violations) => {
+                json!({"validationError": {"fieldViolations": violations}})
+            }
+        };
+        json!({"message": self.message, "details": details})
+    }
+}
+
+/// Every application error code this crate answers with, its HTTP status, and when.
+/// `docs/WIX-MAPPING.md` prints the same table; a test keeps them equal.
+pub const ERROR_CODES: &[(&str, u16, &str)] = &[
+    (
+        "(validationError)",
+        400,
+        "a field is missing, malformed, out of range or breaks a message rule",
+    ),
+    (
+        "INVALID_CURSOR",
+        400,
+        "a paging cursor is malformed, tampered with, from another site or conversation, or reused with another sort order or visibility",
+    ),
+    (
+        "MALFORMED_FILTER",
+        400,
+        "a contacts filter is not valid filter JSON",
+    ),
+    (
+        "UNSUPPORTED_FILTER",
+        400,
+        "a contacts filter names a field or operator that is not supported",
+    ),
+    (
+        "ILLEGAL_LIMIT",
+        400,
+        "a contacts query limit outside 1..=1000",
+    ),
+    (
+        "UNSUPPORTED_SORT_FIELD",
+        400,
+        "a contacts query sorts on an unsupported field",
+    ),
+    (
+        "INVALID_QUERY",
+        400,
+        "a contacts query with bad paging offset or projection",
+    ),
+    (
+        "CANNOT_MERGE_CONTACT_INTO_ITSELF",
+        400,
+        "a merge lists the target among its sources",
+    ),
+    (
+        "DUPLICATE_SOURCE_CONTACT",
+        400,
+        "a merge lists one source twice",
+    ),
+    (
+        "UNAUTHENTICATED",
+        401,
+        "no API key, or one the server does not know",
+    ),
+    ("PERMISSION_DENIED", 403, "the key belongs to another site"),
+    (
+        "CONVERSATION_NOT_FOUND",
+        404,
+        "no conversation has the id (or it belongs to another site)",
+    ),
+    ("CONTACT_NOT_FOUND", 404, "no live contact has the id"),
+    ("MEMBER_NOT_FOUND", 404, "no member has the id"),
+    (
+        "MESSAGE_NOT_FOUND",
+        404,
+        "the message is not in the conversation",
+    ),
+    (
+        "INTERACTION_NOT_FOUND",
+        404,
+        "the message has no postback button with the interaction id",
+    ),
+    (
+        "DUPLICATE_CONTACT_EXISTS",
+        409,
+        "create contact: an email or phone already belongs to another contact (data names duplicateContactId and duplicateEmail or duplicatePhone)",
+    ),
+    (
+        "CONTACT_ALREADY_EXISTS",
+        409,
+        "create contact: the id is taken",
+    ),
+    (
+        "CONTACT_REVISION_MISMATCH",
+        409,
+        "merge contacts: targetContactRevision is not the target's current revision",
+    ),
+    (
+        "SOURCE_CONTACT_IS_MEMBER",
+        409,
+        "merge contacts: a source is a site member",
+    ),
+    (
+        "VISITOR_ALREADY_IDENTIFIED",
+        409,
+        "the visitor is already another contact",
+    ),
+    (
+        "MEMBER_ALREADY_EXISTS",
+        409,
+        "the member id belongs to another contact",
+    ),
+    (
+        "CONTACT_ALREADY_MEMBER",
+        409,
+        "the contact is already another member",
+    ),
+];
+
+fn violation_of(r: &MessageRejection) -> FieldViolation {
+    let v = |field: &str, rule| FieldViolation::new(field, r.to_string(), rule);
+    match r {
+        MessageRejection::NoContent => v("message.content", Rule::RequiredField),
+        MessageRejection::SeveralContentTypes(_) => v("message.content", Rule::Other)
+            .named("ONE_CONTENT_TYPE", json!({"present": r.to_string()})),
+        MessageRejection::SystemNotSendable => v("message.content.system", Rule::FieldNotAllowed),
+        MessageRejection::TooManyBadges(_) => {
+            v("message.badges", Rule::MaxSize).named("MAX_BADGES", json!({"max": MAX_BADGES}))
+        }
+        MessageRejection::TooManyTargetChannels(_) => v("message.targetChannels", Rule::MaxSize)
+            .named("MAX_TARGET_CHANNELS", json!({"max": MAX_TARGET_CHANNELS})),
+        MessageRejection::UnknownTargetChannel => {
+            v("message.targetChannels", Rule::InvalidEnumValue)
+        }
+        MessageRejection::PreviewTextTooLong(_) => {
+            v("message.content.previewText", Rule::MaxLength)
+                .named("MAX_PREVIEW_TEXT", json!({"max": MAX_PREVIEW_TEXT}))
+        }
+        MessageRejection::EmptyBasic => v("message.content.basic.items", Rule::MinSize)
+            .named("MIN_BASIC_ITEMS", json!({"min": 1})),
+        MessageRejection::TooManyTextLines(_) => {
+            v("message.content.template.textLines", Rule::MaxSize)
+                .named("MAX_TEXT_LINES", json!({"max": MAX_TEMPLATE_TEXT_LINES}))
+        }
+        MessageRejection::TooManyButtons(_) => v("message.content.template.buttons", Rule::MaxSize)
+            .named("MAX_BUTTONS", json!({"max": MAX_TEMPLATE_BUTTONS})),
+        MessageRejection::InvalidButton { index } => v(
+            &format!("message.content.template.buttons[{index}]"),
+            Rule::Other,
+        )
+        .named("ONE_BUTTON_ACTION", json!({})),
+        MessageRejection::FormFieldCount(n) => v(
+            "message.content.form.fields",
+            if *n == 0 {
+                Rule::MinSize
+            } else {
+                Rule::MaxSize
+            },
+        )
+        .named(
+            "FORM_FIELD_COUNT",
+            json!({"min": 1, "max": MAX_FORM_FIELDS}),
+        ),
+        MessageRejection::TooManyFormMedia(_) => v("message.content.form.media", Rule::MaxSize)
+            .named("MAX_FORM_MEDIA", json!({"max": MAX_FORM_MEDIA})),
+        MessageRejection::UnknownVisibility => v("message.visibility", Rule::InvalidEnumValue),
+        MessageRejection::UnknownDirection => v("message.direction", Rule::RequiredField),
+    }
+}
+
+impl From<MessageRejection> for WixError {
+    fn from(r: MessageRejection) -> Self {
+        WixError::invalid(violation_of(&r))
+    }
+}
+
+impl From<CreateContactError> for WixError {
+    fn from(e: CreateContactError) -> Self {
+        let text = e.to_string();
+        match e {
+            CreateContactError::Empty => {
+                WixError::invalid(FieldViolation::new("info", text, Rule::RequiredField))
+            }
+            CreateContactError::InvalidEmail(_) => {
+                WixError::invalid(FieldViolation::new("info.emails.items", text, Rule::Format))
+            }
+            CreateContactError::InvalidPhone(_) => {
+                WixError::invalid(FieldViolation::new("info.phones.items", text, Rule::Format))
+            }
+            CreateContactError::DuplicateEmail { email, existing } => {
+                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
+                    json!({"duplicateContactId": existing.to_string(), "duplicateEmail": email}),
+                )
+            }
+            CreateContactError::DuplicatePhone { phone, existing } => {
+                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
+                    json!({"duplicateContactId": existing.to_string(), "duplicatePhone": phone}),
+                )
+            }
+            CreateContactError::AlreadyExists(_) => {
+                WixError::application(409, "CONTACT_ALREADY_EXISTS", text)
+            }
+        }
+    }
+}
+
+impl From<MergeContactsError> for WixError {
+    fn from(e: MergeContactsError) -> Self {
+        let text = e.to_string();
+        match e {
+            MergeContactsError::TargetNotFound(id) | MergeContactsError::SourceNotFound(id) => {
+                WixError::application(404, "CONTACT_NOT_FOUND", text)
+                    .with_data(json!({"contactId": id.to_string()}))
+            }
+            MergeContactsError::SourceCount(_) => WixError::invalid(
+                FieldViolation::new("sourceContactIds", text, Rule::MaxSize).named(
+                    "SOURCE_CONTACT_COUNT",
+                    json!({"min": 1, "max": MAX_MERGE_SOURCES}),
+                ),
+            ),
+            MergeContactsError::SourceIsTarget(_) => {
+                WixError::application(400, "CANNOT_MERGE_CONTACT_INTO_ITSELF", text)
+            }
+            MergeContactsError::DuplicateSource(_) => {
+                WixError::application(400, "DUPLICATE_SOURCE_CONTACT", text)
+            }
+            MergeContactsError::SourceIsMember(id) => {
+                WixError::application(409, "SOURCE_CONTACT_IS_MEMBER", text)
+                    .with_data(json!({"contactId": id.to_string()}))
+            }
+            MergeContactsError::RevisionConflict { expected, actual } => {
+                WixError::application(409, "CONTACT_REVISION_MISMATCH", text)
+                    .with_data(json!({"expectedRevision": expected, "currentRevision": actual}))
+            }
+        }
+    }
+}
+
+impl From<Rejection> for WixError {
+    fn from(r: Rejection) -> Self {
+        let text = r.to_string();
+        match r {
+            Rejection::ConversationNotFound(_) => {
+                WixError::application(404, "CONVERSATION_NOT_FOUND", text)
+            }
+            Rejection::InvalidMessage(m) => m.into(),
+            Rejection::ContactNotFound(_) => WixError::application(404, "CONTACT_NOT_FOUND", text),
+            Rejection::MemberNotFound(_) => WixError::application(404, "MEMBER_NOT_FOUND", text),
+            Rejection::CreateContact(e) => e.into(),
+            Rejection::MergeContacts(e) => e.into(),
+            Rejection::VisitorAlreadyIdentified { .. } => {
+                WixError::application(409, "VISITOR_ALREADY_IDENTIFIED", text)
+            }
+            Rejection::MemberAlreadyExists { .. } => {
+                WixError::application(409, "MEMBER_ALREADY_EXISTS", text)
+            }
+            Rejection::ContactAlreadyMember { .. } => {
+                WixError::application(409, "CONTACT_ALREADY_MEMBER", text)
+            }
+            Rejection::MessageNotFound { .. } => {
+                WixError::application(404, "MESSAGE_NOT_FOUND", text)
+            }
+            Rejection::InteractionNotFound { .. } => {
+                WixError::application(404, "INTERACTION_NOT_FOUND", text)
+            }
+        }
+    }
+}
+
+impl From<GetConversationError> for WixError {
+    fn from(e: GetConversationError) -> Self {
+        match e {
+            GetConversationError::NotFound(_) => {
+                WixError::application(404, "CONVERSATION_NOT_FOUND", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ListMessagesError> for WixError {
+    fn from(e: ListMessagesError) -> Self {
+        let text = e.to_string();
+        match e {
+            ListMessagesError::ConversationNotFound(_) => {
+                WixError::application(404, "CONVERSATION_NOT_FOUND", text)
+            }
+            ListMessagesError::IllegalLimit(n) => WixError::invalid(
+                FieldViolation::new(
+                    "paging.limit",
+                    text,
+                    if n == 0 { Rule::Min } else { Rule::Max },
+                )
+                .named("PAGING_LIMIT", json!({"min": 1, "max": MAX_PAGE_LIMIT})),
+            ),
+            ListMessagesError::Cursor(c) => c.into(),
+        }
+    }
+}
+
+impl From<CursorError> for WixError {
+    fn from(e: CursorError) -> Self {
+        WixError::application(400, "INVALID_CURSOR", e.to_string())
+    }
+}
+
+impl From<crate::contacts_query::QueryError> for WixError {
+    fn from(e: crate::contacts_query::QueryError) -> Self {
+        WixError::application(400, e.code(), e.to_string())
+    }
+}
+
+/// A serde error with the path of the field that failed, as a validation error.
+impl From<serde_path_to_error::Error<serde_json::Error>> for WixError {
+    fn from(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        let rule = if text.contains("unknown variant") {
+            Rule::InvalidEnumValue
+        } else if text.contains("missing field") {
+            Rule::RequiredField
+        } else {
+            Rule::Format
+        };
+        let description = if path.is_empty() {
+            text
+        } else {
+            format!("{path}: {text}")
+        };
+        WixError::invalid(FieldViolation::new(path, description, rule))
+    }
+}

@@ -1,0 +1,666 @@
+//! The REST calls: request bodies into core commands and queries, state into response
+//! bodies.
+//!
+//! Each call has a request type (what the client sends, parsed by [`parse_body`] or, for
+//! List Messages, [`ListMessagesRequest::from_query`]), a conversion into a core
+//! [`Command`] or query, and a response type built from the state after the command. The
+//! HTTP layer (the `inboxd` server) only moves bytes: it never looks inside a body.
+//!
+//! Input is accepted in camelCase (what the SDK sends) and snake_case (what the
+//! documentation's curl examples send); output is always camelCase.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use inbox_core::contacts::{ContactDraft, ContactEmail, ContactPage, ContactPhone, EntryTag};
+use inbox_core::message::Message as CoreMessage;
+use inbox_core::{
+    Command, ContactId, ConversationId, ConversationView, Inbox, ListMessages, MessagePage, SendAs,
+    SortOrder, Timestamp, VisibilityFilter,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::case::camel_case_keys;
+use crate::error::{FieldViolation, Rule, WixError};
+use crate::wire::{
+    Contact, ContactInfo, Conversation, Count, Direction, Int64, Message, ParticipantRef, guid,
+};
+
+/// Parses a JSON request body into a request type: the body must be JSON (else a 400), keys
+/// may be camelCase or snake_case, and a field of the wrong type is a 400 naming its path.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WixError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| WixError::malformed_json(format!("request body is not valid JSON: {e}")))?;
+    parse_value(value)
+}
+
+/// [`parse_body`] for a body that is already a JSON value.
+pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T, WixError> {
+    if !value.is_object() {
+        return Err(WixError::malformed_json(
+            "request body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(camel_case_keys(value)).map_err(WixError::from)
+}
+
+fn required<'a, T>(value: &'a Option<T>, field: &str) -> Result<&'a T, WixError> {
+    value.as_ref().ok_or_else(|| {
+        WixError::invalid(FieldViolation::new(
+            field,
+            format!("{field} is required"),
+            Rule::RequiredField,
+        ))
+    })
+}
+
+fn conversation_id(field: &str, text: &Option<String>) -> Result<ConversationId, WixError> {
+    Ok(ConversationId::from_uuid(guid(
+        field,
+        required(text, field)?,
+    )?))
+}
+
+// ------------------------------------------------------------------------------------------
+// Inbox v2: conversations
+
+/// `GET /inbox/v2/conversations/{conversationId}` answers with this.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GetConversationResponse {
+    /// The live conversation (a merged id answers with the survivor).
+    pub conversation: Conversation,
+}
+
+impl GetConversationResponse {
+    /// The response for a conversation view.
+    pub fn new(view: &ConversationView) -> Self {
+        GetConversationResponse {
+            conversation: Conversation::from_core(view),
+        }
+    }
+}
+
+/// Parses the `{conversationId}` path segment of Get Conversation.
+pub fn conversation_id_from_path(segment: &str) -> Result<ConversationId, WixError> {
+    Ok(ConversationId::from_uuid(guid("conversationId", segment)?))
+}
+
+/// `POST /inbox/v2/conversations`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GetOrCreateConversationRequest {
+    /// Exactly one of `contactId`, `anonymousVisitorId`, `memberId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<ParticipantRef>,
+}
+
+impl GetOrCreateConversationRequest {
+    /// The core command.
+    pub fn to_command(&self) -> Result<Command, WixError> {
+        let participant =
+            required(&self.participant_id, "participantId")?.to_core("participantId")?;
+        Ok(Command::GetOrCreateConversation { participant })
+    }
+}
+
+/// What Get Or Create Conversation answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetOrCreateConversationResponse {
+    /// The participant's live conversation.
+    pub conversation: Conversation,
+    /// Whether this call created it.
+    pub new_conversation: bool,
+}
+
+impl GetOrCreateConversationResponse {
+    /// The response; `created` is whether the command started a conversation.
+    pub fn new(view: &ConversationView, created: bool) -> Self {
+        GetOrCreateConversationResponse {
+            conversation: Conversation::from_core(view),
+            new_conversation: created,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Inbox v2: messages
+
+/// `sendAs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SendAsWire {
+    /// As the caller (an app as itself).
+    Caller,
+    /// As the conversation's participant.
+    Participant,
+    /// As the business.
+    BusinessUser,
+}
+
+/// `POST /inbox/v2/messages`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SendMessageRequest {
+    /// Where to (a merged id lands in the survivor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// The message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// `false` sends silently (the message's `silent` is then true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_notifications: Option<bool>,
+    /// On whose behalf; default `CALLER`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_as: Option<SendAsWire>,
+    /// The example flows put `direction` here, beside `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+}
+
+impl SendMessageRequest {
+    /// The core command. Read-only message fields (`id`, `sequence`, `createdDate`,
+    /// `sender`, `appId`) are ignored, as Wix ignores them.
+    pub fn to_command(&self) -> Result<Command, WixError> {
+        let conversation_id = conversation_id("conversationId", &self.conversation_id)?;
+        let message = required(&self.message, "message")?.clone();
+        let mut draft = message.into_draft(self.direction)?;
+        if self.send_notifications == Some(false) {
+            draft.silent = true;
+        }
+        let send_as = match self.send_as {
+            None | Some(SendAsWire::Caller) => SendAs::Caller,
+            Some(SendAsWire::Participant) => SendAs::Participant,
+            Some(SendAsWire::BusinessUser) => SendAs::BusinessUser,
+        };
+        Ok(Command::SendMessage {
+            conversation_id,
+            message: draft,
+            send_as,
+        })
+    }
+}
+
+/// What Send Message answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendMessageResponse {
+    /// The stored message, with its id, sequence and date.
+    pub message: Message,
+}
+
+impl SendMessageResponse {
+    /// The response for a stored message.
+    pub fn new(message: &CoreMessage) -> Self {
+        SendMessageResponse {
+            message: Message::from_core(message),
+        }
+    }
+}
+
+/// `visibility` of List Messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ListVisibility {
+    /// Treated as `BUSINESS`.
+    #[serde(rename = "UNKNOWN_VISIBILITY")]
+    Unknown,
+    /// Only what the participant can see.
+    BusinessAndParticipant,
+    /// Everything.
+    Business,
+}
+
+/// `ASC` / `DESC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first (the default).
+    Desc,
+}
+
+/// `paging` of List Messages.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CursorPaging {
+    /// 1 to 100; default 30.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Count>,
+    /// From the previous page's `pagingMetadata.cursors.next`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `sorting` of List Messages.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Sorting {
+    /// Only `sequence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_name: Option<String>,
+    /// Default `DESC`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
+}
+
+/// `GET /inbox/v2/messages`: from dotted query parameters or the SDK's `.r=` form.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListMessagesRequest {
+    /// The conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Which messages; default `BUSINESS` (everything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<ListVisibility>,
+    /// Page size and cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paging: Option<CursorPaging>,
+    /// Sort order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sorting: Option<Sorting>,
+}
+
+/// base64url as the SDK writes it (no padding), also accepting padding.
+const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Longest query string read (the SDK's `.r` form of a full request is well under 1 KiB).
+const MAX_QUERY_LEN: usize = 16 * 1024;
+
+impl ListMessagesRequest {
+    /// Reads the request from a URL query string (without the `?`): dotted parameters
+    /// (`paging.limit=30&paging.cursor=…`, camelCase or snake_case), or `.r=<base64url of
+    /// the request as JSON>` as the SDK sends, or both (dotted parameters win).
+    pub fn from_query(query: &str) -> Result<Self, WixError> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(WixError::invalid(FieldViolation::new(
+                "",
+                format!("query string is longer than {MAX_QUERY_LEN} bytes"),
+                Rule::MaxLength,
+            )));
+        }
+        let mut root = Map::new();
+        let mut dotted = Vec::new();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key == ".r" {
+                let bytes = BASE64URL.decode(value.trim().as_bytes()).map_err(|e| {
+                    WixError::invalid(FieldViolation::new(
+                        ".r",
+                        format!(".r must be base64url of the request as JSON: {e}"),
+                        Rule::Format,
+                    ))
+                })?;
+                match serde_json::from_slice(&bytes) {
+                    Ok(Value::Object(map)) => root = map,
+                    _ => {
+                        return Err(WixError::invalid(FieldViolation::new(
+                            ".r",
+                            ".r must be base64url of a JSON object",
+                            Rule::Format,
+                        )));
+                    }
+                }
+            } else {
+                dotted.push((key.into_owned(), value.into_owned()));
+            }
+        }
+        let mut root = match camel_case_keys(Value::Object(root)) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        for (key, value) in dotted {
+            insert_dotted(&mut root, &key, value)?;
+        }
+        parse_value(Value::Object(root))
+    }
+
+    /// The core query.
+    pub fn to_core(&self) -> Result<ListMessages, WixError> {
+        let conversation_id = conversation_id("conversationId", &self.conversation_id)?;
+        let visibility = match self.visibility {
+            Some(ListVisibility::BusinessAndParticipant) => VisibilityFilter::ParticipantVisible,
+            None | Some(ListVisibility::Business) | Some(ListVisibility::Unknown) => {
+                VisibilityFilter::All
+            }
+        };
+        let sorting = self.sorting.clone().unwrap_or_default();
+        if let Some(field) = &sorting.field_name
+            && field != "sequence"
+        {
+            return Err(WixError::invalid(FieldViolation::new(
+                "sorting.fieldName",
+                format!("messages can be sorted by sequence only; got {field:?}"),
+                Rule::InvalidEnumValue,
+            )));
+        }
+        let order = match sorting.order {
+            Some(Order::Asc) => SortOrder::Asc,
+            None | Some(Order::Desc) => SortOrder::Desc,
+        };
+        let paging = self.paging.clone().unwrap_or_default();
+        let limit = paging
+            .limit
+            .map(|Count(n)| usize::try_from(n).unwrap_or(usize::MAX));
+        Ok(ListMessages {
+            conversation_id,
+            visibility,
+            order,
+            limit,
+            cursor: paging.cursor.filter(|c| !c.is_empty()),
+        })
+    }
+}
+
+/// Puts `a.b.c=value` into `root` as `{"a": {"b": {"c": value}}}`.
+fn insert_dotted(root: &mut Map<String, Value>, key: &str, value: String) -> Result<(), WixError> {
+    let parts: Vec<String> = key.split('.').map(crate::case::to_camel).collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return Ok(());
+    };
+    let mut node = root;
+    for p in parents {
+        let entry = node
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        node = match entry {
+            Value::Object(map) => map,
+            _ => {
+                return Err(WixError::invalid(FieldViolation::new(
+                    key,
+                    format!("query parameter {key} conflicts with {p}"),
+                    Rule::Format,
+                )));
+            }
+        };
+    }
+    node.insert(last.clone(), Value::String(value));
+    Ok(())
+}
+
+/// `pagingMetadata.cursors`: `next` is absent on the last page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Cursors {
+    /// The next page's cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `pagingMetadata` of List Messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CursorPagingMetadata {
+    /// Messages on this page.
+    pub count: u64,
+    /// Where to go on.
+    pub cursors: Cursors,
+}
+
+/// What List Messages answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMessagesResponse {
+    /// The page, in the requested order.
+    pub messages: Vec<Message>,
+    /// Count and cursors.
+    pub paging_metadata: CursorPagingMetadata,
+}
+
+impl ListMessagesResponse {
+    /// The response for a page.
+    pub fn new(page: &MessagePage<'_>) -> Self {
+        ListMessagesResponse {
+            messages: page
+                .messages
+                .iter()
+                .map(|m| Message::from_core(m))
+                .collect(),
+            paging_metadata: CursorPagingMetadata {
+                count: page.messages.len() as u64,
+                cursors: Cursors {
+                    next: page.next_cursor.clone(),
+                },
+            },
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Contacts v4
+
+/// `POST /contacts/v4/contacts`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CreateContactRequest {
+    /// Name, emails, phones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<ContactInfo>,
+    /// Create even when an email or phone is taken (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_duplicates: Option<bool>,
+}
+
+impl CreateContactRequest {
+    /// The core command; `contact_id` is the new contact's id (the caller draws it).
+    pub fn to_command(&self, contact_id: ContactId) -> Result<Command, WixError> {
+        let info = required(&self.info, "info")?;
+        let name = info.name.clone().unwrap_or_default();
+        let draft = ContactDraft {
+            name: inbox_core::contacts::ContactName {
+                first: name.first,
+                last: name.last,
+            },
+            emails: info
+                .emails
+                .iter()
+                .flat_map(|e| &e.items)
+                .map(|e| ContactEmail {
+                    email: e.email.clone(),
+                    tag: e.tag.map_or(EntryTag::Untagged, Into::into),
+                    primary: e.primary.unwrap_or(false),
+                })
+                .collect(),
+            phones: info
+                .phones
+                .iter()
+                .flat_map(|p| &p.items)
+                .map(|p| ContactPhone {
+                    phone: p.phone.clone(),
+                    tag: p.tag.map_or(EntryTag::Untagged, Into::into),
+                    primary: p.primary.unwrap_or(false),
+                })
+                .collect(),
+            allow_duplicates: self.allow_duplicates.unwrap_or(false),
+        };
+        Ok(Command::CreateContact { contact_id, draft })
+    }
+}
+
+/// What Create, Get, Merge and Preview Merge Contact answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContactResponse {
+    /// The contact.
+    pub contact: Contact,
+}
+
+impl ContactResponse {
+    /// The response for a contact.
+    pub fn new(contact: &inbox_core::contacts::Contact) -> Self {
+        ContactResponse {
+            contact: Contact::from_core(contact),
+        }
+    }
+}
+
+/// Parses a `{contactId}` path segment.
+pub fn contact_id_from_path(segment: &str) -> Result<ContactId, WixError> {
+    Ok(ContactId::from_uuid(guid("contactId", segment)?))
+}
+
+/// `POST /contacts/v4/contacts/{targetContactId}/merge` and `.../preview-merge`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MergeContactsRequest {
+    /// The target's current revision; required for Merge, optional for Preview.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_contact_revision: Option<Int64>,
+    /// 1 to 5 contacts to merge away; the first takes precedence.
+    pub source_contact_ids: Vec<String>,
+}
+
+impl MergeContactsRequest {
+    fn sources(&self) -> Result<Vec<ContactId>, WixError> {
+        self.source_contact_ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Ok(ContactId::from_uuid(guid(
+                    &format!("sourceContactIds[{i}]"),
+                    s,
+                )?))
+            })
+            .collect()
+    }
+
+    fn revision(&self) -> Result<Option<u64>, WixError> {
+        self.target_contact_revision
+            .map(|Int64(r)| {
+                u64::try_from(r).map_err(|_| {
+                    WixError::invalid(FieldViolation::new(
+                        "targetContactRevision",
+                        format!("targetContactRevision must not be negative; got {r}"),
+                        Rule::Min,
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// The core command for Merge Contacts into `target`.
+    pub fn to_command(&self, target: ContactId) -> Result<Command, WixError> {
+        let expected_revision = self.revision()?.ok_or_else(|| {
+            WixError::invalid(FieldViolation::new(
+                "targetContactRevision",
+                "targetContactRevision is required: the target's current revision",
+                Rule::RequiredField,
+            ))
+        })?;
+        Ok(Command::MergeContacts {
+            target,
+            expected_revision,
+            sources: self.sources()?,
+        })
+    }
+
+    /// The arguments of a preview: the expected revision (if given) and the sources.
+    pub fn to_preview(&self) -> Result<(Option<u64>, Vec<ContactId>), WixError> {
+        Ok((self.revision()?, self.sources()?))
+    }
+}
+
+/// `pagingMetadata` of Query Contacts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetPagingMetadata {
+    /// Contacts on this page.
+    pub count: u64,
+    /// Where the page starts.
+    pub offset: u64,
+    /// Contacts matching the filter.
+    pub total: u64,
+    /// Always false: the total is always counted.
+    pub too_many_to_count: bool,
+}
+
+/// What Query Contacts answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryContactsResponse {
+    /// The page, projected.
+    pub contacts: Vec<Contact>,
+    /// Offset paging.
+    pub paging_metadata: OffsetPagingMetadata,
+}
+
+impl QueryContactsResponse {
+    /// The response for a page of contacts.
+    pub fn new(page: &ContactPage) -> Self {
+        QueryContactsResponse {
+            contacts: page.contacts.iter().map(Contact::from_view).collect(),
+            paging_metadata: OffsetPagingMetadata {
+                count: page.contacts.len() as u64,
+                offset: page.offset as u64,
+                total: page.total as u64,
+                too_many_to_count: false,
+            },
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The read-only calls, whole: bytes in, response or error out.
+
+/// Get Conversation: `segment` is the `{conversationId}` path segment. A merged id answers
+/// with the survivor.
+pub fn get_conversation(inbox: &Inbox, segment: &str) -> Result<GetConversationResponse, WixError> {
+    let id = conversation_id_from_path(segment)?;
+    Ok(GetConversationResponse::new(&inbox.conversation(id)?))
+}
+
+/// List Messages: `query` is the URL query string, without the `?`.
+pub fn list_messages(inbox: &Inbox, query: &str) -> Result<ListMessagesResponse, WixError> {
+    let req = ListMessagesRequest::from_query(query)?.to_core()?;
+    Ok(ListMessagesResponse::new(&inbox.list_messages(&req)?))
+}
+
+/// Get Contact: `segment` is the `{contactId}` path segment. A contact merged away is
+/// not found (as in Wix); its conversation still resolves through Get Or Create.
+pub fn get_contact(inbox: &Inbox, segment: &str) -> Result<ContactResponse, WixError> {
+    let id = contact_id_from_path(segment)?;
+    inbox
+        .contacts()
+        .get(id)
+        .map(ContactResponse::new)
+        .ok_or_else(|| {
+            WixError::application(404, "CONTACT_NOT_FOUND", format!("contact {id} not found"))
+        })
+}
+
+/// Query Contacts: `body` is the request body.
+pub fn query_contacts(inbox: &Inbox, body: &[u8]) -> Result<QueryContactsResponse, WixError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| WixError::malformed_json(format!("request body is not valid JSON: {e}")))?;
+    let query = crate::contacts_query::parse_query_request(&value)?;
+    let page = inbox.contacts().query(&query).map_err(|e| {
+        use inbox_core::contacts::QueryContactsError as E;
+        match e {
+            E::IllegalLimit(_) => WixError::application(400, "ILLEGAL_LIMIT", e.to_string()),
+            E::UnsupportedFilter { .. } => {
+                WixError::application(400, "UNSUPPORTED_FILTER", e.to_string())
+            }
+        }
+    })?;
+    Ok(QueryContactsResponse::new(&page))
+}
+
+/// Preview Merge Contacts: what the target would become; nothing changes. `now` is the
+/// time the preview's `updatedDate` shows.
+pub fn preview_merge(
+    inbox: &Inbox,
+    target_segment: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<ContactResponse, WixError> {
+    let target = contact_id_from_path(target_segment)?;
+    let req: MergeContactsRequest = parse_body(body)?;
+    let (revision, sources) = req.to_preview()?;
+    let contact = inbox.preview_contact_merge(target, revision, &sources, now)?;
+    Ok(ContactResponse::new(&contact))
+}

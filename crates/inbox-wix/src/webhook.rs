@@ -1,0 +1,840 @@
+//! Webhooks: Wix's deliveries into core events, and core events into deliveries.
+//!
+//! A delivery is an HTTP POST whose whole body is a JWT signed RS256. Its payload nests JSON
+//! inside strings, three layers deep:
+//!
+//! ```text
+//! JWT payload: {"data": "<A>", "iat", "exp"}
+//!   A = {"eventType", "instanceId", "data": "<B>", "identity": "<C>"}
+//!     B = {"id", "entityFqdn", "slug", "entityId", "eventTime", "actionEvent": {"body": {...}}}
+//!     C = {"identityType", "anonymousVisitorId" | "memberId" | "wixUserId" | "appId"}
+//! ```
+//!
+//! Incoming: [`WebhookVerifier::verify`] checks the token (RS256 only: `alg: none`, every
+//! HMAC and every other algorithm is refused before any key is touched; the expiry is
+//! checked against the `now` the caller passes, so tests need no clock) and decodes the
+//! layers into a [`Delivery`]; [`Delivery::core_events`] maps it onto the core; a
+//! [`Replica`] folds deliveries, deduplicated on the event id. Deliveries come late, twice
+//! and out of order; the replica ends in the same state whatever the order (the core's
+//! convergence, plus ids derived deterministically from the delivery).
+//!
+//! Outgoing: [`announcements`] turns a recorded core event into what Wix would announce,
+//! and [`Announcement::sign`] signs it in the same nesting, with the event id stable across
+//! retries. `interop/node` proves that Wix's own JavaScript SDK accepts them.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use inbox_core::message::{Direction, Sender};
+use inbox_core::{
+    AppId, ConversationId, Event, EventEnvelope, EventId, Inbox, InboxConfig, MessageId,
+    ParticipantId, SCHEMA_VERSION, Sequence, SiteId, Timestamp,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::WixError;
+use crate::wire::{self, Identity, format_date, parse_date};
+
+/// `entityFqdn` of message events.
+pub const MESSAGE_FQDN: &str = "wix.crm.inbox.v2.message";
+/// `entityFqdn` of conversation events.
+pub const CONVERSATION_FQDN: &str = "wix.crm.inbox.v2.conversation";
+/// Slug of Message Sent To Business.
+pub const SENT_TO_BUSINESS: &str = "message_sent_to_business";
+/// Slug of Message Sent To Participant.
+pub const SENT_TO_PARTICIPANT: &str = "message_sent_to_participant";
+/// Slug of Button Interacted.
+pub const BUTTON_INTERACTED: &str = "button_interacted";
+/// Slug of Conversations Merged.
+pub const CONVERSATIONS_MERGED: &str = "conversations_merged";
+
+/// Clock skew allowed when checking `exp`, in seconds.
+pub const EXPIRY_LEEWAY_SECS: i64 = 60;
+
+/// Longest token read; a Wix delivery is a few KiB.
+pub const MAX_TOKEN_LEN: usize = 1 << 20;
+
+/// The namespace of event ids derived from deliveries (a fixed, random UUID).
+const DERIVED_IDS: Uuid = Uuid::from_u128(0x5b0e_1f6a_93c4_4d3e_8a57_2c61_f0d9_b7a4);
+
+/// A key could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a usable RSA {kind} key in PEM form: {reason}")]
+pub struct KeyError {
+    kind: &'static str,
+    reason: String,
+}
+
+/// Why a delivery was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Not three base64url parts, or a header that is not JSON.
+    #[error("webhook body is not a JWT: {0}")]
+    NotAJwt(String),
+    /// The header names an algorithm other than RS256 (`none`, `HS256`, `RS512`, ...).
+    #[error("webhook JWT algorithm {0:?} is refused; only RS256 is accepted")]
+    AlgorithmRefused(String),
+    /// The signature does not verify with the configured public key.
+    #[error("webhook JWT signature does not verify with the configured public key")]
+    BadSignature,
+    /// The token has no numeric `exp` claim.
+    #[error("webhook JWT has no numeric exp claim")]
+    MissingExpiry,
+    /// The token expired.
+    #[error("webhook JWT expired at {exp} (unix seconds); now is {now}")]
+    Expired {
+        /// `exp`, in Unix seconds.
+        exp: i64,
+        /// The time checked against, in Unix seconds.
+        now: i64,
+    },
+    /// The payload is not the documented nesting.
+    #[error("webhook payload, {layer}: {reason}")]
+    Payload {
+        /// Which layer: `jwt`, `data`, `data.data`, `data.identity` or `actionEvent.body`.
+        layer: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl WebhookError {
+    fn payload(layer: &'static str, reason: impl Into<String>) -> Self {
+        WebhookError::Payload {
+            layer,
+            reason: reason.into(),
+        }
+    }
+
+    /// The error as the intake endpoint answers it: 401 for a token that cannot be trusted
+    /// (bad algorithm, signature or expiry), 400 for a trusted one with a bad payload.
+    pub fn to_wix(&self) -> WixError {
+        match self {
+            WebhookError::NotAJwt(_) | WebhookError::Payload { .. } => {
+                WixError::application(400, "INVALID_WEBHOOK_PAYLOAD", self.to_string())
+            }
+            WebhookError::AlgorithmRefused(_)
+            | WebhookError::BadSignature
+            | WebhookError::MissingExpiry
+            | WebhookError::Expired { .. } => {
+                WixError::application(401, "INVALID_WEBHOOK_SIGNATURE", self.to_string())
+            }
+        }
+    }
+}
+
+/// Checks deliveries against the app's public key.
+#[derive(Clone)]
+pub struct WebhookVerifier {
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for WebhookVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookVerifier(RS256)")
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    data: Value,
+    exp: Option<Value>,
+}
+
+impl WebhookVerifier {
+    /// A verifier for an RSA public key in PEM form (SPKI `PUBLIC KEY` or PKCS#1
+    /// `RSA PUBLIC KEY`).
+    pub fn from_public_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        DecodingKey::from_rsa_pem(pem)
+            .map(|key| WebhookVerifier { key })
+            .map_err(|e| KeyError {
+                kind: "public",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Verifies a delivery's token at time `now` and decodes it.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Delivery, WebhookError> {
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(WebhookError::NotAJwt(format!(
+                "longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(WebhookError::NotAJwt(
+                "expected three dot-separated parts".into(),
+            ));
+        };
+        let header: Value = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| WebhookError::NotAJwt("header is not base64url JSON".into()))?;
+        match header.get("alg").and_then(Value::as_str) {
+            Some("RS256") => {}
+            Some(other) => return Err(WebhookError::AlgorithmRefused(other.to_owned())),
+            None => return Err(WebhookError::AlgorithmRefused(String::new())),
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        // Expiry is checked below against the caller's `now`, not the library's clock.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => WebhookError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::Json(_) => WebhookError::payload(
+                    "jwt",
+                    format!("claims are not the documented object: {e}"),
+                ),
+                _ => WebhookError::NotAJwt(e.to_string()),
+            })?
+            .claims;
+        let exp = claims
+            .exp
+            .as_ref()
+            .and_then(Value::as_f64)
+            .ok_or(WebhookError::MissingExpiry)?;
+        let now_secs = now.as_micros().div_euclid(1_000_000);
+        // `as` saturates for floats out of range, which is what an absurd exp deserves.
+        let exp = exp.floor() as i64;
+        if exp.saturating_add(EXPIRY_LEEWAY_SECS) < now_secs {
+            return Err(WebhookError::Expired { exp, now: now_secs });
+        }
+        match claims.data {
+            Value::String(a) => Delivery::from_data(&a),
+            _ => Err(WebhookError::payload("jwt", "data must be a JSON string")),
+        }
+    }
+}
+
+/// Signs outgoing deliveries with our private key.
+#[derive(Clone)]
+pub struct WebhookSigner {
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for WebhookSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSigner(RS256)")
+    }
+}
+
+impl WebhookSigner {
+    /// A signer for an RSA private key in PEM form (PKCS#8 or PKCS#1).
+    pub fn from_private_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        EncodingKey::from_rsa_pem(pem)
+            .map(|key| WebhookSigner { key })
+            .map_err(|e| KeyError {
+                kind: "private",
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Who caused an event, as layer C reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventIdentity {
+    /// `UNKNOWN`, `ANONYMOUS_VISITOR`, `MEMBER`, `WIX_USER` or `APP`.
+    pub identity_type: String,
+    /// For `ANONYMOUS_VISITOR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_visitor_id: Option<String>,
+    /// For `MEMBER`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// For `WIX_USER`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wix_user_id: Option<String>,
+    /// For `APP`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+}
+
+impl EventIdentity {
+    fn of(sender: &Sender) -> Self {
+        let s = |u: Uuid| Some(u.to_string());
+        match sender {
+            Sender::Visitor(v) => EventIdentity {
+                identity_type: "ANONYMOUS_VISITOR".into(),
+                anonymous_visitor_id: s(v.as_uuid()),
+                ..EventIdentity::default()
+            },
+            Sender::Member { member, .. } => EventIdentity {
+                identity_type: "MEMBER".into(),
+                member_id: s(member.as_uuid()),
+                ..EventIdentity::default()
+            },
+            Sender::WixUser(u) => EventIdentity {
+                identity_type: "WIX_USER".into(),
+                wix_user_id: s(u.as_uuid()),
+                ..EventIdentity::default()
+            },
+            Sender::App(a) => EventIdentity {
+                identity_type: "APP".into(),
+                app_id: s(a.as_uuid()),
+                ..EventIdentity::default()
+            },
+            Sender::Contact(_) | Sender::Unknown => EventIdentity {
+                identity_type: "UNKNOWN".into(),
+                ..EventIdentity::default()
+            },
+        }
+    }
+}
+
+/// What a delivery reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// A participant wrote to the business.
+    MessageSentToBusiness {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message, as stored.
+        message: inbox_core::Message,
+    },
+    /// The business wrote to the participant.
+    MessageSentToParticipant {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message, as stored.
+        message: inbox_core::Message,
+    },
+    /// A participant clicked a postback button.
+    ButtonInteracted {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message with the button (from `entityId`).
+        message_id: MessageId,
+        /// The app the click goes to.
+        app_id: Option<AppId>,
+        /// The button's id.
+        interaction_id: String,
+        /// Who clicked.
+        interacted_by: Sender,
+    },
+    /// Conversations were merged into a target.
+    ConversationsMerged {
+        /// Merged away.
+        sources: Vec<ConversationId>,
+        /// The survivor.
+        target: ConversationId,
+    },
+    /// An event type this crate does not map (Wix sends every event of the app to one
+    /// URL). It is acknowledged and ignored, so Wix does not retry it.
+    Unsupported {
+        /// Its `eventType`.
+        event_type: String,
+    },
+}
+
+/// A decoded delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event's id as Wix wrote it; repeats of one event share it.
+    pub id: String,
+    /// The same as a GUID (itself if it is one, else derived from it).
+    pub event_id: EventId,
+    /// `instanceId`: the site.
+    pub instance_id: SiteId,
+    /// `eventType`: `entityFqdn` + `_` + `slug`.
+    pub event_type: String,
+    /// `entityId`.
+    pub entity_id: Option<String>,
+    /// `eventTime`.
+    pub event_time: Timestamp,
+    /// Layer C, when present.
+    pub identity: Option<EventIdentity>,
+    /// What happened.
+    pub event: WebhookEvent,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerA {
+    event_type: String,
+    instance_id: String,
+    data: String,
+    #[serde(default)]
+    identity: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerB {
+    id: String,
+    entity_fqdn: String,
+    slug: String,
+    #[serde(default)]
+    entity_id: Option<String>,
+    event_time: String,
+    action_event: ActionEvent,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionEvent {
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default)]
+    body_as_json: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageBody {
+    conversation_id: String,
+    message: wire::Message,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ButtonBody {
+    conversation_id: String,
+    #[serde(default)]
+    app_id: Option<String>,
+    interaction_id: String,
+    #[serde(default)]
+    interacted_by: Option<Identity>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MergedBody {
+    old_conversation_ids: Vec<String>,
+    target_conversation_id: String,
+}
+
+fn layer<T: serde::de::DeserializeOwned>(
+    name: &'static str,
+    text: &str,
+) -> Result<T, WebhookError> {
+    serde_json::from_str(text).map_err(|e| WebhookError::payload(name, e.to_string()))
+}
+
+fn from_body<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, WebhookError> {
+    serde_json::from_value(v).map_err(|e| WebhookError::payload("actionEvent.body", e.to_string()))
+}
+
+fn conversation(field: &str, text: &str) -> Result<ConversationId, WebhookError> {
+    Uuid::parse_str(text.trim())
+        .map(ConversationId::from_uuid)
+        .map_err(|_| {
+            WebhookError::payload(
+                "actionEvent.body",
+                format!("{field} {text:?} is not a GUID"),
+            )
+        })
+}
+
+impl Delivery {
+    /// Decodes the JWT payload's `data` string (layer A and what it nests). This is the
+    /// part of [`WebhookVerifier::verify`] after the signature; it is public so that the
+    /// decoding can be tested and fuzzed without keys.
+    pub fn from_data(a: &str) -> Result<Delivery, WebhookError> {
+        let a: LayerA = layer("data", a)?;
+        let b: LayerB = layer("data.data", &a.data)?;
+        let identity: Option<EventIdentity> = match &a.identity {
+            Some(c) => Some(layer("data.identity", c)?),
+            None => None,
+        };
+        let expected_type = format!("{}_{}", b.entity_fqdn, b.slug);
+        if a.event_type != expected_type {
+            return Err(WebhookError::payload(
+                "data",
+                format!(
+                    "eventType {:?} is not entityFqdn_slug ({expected_type:?})",
+                    a.event_type
+                ),
+            ));
+        }
+        let event_time = parse_date(&b.event_time).ok_or_else(|| {
+            WebhookError::payload(
+                "data.data",
+                format!("eventTime {:?} is not an RFC 3339 date", b.event_time),
+            )
+        })?;
+        let body = match (b.action_event.body, b.action_event.body_as_json) {
+            (Some(body), _) => body,
+            (None, Some(text)) => layer("actionEvent.body", &text)?,
+            (None, None) => {
+                return Err(WebhookError::payload(
+                    "actionEvent.body",
+                    "actionEvent has no body",
+                ));
+            }
+        };
+        let event = match (b.entity_fqdn.as_str(), b.slug.as_str()) {
+            (MESSAGE_FQDN, SENT_TO_BUSINESS | SENT_TO_PARTICIPANT) => {
+                let body: MessageBody = from_body(body)?;
+                let conversation_id = conversation("conversationId", &body.conversation_id)?;
+                let message = body
+                    .message
+                    .into_observed(conversation_id, event_time)
+                    .map_err(|reason| WebhookError::payload("actionEvent.body", reason))?;
+                if b.slug == SENT_TO_BUSINESS {
+                    WebhookEvent::MessageSentToBusiness {
+                        conversation_id,
+                        message,
+                    }
+                } else {
+                    WebhookEvent::MessageSentToParticipant {
+                        conversation_id,
+                        message,
+                    }
+                }
+            }
+            (MESSAGE_FQDN, BUTTON_INTERACTED) => {
+                let body: ButtonBody = from_body(body)?;
+                let message_id = b
+                    .entity_id
+                    .as_deref()
+                    .and_then(|e| e.trim().parse::<MessageId>().ok())
+                    .ok_or_else(|| {
+                        WebhookError::payload(
+                            "data.data",
+                            "button_interacted needs entityId to be the message's id",
+                        )
+                    })?;
+                WebhookEvent::ButtonInteracted {
+                    conversation_id: conversation("conversationId", &body.conversation_id)?,
+                    message_id,
+                    app_id: body
+                        .app_id
+                        .as_deref()
+                        .and_then(|a| Uuid::parse_str(a.trim()).ok())
+                        .map(AppId::from_uuid),
+                    interaction_id: body.interaction_id,
+                    interacted_by: body
+                        .interacted_by
+                        .as_ref()
+                        .map_or(Sender::Unknown, Identity::to_sender),
+                }
+            }
+            (CONVERSATION_FQDN, CONVERSATIONS_MERGED) => {
+                let body: MergedBody = from_body(body)?;
+                WebhookEvent::ConversationsMerged {
+                    sources: body
+                        .old_conversation_ids
+                        .iter()
+                        .map(|s| conversation("oldConversationIds", s))
+                        .collect::<Result<_, _>>()?,
+                    target: conversation("targetConversationId", &body.target_conversation_id)?,
+                }
+            }
+            _ => WebhookEvent::Unsupported {
+                event_type: a.event_type.clone(),
+            },
+        };
+        let event_id = EventId::from_uuid(
+            Uuid::parse_str(b.id.trim())
+                .unwrap_or_else(|_| Uuid::new_v5(&DERIVED_IDS, b.id.as_bytes())),
+        );
+        Ok(Delivery {
+            id: b.id,
+            event_id,
+            instance_id: SiteId::new(a.instance_id),
+            event_type: a.event_type,
+            entity_id: b.entity_id,
+            event_time,
+            identity,
+            event,
+        })
+    }
+
+    /// The core events this delivery stands for. A message to the business also tells who
+    /// its participant is: the conversation is started for the sender's most advanced id,
+    /// and a sender with a contact id links its visitor or member id to that contact.
+    pub fn core_events(&self) -> Vec<Event> {
+        match &self.event {
+            WebhookEvent::MessageSentToBusiness {
+                conversation_id,
+                message,
+            } => {
+                let mut events = Vec::new();
+                let participant = match message.sender {
+                    Sender::Member { member, contact } => {
+                        if let Some(contact) = contact {
+                            events.push(Event::MemberRegistered {
+                                member,
+                                contact,
+                                login_email: None,
+                            });
+                        }
+                        Some(ParticipantId::Member(member))
+                    }
+                    Sender::Contact(c) => Some(ParticipantId::Contact(c)),
+                    Sender::Visitor(v) => Some(ParticipantId::Visitor(v)),
+                    _ => None,
+                };
+                if let Some(participant) = participant {
+                    events.push(Event::ConversationStarted {
+                        conversation_id: *conversation_id,
+                        participant,
+                    });
+                }
+                events.push(Event::MessageSent {
+                    message: message.clone(),
+                });
+                events
+            }
+            WebhookEvent::MessageSentToParticipant { message, .. } => vec![Event::MessageSent {
+                message: message.clone(),
+            }],
+            WebhookEvent::ButtonInteracted {
+                conversation_id,
+                message_id,
+                app_id,
+                interaction_id,
+                interacted_by,
+            } => vec![Event::ButtonInteracted {
+                conversation_id: *conversation_id,
+                message_id: *message_id,
+                interaction_id: interaction_id.clone(),
+                app_id: *app_id,
+                interacted_by: *interacted_by,
+            }],
+            WebhookEvent::ConversationsMerged { sources, target } => {
+                vec![Event::ConversationsMerged {
+                    sources: sources.clone(),
+                    target: *target,
+                    // Wix does not number merges; its event time orders them.
+                    stamp: Sequence(self.event_time.as_micros()),
+                }]
+            }
+            WebhookEvent::Unsupported { .. } => Vec::new(),
+        }
+    }
+
+    /// [`Delivery::core_events`] in envelopes, with event ids derived from the delivery's
+    /// id (so a repeat gives the same ids) and `recorded_at` as the time of receipt.
+    pub fn envelopes(&self, recorded_at: Timestamp) -> Vec<EventEnvelope> {
+        self.core_events()
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| EventEnvelope {
+                event_id: derived_id(self.event_id, i),
+                schema_version: SCHEMA_VERSION,
+                site: self.instance_id.clone(),
+                recorded_at,
+                event,
+            })
+            .collect()
+    }
+}
+
+fn derived_id(delivery: EventId, index: usize) -> EventId {
+    EventId::from_uuid(Uuid::new_v5(
+        &delivery.as_uuid(),
+        index.to_string().as_bytes(),
+    ))
+}
+
+/// What [`Replica::ingest`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    /// New: these envelopes were applied (none for an unsupported event type).
+    Applied(Vec<EventEnvelope>),
+    /// A repeat of a delivery already folded; nothing changed.
+    Duplicate,
+}
+
+/// A local replica of one site's Inbox, fed by its webhooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    inbox: Inbox,
+    seen: imbl::OrdSet<EventId>,
+}
+
+impl Replica {
+    /// An empty replica.
+    pub fn new(config: InboxConfig) -> Self {
+        Replica {
+            inbox: Inbox::new(config),
+            seen: imbl::OrdSet::new(),
+        }
+    }
+
+    /// Folds a delivery unless it was folded before (deduplicated on its event id).
+    pub fn ingest(&mut self, delivery: &Delivery, recorded_at: Timestamp) -> Ingested {
+        if self.seen.contains(&derived_id(delivery.event_id, 0)) {
+            return Ingested::Duplicate;
+        }
+        let envelopes = delivery.envelopes(recorded_at);
+        for e in &envelopes {
+            self.apply(e);
+        }
+        Ingested::Applied(envelopes)
+    }
+
+    /// Folds an envelope that [`Delivery::envelopes`] made, e.g. read back from a log
+    /// after a restart.
+    pub fn apply(&mut self, envelope: &EventEnvelope) {
+        self.seen.insert(envelope.event_id);
+        self.inbox.apply(envelope);
+    }
+
+    /// The replicated state: read it with the core's queries or the REST responses.
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// outgoing
+
+/// One delivery we announce, before signing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Announcement {
+    /// Layer B's `id`: the recorded event's id, so retries share it.
+    pub id: EventId,
+    /// `instanceId`.
+    pub instance_id: SiteId,
+    /// `entityFqdn`.
+    pub entity_fqdn: &'static str,
+    /// `slug`.
+    pub slug: &'static str,
+    /// `entityId`: the message id for message events, the target for merges.
+    pub entity_id: String,
+    /// `eventTime`: when the event was recorded.
+    pub event_time: Timestamp,
+    /// `actionEvent.body`.
+    pub body: Value,
+    /// Layer C.
+    pub identity: EventIdentity,
+}
+
+/// Why signing failed (a key that cannot sign RS256).
+#[derive(Debug, thiserror::Error)]
+#[error("could not sign webhook: {0}")]
+pub struct SignError(#[from] jsonwebtoken::errors::Error);
+
+impl Announcement {
+    /// `eventType`.
+    pub fn event_type(&self) -> String {
+        format!("{}_{}", self.entity_fqdn, self.slug)
+    }
+
+    /// The JWT payload's `data` string (layer A, nesting B and C as strings).
+    pub fn data(&self) -> String {
+        let b = json!({
+            "id": self.id.to_string(),
+            "entityFqdn": self.entity_fqdn,
+            "slug": self.slug,
+            "entityId": self.entity_id,
+            "eventTime": format_date(self.event_time),
+            "actionEvent": {"body": self.body},
+        });
+        let a = json!({
+            "eventType": self.event_type(),
+            "instanceId": self.instance_id.0,
+            "data": b.to_string(),
+            "identity": json!(self.identity).to_string(),
+        });
+        a.to_string()
+    }
+
+    /// The signed delivery body: a JWT issued at `now`, valid for `ttl_secs`.
+    pub fn sign(
+        &self,
+        signer: &WebhookSigner,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> Result<String, SignError> {
+        let iat = now.as_micros().div_euclid(1_000_000);
+        let claims = json!({"data": self.data(), "iat": iat, "exp": iat.saturating_add(ttl_secs)});
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &signer.key,
+        )?)
+    }
+}
+
+/// What Wix would announce for a recorded event, given the state right after it was
+/// applied (to name the live conversation). Events Wix does not announce (contacts,
+/// lifecycle, erasure, a conversation being started) give none.
+pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcement> {
+    let base = |entity_fqdn, slug, entity_id: String, body, identity| Announcement {
+        id: envelope.event_id,
+        instance_id: envelope.site.clone(),
+        entity_fqdn,
+        slug,
+        entity_id,
+        event_time: envelope.recorded_at,
+        body,
+        identity,
+    };
+    match &envelope.event {
+        Event::MessageSent { message } => {
+            let slug = match message.direction {
+                Direction::ParticipantToBusiness => SENT_TO_BUSINESS,
+                Direction::BusinessToParticipant => SENT_TO_PARTICIPANT,
+                Direction::Unknown => return Vec::new(),
+            };
+            let conversation_id = after.root_of(message.conversation_id);
+            let body = json!({
+                "conversationId": conversation_id.to_string(),
+                "message": wire::Message::from_core(message),
+            });
+            vec![base(
+                MESSAGE_FQDN,
+                slug,
+                message.id.to_string(),
+                body,
+                EventIdentity::of(&message.sender),
+            )]
+        }
+        Event::ButtonInteracted {
+            conversation_id,
+            message_id,
+            interaction_id,
+            app_id,
+            interacted_by,
+        } => {
+            let mut body = json!({
+                "conversationId": after.root_of(*conversation_id).to_string(),
+                "interactionId": interaction_id,
+                "interactedBy": Identity::from_sender(interacted_by),
+            });
+            if let (Some(app), Some(map)) = (app_id, body.as_object_mut()) {
+                map.insert("appId".into(), Value::String(app.to_string()));
+            }
+            vec![base(
+                MESSAGE_FQDN,
+                BUTTON_INTERACTED,
+                message_id.to_string(),
+                body,
+                EventIdentity::of(interacted_by),
+            )]
+        }
+        Event::ConversationsMerged {
+            sources, target, ..
+        } => {
+            let body = json!({
+                "oldConversationIds": sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "targetConversationId": target.to_string(),
+            });
+            vec![base(
+                CONVERSATION_FQDN,
+                CONVERSATIONS_MERGED,
+                target.to_string(),
+                body,
+                EventIdentity::of(&Sender::Unknown),
+            )]
+        }
+        Event::ConversationStarted { .. }
+        | Event::VisitorIdentified { .. }
+        | Event::MemberRegistered { .. }
+        | Event::ContactCreated { .. }
+        | Event::ContactsMerged { .. }
+        | Event::ParticipantErased { .. } => Vec::new(),
+    }
+}

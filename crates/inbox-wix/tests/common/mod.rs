@@ -1,0 +1,91 @@
+//! What the adapter's tests share: a small emulator around the core (a virtual clock and
+//! counted ids), the test keys, and fixed ids.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use inbox_core::{
+    AppId, Caller, Command, ContactId, Context, EventEnvelope, Inbox, InboxConfig, Rejection,
+    SequentialIds, SiteId, Timestamp, VisitorId,
+};
+use inbox_wix::webhook::{WebhookSigner, WebhookVerifier};
+use uuid::Uuid;
+
+/// 2023-11-14T22:13:20Z.
+pub const T0: i64 = 1_700_000_000_000_000;
+/// The virtual clock moves one second per command.
+pub const TICK: i64 = 1_000_000;
+
+pub const SITE: &str = "6f1c0a3e-2b7d-4c55-9a0e-0d9c1b2a3f40";
+pub const APP: AppId = AppId(Uuid::from_u128(0xA99));
+
+pub fn visitor(n: u128) -> VisitorId {
+    VisitorId(Uuid::from_u128(0xA000 + n))
+}
+pub fn contact(n: u128) -> ContactId {
+    ContactId(Uuid::from_u128(0xC000 + n))
+}
+
+/// The core driven the way `inboxd` drives it, with a virtual clock.
+pub struct World {
+    pub inbox: Inbox,
+    pub ids: SequentialIds,
+    pub now: i64,
+    pub caller: Caller,
+}
+
+impl World {
+    pub fn new() -> Self {
+        World {
+            inbox: Inbox::new(InboxConfig::new(SiteId::new(SITE), [7; 16])),
+            ids: SequentialIds::starting_at(0x1_0000),
+            now: T0,
+            caller: Caller::App(APP),
+        }
+    }
+
+    pub fn ctx(&self) -> Context {
+        Context {
+            now: Timestamp::from_micros(self.now),
+            caller: self.caller,
+        }
+    }
+
+    pub fn try_run(&mut self, command: &Command) -> Result<Vec<EventEnvelope>, Rejection> {
+        let ctx = self.ctx();
+        self.now += TICK;
+        self.inbox.execute(command, &ctx, &mut self.ids)
+    }
+
+    pub fn run(&mut self, command: &Command) -> Vec<EventEnvelope> {
+        self.try_run(command)
+            .unwrap_or_else(|e| panic!("{command:?} was refused: {e}"))
+    }
+}
+
+fn key(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+pub fn app_public_pem() -> String {
+    String::from_utf8(key("app-public.pem")).unwrap()
+}
+pub fn app_private_pem() -> Vec<u8> {
+    key("app-private.pem")
+}
+pub fn other_private_pem() -> Vec<u8> {
+    key("other-private.pem")
+}
+pub fn app_signer() -> WebhookSigner {
+    WebhookSigner::from_private_pem(&app_private_pem()).unwrap()
+}
+pub fn other_signer() -> WebhookSigner {
+    WebhookSigner::from_private_pem(&other_private_pem()).unwrap()
+}
+pub fn app_verifier() -> WebhookVerifier {
+    WebhookVerifier::from_public_pem(app_public_pem().as_bytes()).unwrap()
+}

@@ -1,0 +1,925 @@
+//! REST requests: they round-trip through serde (camelCase and snake_case in), List Messages
+//! reads the same request from dotted parameters and from the SDK's `.r=` form, and every
+//! refusal is a typed error with Wix's JSON and status.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use expect_test::{Expect, expect};
+use inbox_core::contacts::{ContactDraft, ContactEmail, EntryTag};
+use inbox_core::{Command, ParticipantId, Timestamp};
+use inbox_wix::WixError;
+use inbox_wix::rest::*;
+use inbox_wix::wire::{
+    Badge, Basic, Button, ChannelType, ContactInfo, Content, Count, Direction, EmailItem, Form,
+    FormField, Image, Int64, Item, Items, Message, Minimal, Name, Orientation, ParticipantRef,
+    PhoneItem, Postback, Tag, Template, Visibility,
+};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+// ------------------------------------------------------------------------------------------
+// round trips
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 _.:/-]{0,12}"
+}
+
+fn guid() -> impl Strategy<Value = String> {
+    any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string())
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        text().prop_map(|t| Item {
+            text: Some(t),
+            ..Item::default()
+        }),
+        (text(), proptest::option::of(0..4000u32)).prop_map(|(url, width)| Item {
+            image: Some(Image {
+                url: Some(url),
+                width,
+                ..Image::default()
+            }),
+            ..Item::default()
+        }),
+    ]
+}
+
+fn button() -> impl Strategy<Value = Button> {
+    (
+        text(),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+    )
+        .prop_map(|(label, launch, postback)| Button {
+            label: Some(label),
+            launch_url: launch,
+            postback_properties: postback.map(|id| Postback {
+                interaction_id: Some(id),
+                app_id: None,
+            }),
+        })
+}
+
+fn content() -> impl Strategy<Value = Content> {
+    (
+        proptest::option::of(text()),
+        proptest::option::of(proptest::collection::vec(item(), 0..3)),
+        proptest::option::of((
+            proptest::collection::vec(text(), 0..3),
+            proptest::collection::vec(button(), 0..3),
+            proptest::option::of(prop_oneof![
+                Just(Orientation::Portrait),
+                Just(Orientation::Landscape)
+            ]),
+        )),
+        proptest::option::of((text(), proptest::option::of(text()))),
+        proptest::option::of(proptest::collection::vec((text(), text()), 0..3)),
+    )
+        .prop_map(|(preview, basic, template, minimal, form)| Content {
+            preview_text: preview,
+            basic: basic.map(|items| Basic { items }),
+            template: template.map(|(text_lines, buttons, orientation)| Template {
+                text_lines,
+                buttons,
+                orientation,
+                ..Template::default()
+            }),
+            minimal: minimal.map(|(t, icon)| Minimal {
+                text: Some(t),
+                icon_url: icon,
+                url: None,
+            }),
+            form: form.map(|fields| Form {
+                fields: fields
+                    .into_iter()
+                    .map(|(name, value)| FormField { name, value })
+                    .collect(),
+                ..Form::default()
+            }),
+            ..Content::default()
+        })
+}
+
+fn channel() -> impl Strategy<Value = ChannelType> {
+    prop_oneof![
+        Just(ChannelType::Chat),
+        Just(ChannelType::Sms),
+        Just(ChannelType::Whatsapp),
+        Just(ChannelType::Unknown)
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (
+        proptest::option::of(content()),
+        proptest::collection::vec(
+            (text(), proptest::option::of(text())).prop_map(|(text, icon_url)| Badge {
+                text,
+                icon_url,
+                badge_visibility: None,
+            }),
+            0..2,
+        ),
+        proptest::collection::vec(channel(), 0..2),
+        proptest::option::of(channel()),
+        proptest::option::of(prop_oneof![
+            Just(Visibility::Business),
+            Just(Visibility::BusinessAndParticipant),
+            Just(Visibility::Unknown)
+        ]),
+        proptest::option::of(prop_oneof![
+            Just(Direction::BusinessToParticipant),
+            Just(Direction::ParticipantToBusiness)
+        ]),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(any::<i64>().prop_map(Int64)),
+    )
+        .prop_map(
+            |(
+                content,
+                badges,
+                target_channels,
+                source_channel,
+                visibility,
+                direction,
+                silent,
+                sequence,
+            )| Message {
+                content,
+                badges,
+                target_channels,
+                source_channel,
+                visibility,
+                direction,
+                silent,
+                sequence,
+                ..Message::default()
+            },
+        )
+}
+
+fn send_request() -> impl Strategy<Value = SendMessageRequest> {
+    (
+        proptest::option::of(guid()),
+        proptest::option::of(message()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(prop_oneof![
+            Just(SendAsWire::Caller),
+            Just(SendAsWire::Participant),
+            Just(SendAsWire::BusinessUser)
+        ]),
+    )
+        .prop_map(|(conversation_id, message, send_notifications, send_as)| {
+            SendMessageRequest {
+                conversation_id,
+                message,
+                send_notifications,
+                send_as,
+                direction: None,
+            }
+        })
+}
+
+fn list_request() -> impl Strategy<Value = ListMessagesRequest> {
+    (
+        proptest::option::of(guid()),
+        proptest::option::of(prop_oneof![
+            Just(ListVisibility::Business),
+            Just(ListVisibility::BusinessAndParticipant)
+        ]),
+        proptest::option::of((
+            proptest::option::of(0..200u64),
+            proptest::option::of("[A-Za-z0-9_-]{1,20}"),
+        )),
+        proptest::option::of(proptest::option::of(prop_oneof![
+            Just(Order::Asc),
+            Just(Order::Desc)
+        ])),
+    )
+        .prop_map(
+            |(conversation_id, visibility, paging, sorting)| ListMessagesRequest {
+                conversation_id,
+                visibility,
+                paging: paging.map(|(limit, cursor)| CursorPaging {
+                    limit: limit.map(Count),
+                    cursor,
+                }),
+                sorting: sorting.map(|order| Sorting {
+                    field_name: Some("sequence".into()),
+                    order,
+                }),
+            },
+        )
+}
+
+fn contact_request() -> impl Strategy<Value = CreateContactRequest> {
+    (
+        proptest::option::of((proptest::option::of(text()), proptest::option::of(text()))),
+        proptest::collection::vec((text(), any::<bool>()), 0..3),
+        proptest::collection::vec(text(), 0..2),
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_map(
+            |(name, emails, phones, allow_duplicates)| CreateContactRequest {
+                info: Some(ContactInfo {
+                    name: name.map(|(first, last)| Name { first, last }),
+                    emails: Some(Items {
+                        items: emails
+                            .into_iter()
+                            .map(|(email, primary)| EmailItem {
+                                email,
+                                tag: Some(Tag::Work),
+                                primary: Some(primary),
+                            })
+                            .collect(),
+                    }),
+                    phones: Some(Items {
+                        items: phones
+                            .into_iter()
+                            .map(|phone| PhoneItem {
+                                phone,
+                                tag: Some(Tag::Mobile),
+                                primary: None,
+                            })
+                            .collect(),
+                    }),
+                }),
+                allow_duplicates,
+            },
+        )
+}
+
+/// Rewrites every key to snake_case, as the documentation's curl examples spell them.
+fn snake(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let mut s = String::new();
+                    for c in k.chars() {
+                        if c.is_ascii_uppercase() {
+                            s.push('_');
+                            s.push(c.to_ascii_lowercase());
+                        } else {
+                            s.push(c);
+                        }
+                    }
+                    (s, snake(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(snake).collect()),
+        other => other,
+    }
+}
+
+fn round_trip<T>(req: &T) -> Result<(), TestCaseError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let json = serde_json::to_value(req).unwrap();
+    let camel: T = parse_body(json.to_string().as_bytes()).unwrap();
+    prop_assert_eq!(&camel, req);
+    let snake: T = parse_body(snake(json).to_string().as_bytes()).unwrap();
+    prop_assert_eq!(&snake, req);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
+    ))]
+
+    #[test]
+    fn send_message_requests_round_trip(req in send_request()) {
+        round_trip(&req)?;
+        // Whatever the body, mapping it to a command never panics: a command or a 400.
+        if let Err(e) = req.to_command() {
+            prop_assert_eq!(e.status(), 400);
+        }
+    }
+
+    #[test]
+    fn get_or_create_requests_round_trip(c in proptest::option::of(guid()), v in proptest::option::of(guid()), m in proptest::option::of(guid())) {
+        let req = GetOrCreateConversationRequest { participant_id: Some(ParticipantRef { contact_id: c, anonymous_visitor_id: v, member_id: m }) };
+        round_trip(&req)?;
+        let ids = [&req.participant_id.as_ref().unwrap().contact_id, &req.participant_id.as_ref().unwrap().anonymous_visitor_id, &req.participant_id.as_ref().unwrap().member_id];
+        prop_assert_eq!(req.to_command().is_ok(), ids.iter().filter(|i| i.is_some()).count() == 1);
+    }
+
+    #[test]
+    fn create_contact_requests_round_trip(req in contact_request()) {
+        round_trip(&req)?;
+    }
+
+    #[test]
+    fn merge_requests_round_trip(revision in proptest::option::of(any::<i64>()), sources in proptest::collection::vec(guid(), 0..7)) {
+        round_trip(&MergeContactsRequest { target_contact_revision: revision.map(Int64), source_contact_ids: sources })?;
+    }
+
+    /// List Messages reads the same request from JSON, from the SDK's `.r=` form and from
+    /// dotted query parameters (camelCase or snake_case).
+    #[test]
+    fn list_requests_read_the_same_in_every_form(req in list_request()) {
+        round_trip(&req)?;
+        let json = serde_json::to_value(&req).unwrap();
+        let r_form = ListMessagesRequest::from_query(&format!(".r={}", URL_SAFE_NO_PAD.encode(json.to_string()))).unwrap();
+        prop_assert_eq!(&r_form, &req);
+        let mut dotted = form_urlencoded::Serializer::new(String::new());
+        let mut snake_dotted = form_urlencoded::Serializer::new(String::new());
+        flatten(&json, "", &mut |k, v| { dotted.append_pair(k, v); });
+        flatten(&snake(json.clone()), "", &mut |k, v| { snake_dotted.append_pair(k, v); });
+        let dotted = ListMessagesRequest::from_query(&dotted.finish()).unwrap();
+        let snake_dotted = ListMessagesRequest::from_query(&snake_dotted.finish()).unwrap();
+        // Dotted parameters cannot spell an empty object (`paging: {}`), so these are
+        // compared as the core request they make.
+        prop_assert_eq!(dotted.to_core(), req.to_core());
+        prop_assert_eq!(snake_dotted.to_core(), req.to_core());
+    }
+}
+
+fn flatten(v: &Value, prefix: &str, out: &mut dyn FnMut(&str, &str)) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(v, &key, out);
+            }
+        }
+        Value::String(s) => out(prefix, s),
+        other => out(prefix, &other.to_string()),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// refusals: the typed error and its Wix JSON
+
+fn check(result: Result<impl std::fmt::Debug, WixError>, expect: Expect) {
+    let e = result.expect_err("refused");
+    expect.assert_eq(&format!("{} {}", e.status(), e.body()));
+}
+
+/// An emulator with one contact (Jo) and the conversation of one visitor.
+fn world() -> (World, String) {
+    let mut w = World::new();
+    w.run(&Command::CreateContact {
+        contact_id: contact(1),
+        draft: ContactDraft {
+            emails: vec![ContactEmail {
+                email: "jo@example.com".into(),
+                tag: EntryTag::Main,
+                primary: true,
+            }],
+            ..ContactDraft::default()
+        },
+    });
+    let p = ParticipantId::Visitor(visitor(1));
+    w.run(&Command::GetOrCreateConversation { participant: p });
+    let conv = w.inbox.live_conversation_of(p).unwrap().to_string();
+    (w, conv)
+}
+
+fn send(w: &mut World, body: Value) -> Result<Vec<inbox_core::EventEnvelope>, WixError> {
+    let req: SendMessageRequest = parse_body(body.to_string().as_bytes())?;
+    Ok(w.try_run(&req.to_command()?)?)
+}
+
+#[test]
+fn bodies_that_are_not_json_objects_are_refused() {
+    check(
+        parse_body::<SendMessageRequest>(b"{\"conversationId\": "),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"request body is not valid JSON: EOF while parsing a value at line 1 column 19","field":"","violatedRule":"FORMAT"}]}},"message":"request body is not valid JSON: EOF while parsing a value at line 1 column 19"}"#
+        ]],
+    );
+    check(
+        parse_body::<SendMessageRequest>(b"[1, 2]"),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"request body must be a JSON object","field":"","violatedRule":"FORMAT"}]}},"message":"request body must be a JSON object"}"#
+        ]],
+    );
+}
+
+#[test]
+fn a_field_of_the_wrong_type_or_enum_is_named_by_its_path() {
+    check(
+        parse_body::<SendMessageRequest>(br#"{"message": {"visibility": "EVERYONE"}}"#),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"message.visibility: unknown variant `EVERYONE`, expected one of `UNKNOWN_VISIBILITY`, `BUSINESS_AND_PARTICIPANT`, `BUSINESS`","field":"message.visibility","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"message.visibility: unknown variant `EVERYONE`, expected one of `UNKNOWN_VISIBILITY`, `BUSINESS_AND_PARTICIPANT`, `BUSINESS`"}"#
+        ]],
+    );
+    check(
+        parse_body::<SendMessageRequest>(
+            br#"{"message": {"content": {"basic": {"items": [{"text": 5}]}}}}"#,
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"message.content.basic.items[0].text: invalid type: integer `5`, expected a string","field":"message.content.basic.items[0].text","violatedRule":"FORMAT"}]}},"message":"message.content.basic.items[0].text: invalid type: integer `5`, expected a string"}"#
+        ]],
+    );
+    // snake_case input is named in camelCase, the way the answer spells it.
+    check(
+        parse_body::<SendMessageRequest>(br#"{"send_as": "SOMEONE"}"#),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"sendAs: unknown variant `SOMEONE`, expected one of `CALLER`, `PARTICIPANT`, `BUSINESS_USER`","field":"sendAs","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"sendAs: unknown variant `SOMEONE`, expected one of `CALLER`, `PARTICIPANT`, `BUSINESS_USER`"}"#
+        ]],
+    );
+}
+
+#[test]
+fn get_or_create_needs_exactly_one_valid_participant_id() {
+    let cmd = |body: &str| {
+        parse_body::<GetOrCreateConversationRequest>(body.as_bytes()).and_then(|r| r.to_command())
+    };
+    check(
+        cmd("{}"),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"participantId is required","field":"participantId","violatedRule":"REQUIRED_FIELD"}]}},"message":"participantId is required"}"#
+        ]],
+    );
+    check(
+        cmd(
+            r#"{"participantId": {"contactId": "4e600edc-db48-5260-9d04-7ea5c3e5fffd", "memberId": "4e600edc-db48-5260-9d04-7ea5c3e5fffd"}}"#,
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"exactly one of contactId, anonymousVisitorId or memberId is required","field":"participantId","violatedRule":"REQUIRED_FIELD"}]}},"message":"exactly one of contactId, anonymousVisitorId or memberId is required"}"#
+        ]],
+    );
+    check(
+        cmd(r#"{"participant_id": {"anonymous_visitor_id": "visitor-7"}}"#),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"must be a GUID; got \"visitor-7\"","field":"participantId.anonymousVisitorId","violatedRule":"FORMAT"}]}},"message":"must be a GUID; got \"visitor-7\""}"#
+        ]],
+    );
+    // An unknown contact is the core's refusal.
+    let (mut w, _) = world();
+    let unknown =
+        cmd(r#"{"participantId": {"contactId": "4e600edc-db48-5260-9d04-7ea5c3e5fffd"}}"#).unwrap();
+    check(
+        w.try_run(&unknown).map_err(WixError::from),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{},"description":"contact 4e600edc-db48-5260-9d04-7ea5c3e5fffd not found"}},"message":"contact 4e600edc-db48-5260-9d04-7ea5c3e5fffd not found"}"#
+        ]],
+    );
+}
+
+#[test]
+fn send_message_refusals() {
+    let (mut w, conv) = world();
+    let basic = json!({"basic": {"items": [{"text": "hi"}]}});
+    check(
+        send(
+            &mut w,
+            json!({"message": {"content": basic, "direction": "BUSINESS_TO_PARTICIPANT"}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"conversationId is required","field":"conversationId","violatedRule":"REQUIRED_FIELD"}]}},"message":"conversationId is required"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "message": {"content": basic, "direction": "BUSINESS_TO_PARTICIPANT"}}),
+        ),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONVERSATION_NOT_FOUND","data":{},"description":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
+        ]],
+    );
+    check(
+        send(&mut w, json!({"conversationId": conv})),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"message is required","field":"message","violatedRule":"REQUIRED_FIELD"}]}},"message":"message is required"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "message": {"content": basic}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"direction is required and must not be UNKNOWN_DIRECTION","field":"message.direction","violatedRule":"REQUIRED_FIELD"}]}},"message":"direction is required and must not be UNKNOWN_DIRECTION"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "PARTICIPANT_TO_BUSINESS", "message": {"content": basic, "direction": "BUSINESS_TO_PARTICIPANT"}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"direction is given twice (beside and inside message) with different values","field":"direction","violatedRule":"OTHER"}]}},"message":"direction is given twice (beside and inside message) with different values"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "PARTICIPANT_TO_BUSINESS", "message": {"content": basic, "payload": {"type": "BASIC", "basic": {"items": [{"text": "hi"}]}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"message.content and message.payload are two spellings of one field; send one","field":"message.payload","violatedRule":"OTHER"}]}},"message":"message.content and message.payload are two spellings of one field; send one"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "PARTICIPANT_TO_BUSINESS", "message": {"payload": {"type": "FORM", "minimal": {"text": "x"}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"payload.type is \"FORM\" but payload.form is missing","field":"message.payload","violatedRule":"REQUIRED_FIELD"}]}},"message":"payload.type is \"FORM\" but payload.form is missing"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "PARTICIPANT_TO_BUSINESS", "message": {"content": {"basic": {"items": [{"text": "a", "file": {"url": "u"}}]}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"an item has exactly one of text, image or file","field":"message.content.basic.items[0]","violatedRule":"OTHER"}]}},"message":"an item has exactly one of text, image or file"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "PARTICIPANT_TO_BUSINESS", "message": {"content": basic, "badges": [{"text": "a"}, {"text": "b"}]}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":1},"description":"at most 1 badge is supported; got 2","field":"message.badges","ruleName":"MAX_BADGES","violatedRule":"MAX_SIZE"}]}},"message":"at most 1 badge is supported; got 2"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "PARTICIPANT_TO_BUSINESS", "message": {"content": {"previewText": "x".repeat(257), "basic": {"items": [{"text": "a"}]}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":256},"description":"previewText must be at most 256 characters; got 257","field":"message.content.previewText","ruleName":"MAX_PREVIEW_TEXT","violatedRule":"MAX_LENGTH"}]}},"message":"previewText must be at most 256 characters; got 257"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "BUSINESS_TO_PARTICIPANT", "message": {"content": {"template": {"buttons": [{"label": "x"}]}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{},"description":"template button 0 must have exactly one of launchUrl or postbackProperties.interactionId","field":"message.content.template.buttons[0]","ruleName":"ONE_BUTTON_ACTION","violatedRule":"OTHER"}]}},"message":"template button 0 must have exactly one of launchUrl or postbackProperties.interactionId"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "BUSINESS_TO_PARTICIPANT", "message": {"content": basic, "targetChannels": ["UNKNOWN_CHANNEL_TYPE"]}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"target channel must not be UNKNOWN_CHANNEL_TYPE","field":"message.targetChannels","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"target channel must not be UNKNOWN_CHANNEL_TYPE"}"#
+        ]],
+    );
+    check(
+        send(
+            &mut w,
+            json!({"conversationId": conv, "direction": "BUSINESS_TO_PARTICIPANT", "message": {"content": {"form": {"fields": []}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":15,"min":1},"description":"form fields must number 1 to 15; got 0","field":"message.content.form.fields","ruleName":"FORM_FIELD_COUNT","violatedRule":"MIN_SIZE"}]}},"message":"form fields must number 1 to 15; got 0"}"#
+        ]],
+    );
+    // None of those changed anything.
+    assert_eq!(w.inbox.message_count(), 0);
+    // And the same conversation accepts a good one, sent silently.
+    let ok = send(&mut w, json!({"conversation_id": conv, "send_notifications": false, "message": {"content": basic, "direction": "BUSINESS_TO_PARTICIPANT"}})).unwrap();
+    assert!(matches!(&ok[0].event, inbox_core::Event::MessageSent { message } if message.silent));
+}
+
+#[test]
+fn list_messages_refusals() {
+    let (w, conv) = world();
+    let list = |q: String| list_messages(&w.inbox, &q);
+    check(
+        list("visibility=BUSINESS".into()),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"conversationId is required","field":"conversationId","violatedRule":"REQUIRED_FIELD"}]}},"message":"conversationId is required"}"#
+        ]],
+    );
+    check(
+        list(format!("conversationId={conv}&paging.limit=101")),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":100,"min":1},"description":"limit must be 1 to 100; got 101","field":"paging.limit","ruleName":"PAGING_LIMIT","violatedRule":"MAX"}]}},"message":"limit must be 1 to 100; got 101"}"#
+        ]],
+    );
+    check(
+        list(format!("conversationId={conv}&paging.limit=0")),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":100,"min":1},"description":"limit must be 1 to 100; got 0","field":"paging.limit","ruleName":"PAGING_LIMIT","violatedRule":"MIN"}]}},"message":"limit must be 1 to 100; got 0"}"#
+        ]],
+    );
+    check(
+        list(format!("conversationId={conv}&paging.limit=-3")),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"paging.limit: expected a non-negative integer, got -3","field":"paging.limit","violatedRule":"FORMAT"}]}},"message":"paging.limit: expected a non-negative integer, got -3"}"#
+        ]],
+    );
+    check(
+        list(format!(
+            "conversationId={conv}&sorting.fieldName=createdDate"
+        )),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"messages can be sorted by sequence only; got \"createdDate\"","field":"sorting.fieldName","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"messages can be sorted by sequence only; got \"createdDate\""}"#
+        ]],
+    );
+    check(
+        list(format!("conversationId={conv}&paging.cursor=abc")),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"INVALID_CURSOR","data":{},"description":"cursor is malformed"}},"message":"cursor is malformed"}"#
+        ]],
+    );
+    check(
+        list(".r=!!!".into()),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":".r must be base64url of the request as JSON: Invalid symbol 33, offset 0.","field":".r","violatedRule":"FORMAT"}]}},"message":".r must be base64url of the request as JSON: Invalid symbol 33, offset 0."}"#
+        ]],
+    );
+    check(
+        list(format!(".r={}", URL_SAFE_NO_PAD.encode("[1]"))),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":".r must be base64url of a JSON object","field":".r","violatedRule":"FORMAT"}]}},"message":".r must be base64url of a JSON object"}"#
+        ]],
+    );
+    check(
+        list("conversationId=1b4e28ba-2fa1-11d2-883f-0016d3cca427".into()),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONVERSATION_NOT_FOUND","data":{},"description":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
+        ]],
+    );
+    check(
+        list(format!("paging=1&paging.limit=2&conversationId={conv}")),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"query parameter paging.limit conflicts with paging","field":"paging.limit","violatedRule":"FORMAT"}]}},"message":"query parameter paging.limit conflicts with paging"}"#
+        ]],
+    );
+    check(
+        list("x".repeat(20_000)),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"query string is longer than 16384 bytes","field":"","violatedRule":"MAX_LENGTH"}]}},"message":"query string is longer than 16384 bytes"}"#
+        ]],
+    );
+}
+
+#[test]
+fn a_cursor_pages_to_the_end_and_then_is_absent() {
+    let (mut w, conv) = world();
+    for i in 0..5 {
+        send(&mut w, json!({"conversationId": conv, "message": {"content": {"basic": {"items": [{"text": format!("m{i}")}]}}, "direction": "BUSINESS_TO_PARTICIPANT"}})).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = format!("conversationId={conv}&paging.limit=2&sorting.order=ASC");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&paging.cursor={c}"));
+        }
+        let page = list_messages(&w.inbox, &q).unwrap();
+        seen.extend(page.messages.iter().map(|m| {
+            m.content.clone().unwrap().basic.unwrap().items[0]
+                .text
+                .clone()
+                .unwrap()
+        }));
+        match page.paging_metadata.cursors.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["m0", "m1", "m2", "m3", "m4"]);
+    // A cursor reused with another order is refused.
+    let first = list_messages(&w.inbox, &format!("conversationId={conv}&paging.limit=2")).unwrap();
+    let next = first.paging_metadata.cursors.next.unwrap();
+    check(
+        list_messages(
+            &w.inbox,
+            &format!("conversationId={conv}&sorting.order=ASC&paging.cursor={next}"),
+        ),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"INVALID_CURSOR","data":{},"description":"cursor was issued for a different sort order or visibility; repeat the first request's"}},"message":"cursor was issued for a different sort order or visibility; repeat the first request's"}"#
+        ]],
+    );
+}
+
+#[test]
+fn contacts_refusals() {
+    let (mut w, _) = world();
+    let create = |w: &mut World, body: Value, id: u128| -> Result<_, WixError> {
+        let req: CreateContactRequest = parse_body(body.to_string().as_bytes())?;
+        Ok(w.try_run(&req.to_command(contact(id))?)?)
+    };
+    check(
+        create(
+            &mut w,
+            json!({"info": {"emails": {"items": [{"email": "JO@example.com"}]}}}),
+            2,
+        ),
+        expect![[
+            r#"409 {"details":{"applicationError":{"code":"DUPLICATE_CONTACT_EXISTS","data":{"duplicateContactId":"00000000-0000-0000-0000-00000000c001","duplicateEmail":"JO@example.com"},"description":"email \"JO@example.com\" already belongs to contact 00000000-0000-0000-0000-00000000c001"}},"message":"email \"JO@example.com\" already belongs to contact 00000000-0000-0000-0000-00000000c001"}"#
+        ]],
+    );
+    create(&mut w, json!({"info": {"emails": {"items": [{"email": "JO@example.com"}]}}, "allowDuplicates": true}), 2).unwrap();
+    check(
+        create(&mut w, json!({}), 3),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"info is required","field":"info","violatedRule":"REQUIRED_FIELD"}]}},"message":"info is required"}"#
+        ]],
+    );
+    check(
+        create(
+            &mut w,
+            json!({"info": {"emails": {"items": [{"email": "not an email"}]}}}),
+            3,
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"invalid email address \"not an email\"","field":"info.emails.items","violatedRule":"FORMAT"}]}},"message":"invalid email address \"not an email\""}"#
+        ]],
+    );
+    check(
+        create(
+            &mut w,
+            json!({"info": {"name": {"first": "A"}, "phones": {"items": [{"phone": "+1 555 0100", "tag": "PAGER"}]}}}),
+            3,
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"info.phones.items[0].tag: unknown variant `PAGER`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `WORK`, `MOBILE`, `FAX`","field":"info.phones.items[0].tag","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"info.phones.items[0].tag: unknown variant `PAGER`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `WORK`, `MOBILE`, `FAX`"}"#
+        ]],
+    );
+
+    check(
+        get_contact(&w.inbox, "1b4e28ba-2fa1-11d2-883f-0016d3cca427"),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{},"description":"contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
+        ]],
+    );
+    check(
+        get_contact(&w.inbox, "nope"),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"must be a GUID; got \"nope\"","field":"contactId","violatedRule":"FORMAT"}]}},"message":"must be a GUID; got \"nope\""}"#
+        ]],
+    );
+
+    let merge = |w: &mut World, body: Value| -> Result<_, WixError> {
+        let req: MergeContactsRequest = parse_body(body.to_string().as_bytes())?;
+        Ok(w.try_run(&req.to_command(contact(1))?)?)
+    };
+    let source = contact(2).to_string();
+    check(
+        merge(&mut w, json!({"sourceContactIds": [source]})),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"targetContactRevision is required: the target's current revision","field":"targetContactRevision","violatedRule":"REQUIRED_FIELD"}]}},"message":"targetContactRevision is required: the target's current revision"}"#
+        ]],
+    );
+    check(
+        merge(
+            &mut w,
+            json!({"targetContactRevision": 7, "sourceContactIds": [source]}),
+        ),
+        expect![[
+            r#"409 {"details":{"applicationError":{"code":"CONTACT_REVISION_MISMATCH","data":{"currentRevision":1,"expectedRevision":7},"description":"target contact revision is 1, but the request expected 7"}},"message":"target contact revision is 1, but the request expected 7"}"#
+        ]],
+    );
+    check(
+        merge(
+            &mut w,
+            json!({"targetContactRevision": 1, "sourceContactIds": []}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":5,"min":1},"description":"a merge takes 1 to 5 source contacts; got 0","field":"sourceContactIds","ruleName":"SOURCE_CONTACT_COUNT","violatedRule":"MAX_SIZE"}]}},"message":"a merge takes 1 to 5 source contacts; got 0"}"#
+        ]],
+    );
+    check(
+        merge(
+            &mut w,
+            json!({"targetContactRevision": 1, "sourceContactIds": [contact(1).to_string()]}),
+        ),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"CANNOT_MERGE_CONTACT_INTO_ITSELF","data":{},"description":"contact 00000000-0000-0000-0000-00000000c001 cannot be merged into itself"}},"message":"contact 00000000-0000-0000-0000-00000000c001 cannot be merged into itself"}"#
+        ]],
+    );
+    check(
+        merge(
+            &mut w,
+            json!({"targetContactRevision": "1", "sourceContactIds": [source, source]}),
+        ),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"DUPLICATE_SOURCE_CONTACT","data":{},"description":"source contact 00000000-0000-0000-0000-00000000c002 is listed twice"}},"message":"source contact 00000000-0000-0000-0000-00000000c002 is listed twice"}"#
+        ]],
+    );
+    check(
+        merge(
+            &mut w,
+            json!({"targetContactRevision": 1, "sourceContactIds": ["1b4e28ba-2fa1-11d2-883f-0016d3cca427"]}),
+        ),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{"contactId":"1b4e28ba-2fa1-11d2-883f-0016d3cca427"},"description":"source contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"source contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
+        ]],
+    );
+
+    // Preview shows the merge and saves nothing; then the merge with the right revision.
+    let body = json!({"sourceContactIds": [source]}).to_string();
+    let preview = preview_merge(
+        &w.inbox,
+        &contact(1).to_string(),
+        body.as_bytes(),
+        Timestamp::from_micros(T0),
+    )
+    .unwrap();
+    assert_eq!(preview.contact.revision, 2);
+    assert_eq!(
+        get_contact(&w.inbox, &contact(1).to_string())
+            .unwrap()
+            .contact
+            .revision,
+        1
+    );
+    assert!(get_contact(&w.inbox, &source).is_ok());
+    merge(
+        &mut w,
+        json!({"targetContactRevision": 1, "sourceContactIds": [source]}),
+    )
+    .unwrap();
+    let merged = get_contact(&w.inbox, &contact(1).to_string())
+        .unwrap()
+        .contact;
+    assert_eq!(merged.revision, 2);
+    assert_eq!(merged.info, preview.contact.info);
+    check(
+        get_contact(&w.inbox, &source),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{},"description":"contact 00000000-0000-0000-0000-00000000c002 not found"}},"message":"contact 00000000-0000-0000-0000-00000000c002 not found"}"#
+        ]],
+    );
+}
+
+#[test]
+fn query_contacts_refusals_carry_the_wix_codes() {
+    let (w, _) = world();
+    let q = |body: Value| query_contacts(&w.inbox, body.to_string().as_bytes());
+    check(
+        q(json!({"query": {"filter": {"info.emails.email": {"$regex": "x"}}}})),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"MALFORMED_FILTER","data":{},"description":"malformed filter at query.filter.info.emails.email.$regex: unknown operator \"$regex\""}},"message":"malformed filter at query.filter.info.emails.email.$regex: unknown operator \"$regex\""}"#
+        ]],
+    );
+    check(
+        q(json!({"query": {"filter": {"id": {"$startsWith": "x"}}}})),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER","data":{},"description":"unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"}},"message":"unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"}"#
+        ]],
+    );
+    check(
+        q(json!({"query": {"paging": {"limit": 1001}}})),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"ILLEGAL_LIMIT","data":{},"description":"query.paging.limit must be an integer from 1 to 1000; got 1001"}},"message":"query.paging.limit must be an integer from 1 to 1000; got 1001"}"#
+        ]],
+    );
+    check(
+        q(json!({"query": {"sort": [{"fieldName": "info.birthdate"}]}})),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_SORT_FIELD","data":{},"description":"query.sort[0].fieldName: contacts cannot be sorted by \"info.birthdate\"; sortable fields: createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id"}},"message":"query.sort[0].fieldName: contacts cannot be sorted by \"info.birthdate\"; sortable fields: createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id"}"#
+        ]],
+    );
+    check(
+        query_contacts(&w.inbox, b"not json"),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"request body is not valid JSON: expected ident at line 1 column 2","field":"","violatedRule":"FORMAT"}]}},"message":"request body is not valid JSON: expected ident at line 1 column 2"}"#
+        ]],
+    );
+    let all = q(json!({})).unwrap();
+    assert_eq!(all.paging_metadata.total, 1);
+}
+
+#[test]
+fn get_conversation_follows_merges() {
+    let (mut w, conv) = world();
+    w.run(&Command::IdentifyVisitor {
+        visitor: visitor(1),
+        contact: contact(1),
+    });
+    let got = get_conversation(&w.inbox, &conv).unwrap();
+    assert_ne!(
+        got.conversation.id, conv,
+        "a merged id answers with the survivor"
+    );
+    assert_eq!(
+        got.conversation.participant.unwrap().contact_id,
+        Some(contact(1).to_string())
+    );
+    check(
+        get_conversation(&w.inbox, "1b4e28ba-2fa1-11d2-883f-0016d3cca427"),
+        expect![[
+            r#"404 {"details":{"applicationError":{"code":"CONVERSATION_NOT_FOUND","data":{},"description":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
+        ]],
+    );
+}

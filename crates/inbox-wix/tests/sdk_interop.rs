@@ -1,0 +1,283 @@
+//! Interop with Wix's own JavaScript SDK: deliveries we sign are verified by
+//! `createClient({auth: AppStrategy({appId, publicKey})}).webhooks.process(jwt)` from
+//! `@wix/sdk` with `@wix/inbox` (exact versions pinned in `interop/node/package.json`), and
+//! reach the right handler with the right data.
+//!
+//! Needs Node and `npm ci` in `interop/node`; `.ci/run` does both. Without them the test
+//! says so loudly and passes, except under `CI=true`, where it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command as Process;
+
+use common::*;
+use inbox_core::message::{ButtonDraft, ContentDraft, TemplateDraft};
+use inbox_core::{Caller, Command, Direction, MessageDraft, ParticipantId, SendAs, Timestamp};
+use inbox_wix::webhook::{Announcement, announcements};
+use serde_json::{Value, json};
+
+/// Seconds in a hundred years.
+const CENTURY: i64 = 100 * 365 * 24 * 3600;
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/node")
+}
+
+/// Whether the SDK is installed; under CI its absence is a failure.
+fn sdk_available() -> bool {
+    let installed = interop_dir()
+        .join("node_modules/@wix/sdk/package.json")
+        .exists()
+        && Process::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !installed {
+        let msg = "Wix SDK interop test NOT RUN: needs node and `npm ci` in interop/node";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg} (CI=true)"
+        );
+        eprintln!("\n!!!!! {msg} !!!!!\n");
+    }
+    installed
+}
+
+fn record(log: &mut Vec<Announcement>, w: &mut World, command: &Command) {
+    for e in w.run(command) {
+        log.extend(announcements(&e, &w.inbox));
+    }
+}
+
+/// All four announced events, from a real flow on the emulator.
+fn four_events() -> (World, Vec<Announcement>) {
+    let mut w = World::new();
+    let mut log = Vec::new();
+    let v = ParticipantId::Visitor(visitor(1));
+    record(
+        &mut log,
+        &mut w,
+        &Command::GetOrCreateConversation { participant: v },
+    );
+    let conv = w.inbox.live_conversation_of(v).unwrap();
+    record(
+        &mut log,
+        &mut w,
+        &Command::SendMessage {
+            conversation_id: conv,
+            message: MessageDraft::text("Is the spa open?", Direction::ParticipantToBusiness),
+            send_as: SendAs::Participant,
+        },
+    );
+    record(
+        &mut log,
+        &mut w,
+        &Command::SendMessage {
+            conversation_id: conv,
+            message: MessageDraft {
+                content: ContentDraft {
+                    template: Some(TemplateDraft {
+                        title: Some("Yes, 10 to 16".into()),
+                        buttons: vec![ButtonDraft {
+                            label: "Book".into(),
+                            interaction_id: Some("book".into()),
+                            ..ButtonDraft::default()
+                        }],
+                        ..TemplateDraft::default()
+                    }),
+                    ..ContentDraft::default()
+                },
+                direction: Some(Direction::BusinessToParticipant),
+                ..MessageDraft::default()
+            },
+            send_as: SendAs::Caller,
+        },
+    );
+    let template = w.inbox.messages_of(conv).last().unwrap().id;
+    w.caller = Caller::Anonymous;
+    record(
+        &mut log,
+        &mut w,
+        &Command::InteractWithButton {
+            conversation_id: conv,
+            message_id: template,
+            interaction_id: "book".into(),
+        },
+    );
+    w.caller = Caller::App(APP);
+    record(
+        &mut log,
+        &mut w,
+        &Command::CreateContact {
+            contact_id: contact(1),
+            draft: inbox_core::contacts::ContactDraft {
+                name: inbox_core::contacts::ContactName {
+                    first: Some("Jo".into()),
+                    last: None,
+                },
+                ..Default::default()
+            },
+        },
+    );
+    record(
+        &mut log,
+        &mut w,
+        &Command::IdentifyVisitor {
+            visitor: visitor(1),
+            contact: contact(1),
+        },
+    );
+    assert_eq!(log.len(), 4);
+    (w, log)
+}
+
+/// Runs the node harness on these tokens and returns its result lines.
+fn process(tokens: &[String], sdk_only: bool) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    let body = json!({"appId": APP.to_string(), "publicKey": app_public_pem(), "jwts": tokens});
+    std::fs::write(&input, body.to_string()).unwrap();
+    let mut cmd = Process::new("node");
+    cmd.current_dir(interop_dir()).arg("process-webhooks.mjs");
+    if sdk_only {
+        cmd.arg("--sdk-only");
+    }
+    let out = cmd.arg(&input).output().unwrap();
+    assert!(
+        out.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
+    if !sdk_available() {
+        return;
+    }
+    let (w, announced) = four_events();
+    // The SDK checks `exp` against the real clock; rather than read it, the tokens are
+    // issued at the test's fixed time and valid for a century.
+    let signer = app_signer();
+    let tokens: Vec<String> = announced
+        .iter()
+        .map(|a| a.sign(&signer, Timestamp::from_micros(T0), CENTURY).unwrap())
+        .collect();
+    let results = process(&tokens, false);
+    assert_eq!(results.len(), 4, "{results:#?}");
+    let handlers: Vec<&str> = results
+        .iter()
+        .map(|r| r["handler"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        handlers,
+        [
+            "onMessageSentToBusiness",
+            "onMessageSentToParticipant",
+            "onMessageButtonInteracted",
+            "onConversationConversationsMerged"
+        ],
+        "{results:#?}"
+    );
+    for (r, a) in results.iter().zip(&announced) {
+        assert_eq!(r["ok"], true, "{r:#}");
+        let meta = &r["event"]["metadata"];
+        // The SDK shows `id` as `_id`; ours is the recorded event's id, stable across retries.
+        assert_eq!(meta["_id"], a.id.to_string(), "{r:#}");
+        assert_eq!(meta["instanceId"], SITE);
+        assert_eq!(meta["entityId"], a.entity_id);
+    }
+    // What the handlers received is what the emulator holds.
+    let sent = &results[0]["event"]["data"];
+    let first = w
+        .inbox
+        .messages_of(
+            w.inbox.root_of(
+                announced[1].body["conversationId"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            ),
+        )
+        .next()
+        .unwrap();
+    assert_eq!(sent["message"]["_id"], first.id.to_string());
+    assert_eq!(sent["message"]["sequence"], first.sequence.0.to_string());
+    assert_eq!(
+        sent["message"]["content"]["basic"]["items"][0]["text"],
+        "Is the spa open?"
+    );
+    assert_eq!(
+        sent["message"]["sender"]["anonymousVisitorId"],
+        visitor(1).to_string()
+    );
+    assert!(
+        results[0]["dates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "data.message._createdDate")
+    );
+    let click = &results[2]["event"]["data"];
+    assert_eq!(click["interactionId"], "book");
+    assert_eq!(click["appId"], APP.to_string());
+    let merged = &results[3]["event"]["data"];
+    assert_eq!(merged["oldConversationIds"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        merged["targetConversationId"],
+        w.inbox
+            .live_conversation_of(ParticipantId::Contact(contact(1)))
+            .unwrap()
+            .to_string()
+    );
+
+    // Without our definition for "sent to participant" (which @wix/inbox does not export),
+    // the SDK's own three handlers still take theirs, and refuses that one by name.
+    let sdk_only = process(&tokens, true);
+    assert_eq!(sdk_only[0]["ok"], true);
+    assert_eq!(sdk_only[2]["ok"], true);
+    assert_eq!(sdk_only[3]["ok"], true);
+    assert_eq!(sdk_only[1]["ok"], false);
+    assert!(
+        sdk_only[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("message_message_sent_to_participant"),
+        "{:#}",
+        sdk_only[1]
+    );
+}
+
+#[test]
+fn wix_sdk_refuses_what_it_should() {
+    if !sdk_available() {
+        return;
+    }
+    let (_, announced) = four_events();
+    let wrong_key = announced[0]
+        .sign(&other_signer(), Timestamp::from_micros(T0), CENTURY)
+        .unwrap();
+    let long_ago = Timestamp::from_micros(T0);
+    let expired = announced[0].sign(&app_signer(), long_ago, 300).unwrap();
+    let results = process(&[wrong_key, expired], false);
+    assert_eq!(results[0]["ok"], false, "{:#}", results[0]);
+    assert_eq!(
+        results[0]["errorCode"],
+        "ERR_JWS_SIGNATURE_VERIFICATION_FAILED"
+    );
+    assert_eq!(results[1]["ok"], false, "{:#}", results[1]);
+    assert!(
+        results[1]["error"].as_str().unwrap().contains("exp"),
+        "{:#}",
+        results[1]
+    );
+}

@@ -1,0 +1,725 @@
+//! Webhooks: what we announce verifies and decodes back to the same facts; every refusal the
+//! issue lists is a typed error with its Wix JSON; a replica converges whatever the order and
+//! the repeats of its deliveries.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use expect_test::expect;
+use inbox_core::contacts::{ContactDraft, ContactEmail, EntryTag};
+use inbox_core::message::{ButtonDraft, ContentDraft, TemplateDraft};
+use inbox_core::{
+    Caller, Command, Direction, Event, InboxConfig, MessageDraft, ParticipantId, SendAs, SiteId,
+    Timestamp,
+};
+use inbox_wix::webhook::{
+    Announcement, Delivery, Ingested, Replica, WebhookError, WebhookEvent, WebhookSigner,
+    announcements,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const NOW: i64 = T0 + 3_600 * 1_000_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_micros(NOW)
+}
+
+/// A flow that raises all four announced events: a visitor writes, the app answers with a
+/// postback button, the visitor clicks it, then leaves an email and is merged into a contact.
+fn flow() -> (World, Vec<Announcement>) {
+    let mut w = World::new();
+    let mut log = Vec::new();
+    let v = ParticipantId::Visitor(visitor(1));
+    record(
+        &mut log,
+        &mut w,
+        &Command::GetOrCreateConversation { participant: v },
+    );
+    let conv = w.inbox.live_conversation_of(v).unwrap();
+    record(
+        &mut log,
+        &mut w,
+        &Command::SendMessage {
+            conversation_id: conv,
+            message: MessageDraft::text(
+                "Do you open on Sundays?",
+                Direction::ParticipantToBusiness,
+            ),
+            send_as: SendAs::Participant,
+        },
+    );
+    record(
+        &mut log,
+        &mut w,
+        &Command::SendMessage {
+            conversation_id: conv,
+            message: MessageDraft {
+                content: ContentDraft {
+                    preview_text: Some("We do!".into()),
+                    template: Some(TemplateDraft {
+                        title: Some("We open 10-16".into()),
+                        text_lines: vec!["Book a table?".into()],
+                        buttons: vec![ButtonDraft {
+                            label: "Book".into(),
+                            interaction_id: Some("book-sunday".into()),
+                            ..ButtonDraft::default()
+                        }],
+                        ..TemplateDraft::default()
+                    }),
+                    ..ContentDraft::default()
+                },
+                direction: Some(Direction::BusinessToParticipant),
+                ..MessageDraft::default()
+            },
+            send_as: SendAs::Caller,
+        },
+    );
+    let template_id = w.inbox.messages_of(conv).last().unwrap().id;
+    w.caller = Caller::Anonymous;
+    record(
+        &mut log,
+        &mut w,
+        &Command::InteractWithButton {
+            conversation_id: conv,
+            message_id: template_id,
+            interaction_id: "book-sunday".into(),
+        },
+    );
+    w.caller = Caller::App(APP);
+    record(
+        &mut log,
+        &mut w,
+        &Command::CreateContact {
+            contact_id: contact(1),
+            draft: ContactDraft {
+                emails: vec![ContactEmail {
+                    email: "jo@example.com".into(),
+                    tag: EntryTag::Main,
+                    primary: true,
+                }],
+                ..ContactDraft::default()
+            },
+        },
+    );
+    record(
+        &mut log,
+        &mut w,
+        &Command::IdentifyVisitor {
+            visitor: visitor(1),
+            contact: contact(1),
+        },
+    );
+    (w, log)
+}
+
+/// Runs a command and keeps what it announces, computed from the state right after it, as
+/// a server does when it records the event.
+fn record(log: &mut Vec<Announcement>, w: &mut World, command: &Command) {
+    for e in w.run(command) {
+        log.extend(announcements(&e, &w.inbox));
+    }
+}
+
+#[test]
+fn every_announced_event_verifies_and_decodes_to_the_same_facts() {
+    let (w, log) = flow();
+    let signer = app_signer();
+    let verifier = app_verifier();
+    let announced = log;
+    let kinds: Vec<String> = announced.iter().map(|a| a.event_type()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "wix.crm.inbox.v2.message_message_sent_to_business",
+            "wix.crm.inbox.v2.message_message_sent_to_participant",
+            "wix.crm.inbox.v2.message_button_interacted",
+            "wix.crm.inbox.v2.conversation_conversations_merged",
+        ]
+    );
+    for a in &announced {
+        let token = a.sign(&signer, now(), 300).unwrap();
+        let delivery = verifier.verify(&token, now()).unwrap();
+        assert_eq!(delivery.event_id, a.id, "the event id survives the trip");
+        assert_eq!(delivery.instance_id, SiteId::new(SITE));
+        match &delivery.event {
+            WebhookEvent::MessageSentToBusiness { message, .. }
+            | WebhookEvent::MessageSentToParticipant { message, .. } => {
+                // Every field round-trips; the conversation is the one that was live when
+                // the message was sent (here: the one it was sent to).
+                assert_eq!(message, w.inbox.message(message.id).unwrap());
+            }
+            WebhookEvent::ButtonInteracted {
+                interaction_id,
+                message_id,
+                app_id,
+                ..
+            } => {
+                assert_eq!(interaction_id, "book-sunday");
+                assert!(w.inbox.message(*message_id).is_some());
+                assert_eq!(*app_id, Some(APP));
+            }
+            WebhookEvent::ConversationsMerged { sources, target } => {
+                assert_eq!(sources.len(), 1);
+                assert_eq!(w.inbox.root_of(sources[0]), *target);
+            }
+            WebhookEvent::Unsupported { .. } => panic!("all four are supported"),
+        }
+    }
+}
+
+#[test]
+fn an_announcement_has_the_documented_nesting() {
+    let (_, log) = flow();
+    let a = &log[0];
+    let token = a.sign(&app_signer(), now(), 300).unwrap();
+    let payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(
+        payload["exp"].as_i64().unwrap() - payload["iat"].as_i64().unwrap(),
+        300
+    );
+    let layer_a: Value = serde_json::from_str(payload["data"].as_str().unwrap()).unwrap();
+    let layer_b: Value = serde_json::from_str(layer_a["data"].as_str().unwrap()).unwrap();
+    let layer_c: Value = serde_json::from_str(layer_a["identity"].as_str().unwrap()).unwrap();
+    expect![[r#"
+        {
+          "data": "{\"actionEvent\":{\"body\":{\"conversationId\":\"00000000-0000-0000-0000-000000010001\",\"message\":{\"appId\":\"00000000-0000-0000-0000-000000000a99\",\"badges\":[],\"content\":{\"basic\":{\"items\":[{\"text\":\"Do you open on Sundays?\"}]}},\"createdDate\":\"2023-11-14T22:13:21Z\",\"direction\":\"PARTICIPANT_TO_BUSINESS\",\"id\":\"1700000001000000\",\"sender\":{\"anonymousVisitorId\":\"00000000-0000-0000-0000-00000000a001\"},\"sequence\":\"1700000001000000\",\"silent\":false,\"targetChannels\":[],\"visibility\":\"BUSINESS_AND_PARTICIPANT\"}}},\"entityFqdn\":\"wix.crm.inbox.v2.message\",\"entityId\":\"1700000001000000\",\"eventTime\":\"2023-11-14T22:13:21Z\",\"id\":\"00000000-0000-0000-0000-000000010003\",\"slug\":\"message_sent_to_business\"}",
+          "eventType": "wix.crm.inbox.v2.message_message_sent_to_business",
+          "identity": "{\"anonymousVisitorId\":\"00000000-0000-0000-0000-00000000a001\",\"identityType\":\"ANONYMOUS_VISITOR\"}",
+          "instanceId": "6f1c0a3e-2b7d-4c55-9a0e-0d9c1b2a3f40"
+        }"#]]
+    .assert_eq(&serde_json::to_string_pretty(&layer_a).unwrap());
+    assert_eq!(layer_b["slug"], "message_sent_to_business");
+    assert_eq!(layer_b["id"], a.id.to_string());
+    assert_eq!(layer_b["entityId"], layer_b["actionEvent"]["body"]["message"]["id"]);
+    assert_eq!(layer_c["identityType"], "ANONYMOUS_VISITOR");
+}
+
+// ------------------------------------------------------------------------------------------
+// refusals
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// A token with any header and claims, signed RS256 with `pem` (or with `alg` by
+/// jsonwebtoken where it can).
+fn token_with(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+fn app_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&app_private_pem()).unwrap()
+}
+
+/// Layer A as a string, for a body of the given event.
+fn data_for(fqdn: &str, slug: &str, entity_id: &str, body: Value) -> String {
+    let b = json!({"id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "entityFqdn": fqdn, "slug": slug,
+        "entityId": entity_id, "eventTime": "2023-11-14T22:13:20Z", "actionEvent": {"body": body}});
+    json!({"eventType": format!("{fqdn}_{slug}"), "instanceId": SITE, "data": b.to_string(),
+        "identity": json!({"identityType": "APP", "appId": "00000000-0000-0000-0000-000000000a99"}).to_string()})
+    .to_string()
+}
+
+fn merged_data() -> String {
+    data_for(
+        "wix.crm.inbox.v2.conversation",
+        "conversations_merged",
+        "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        json!({"oldConversationIds": ["6fa459ea-ee8a-3ca4-894e-db77e160355e"],
+               "targetConversationId": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"}),
+    )
+}
+
+fn claims(data: Value) -> Value {
+    let iat = NOW / 1_000_000;
+    json!({"data": data, "iat": iat, "exp": iat + 300})
+}
+
+/// Verifies `token` and returns the error with its Wix body, for the snapshots.
+fn refusal(token: &str) -> (WebhookError, String) {
+    let err = app_verifier().verify(token, now()).unwrap_err();
+    let wix = err.to_wix();
+    (err.clone(), format!("{} {}", wix.status(), wix.body()))
+}
+
+#[test]
+fn alg_none_is_refused_before_any_key_is_used() {
+    let token = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(Value::String(merged_data())))
+    );
+    let (err, wix) = refusal(&token);
+    assert_eq!(err, WebhookError::AlgorithmRefused("none".into()));
+    expect![[r#"401 {"details":{"applicationError":{"code":"INVALID_WEBHOOK_SIGNATURE","data":{},"description":"webhook JWT algorithm \"none\" is refused; only RS256 is accepted"}},"message":"webhook JWT algorithm \"none\" is refused; only RS256 is accepted"}"#]].assert_eq(&wix);
+}
+
+#[test]
+fn every_hmac_algorithm_is_refused_even_keyed_with_the_public_key() {
+    // The classic key-confusion attack: HMAC keyed with the (public) PEM text.
+    let secret = EncodingKey::from_secret(app_public_pem().as_bytes());
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let token = token_with(alg, &secret, &claims(Value::String(merged_data())));
+        let (err, _) = refusal(&token);
+        assert_eq!(err, WebhookError::AlgorithmRefused(format!("{alg:?}")));
+    }
+}
+
+#[test]
+fn other_rsa_algorithms_are_refused_too() {
+    for alg in [Algorithm::RS384, Algorithm::RS512, Algorithm::PS256] {
+        let token = token_with(alg, &app_key(), &claims(Value::String(merged_data())));
+        assert_eq!(
+            refusal(&token).0,
+            WebhookError::AlgorithmRefused(format!("{alg:?}"))
+        );
+    }
+}
+
+#[test]
+fn a_wrong_key_and_a_tampered_payload_are_refused() {
+    let other = EncodingKey::from_rsa_pem(&other_private_pem()).unwrap();
+    let token = token_with(
+        Algorithm::RS256,
+        &other,
+        &claims(Value::String(merged_data())),
+    );
+    let (err, wix) = refusal(&token);
+    assert_eq!(err, WebhookError::BadSignature);
+    expect![[r#"401 {"details":{"applicationError":{"code":"INVALID_WEBHOOK_SIGNATURE","data":{},"description":"webhook JWT signature does not verify with the configured public key"}},"message":"webhook JWT signature does not verify with the configured public key"}"#]].assert_eq(&wix);
+
+    let good = token_with(
+        Algorithm::RS256,
+        &app_key(),
+        &claims(Value::String(merged_data())),
+    );
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let forged = b64(&claims(Value::String(
+        merged_data().replace("1b4e28ba", "2b4e28ba"),
+    )));
+    parts[1] = &forged;
+    assert_eq!(refusal(&parts.join(".")).0, WebhookError::BadSignature);
+}
+
+#[test]
+fn an_expired_token_and_one_without_expiry_are_refused() {
+    let iat = NOW / 1_000_000 - 3_600;
+    let stale = json!({"data": merged_data(), "iat": iat, "exp": iat + 300});
+    let (err, wix) = refusal(&token_with(Algorithm::RS256, &app_key(), &stale));
+    assert_eq!(
+        err,
+        WebhookError::Expired {
+            exp: iat + 300,
+            now: NOW / 1_000_000
+        }
+    );
+    assert!(wix.starts_with("401 "), "{wix}");
+
+    // Within the leeway it passes: clocks differ a little.
+    let just = json!({"data": merged_data(), "iat": iat, "exp": NOW / 1_000_000 - 30});
+    assert!(
+        app_verifier()
+            .verify(&token_with(Algorithm::RS256, &app_key(), &just), now())
+            .is_ok()
+    );
+
+    let forever = json!({"data": merged_data(), "iat": iat});
+    assert_eq!(
+        refusal(&token_with(Algorithm::RS256, &app_key(), &forever)).0,
+        WebhookError::MissingExpiry
+    );
+}
+
+#[test]
+fn a_payload_that_is_not_the_documented_nesting_is_refused() {
+    let signed = |claims: Value| token_with(Algorithm::RS256, &app_key(), &claims);
+    // `data` must be a string holding layer A, not the object itself.
+    let a: Value = serde_json::from_str(&merged_data()).unwrap();
+    let (err, wix) = refusal(&signed(claims(a.clone())));
+    assert_eq!(
+        err,
+        WebhookError::Payload {
+            layer: "jwt",
+            reason: "data must be a JSON string".into()
+        }
+    );
+    expect![[r#"400 {"details":{"applicationError":{"code":"INVALID_WEBHOOK_PAYLOAD","data":{},"description":"webhook payload, jwt: data must be a JSON string"}},"message":"webhook payload, jwt: data must be a JSON string"}"#]].assert_eq(&wix);
+
+    // Layer A's `data` must be a string holding layer B.
+    let mut nested = a.clone();
+    nested["data"] = serde_json::from_str(a["data"].as_str().unwrap()).unwrap();
+    let (err, _) = refusal(&signed(claims(Value::String(nested.to_string()))));
+    assert!(
+        matches!(err, WebhookError::Payload { layer: "data", .. }),
+        "{err:?}"
+    );
+
+    // eventType must be entityFqdn_slug.
+    let mut mismatched = a.clone();
+    mismatched["eventType"] = json!("wix.crm.inbox.v2.message_message_sent_to_business");
+    let (err, _) = refusal(&signed(claims(Value::String(mismatched.to_string()))));
+    assert!(
+        matches!(err, WebhookError::Payload { layer: "data", .. }),
+        "{err:?}"
+    );
+
+    // The identity layer must be a string too.
+    let mut identity = a.clone();
+    identity["identity"] = json!({"identityType": "APP"});
+    let (err, _) = refusal(&signed(claims(Value::String(identity.to_string()))));
+    assert!(
+        matches!(err, WebhookError::Payload { layer: "data", .. }),
+        "{err:?}"
+    );
+
+    // Ids that are not GUIDs, a body that is missing.
+    let bad_id = merged_data().replace("6fa459ea-ee8a-3ca4-894e-db77e160355e", "not-a-guid");
+    let (err, _) = refusal(&signed(claims(Value::String(bad_id))));
+    assert!(
+        matches!(&err, WebhookError::Payload { layer: "actionEvent.body", reason } if reason.contains("not-a-guid")),
+        "{err:?}"
+    );
+    let no_body = data_for(
+        "wix.crm.inbox.v2.conversation",
+        "conversations_merged",
+        "x",
+        Value::Null,
+    )
+    .replace(r#"\"body\":null"#, "");
+    let (err, _) = refusal(&signed(claims(Value::String(no_body))));
+    assert!(matches!(err, WebhookError::Payload { .. }), "{err:?}");
+
+    // Not a JWT at all.
+    assert!(matches!(refusal("hello").0, WebhookError::NotAJwt(_)));
+    assert!(matches!(refusal("a.b.c.d").0, WebhookError::NotAJwt(_)));
+}
+
+#[test]
+fn a_click_needs_the_message_id_in_entity_id() {
+    let body = json!({"conversationId": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "interactionId": "x",
+        "interactedBy": {"anonymousVisitorId": "6fa459ea-ee8a-3ca4-894e-db77e160355e"}});
+    let bad = data_for(
+        "wix.crm.inbox.v2.message",
+        "button_interacted",
+        "1b4e28ba",
+        body.clone(),
+    );
+    assert!(matches!(
+        Delivery::from_data(&bad),
+        Err(WebhookError::Payload {
+            layer: "data.data",
+            ..
+        })
+    ));
+    let good = data_for(
+        "wix.crm.inbox.v2.message",
+        "button_interacted",
+        "1640849952353627",
+        body,
+    );
+    let d = Delivery::from_data(&good).unwrap();
+    assert!(
+        matches!(d.event, WebhookEvent::ButtonInteracted { message_id, .. } if message_id.0 == 1_640_849_952_353_627)
+    );
+}
+
+#[test]
+fn other_event_types_are_acknowledged_and_ignored() {
+    let data = data_for(
+        "wix.contacts.v4.contact",
+        "created",
+        "x",
+        json!({"contact": {}}),
+    );
+    let d = Delivery::from_data(&data).unwrap();
+    assert_eq!(
+        d.event,
+        WebhookEvent::Unsupported {
+            event_type: "wix.contacts.v4.contact_created".into()
+        }
+    );
+    assert!(d.core_events().is_empty());
+}
+
+#[test]
+fn body_as_json_is_read_when_body_is_absent() {
+    let data = merged_data();
+    let mut a: Value = serde_json::from_str(&data).unwrap();
+    let mut b: Value = serde_json::from_str(a["data"].as_str().unwrap()).unwrap();
+    let body = b["actionEvent"]["body"].take();
+    b["actionEvent"] = json!({"bodyAsJson": body.to_string()});
+    a["data"] = Value::String(b.to_string());
+    let d = Delivery::from_data(&a.to_string()).unwrap();
+    assert!(matches!(d.event, WebhookEvent::ConversationsMerged { .. }));
+}
+
+#[test]
+fn a_repeated_delivery_is_folded_once() {
+    let d = Delivery::from_data(&merged_data()).unwrap();
+    let mut replica = Replica::new(InboxConfig::new(SiteId::new(SITE), [1; 16]));
+    let first = replica.ingest(&d, now());
+    assert!(matches!(&first, Ingested::Applied(e) if e.len() == 1));
+    assert_eq!(replica.ingest(&d, now()), Ingested::Duplicate);
+    // The envelopes carry ids derived from the delivery: a repeat gets the same ones.
+    assert_eq!(
+        d.envelopes(now()),
+        d.envelopes(Timestamp::from_micros(0))
+            .into_iter()
+            .map(|mut e| {
+                e.recorded_at = now();
+                e
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn keys_that_are_not_rsa_pem_are_refused() {
+    assert!(WebhookSigner::from_private_pem(b"not a key").is_err());
+    assert!(
+        inbox_wix::webhook::WebhookVerifier::from_public_pem(
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+        )
+        .is_err()
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// convergence of a replica
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        visitor: u8,
+        to_business: bool,
+        visible: bool,
+    },
+    Identify {
+        visitor: u8,
+        contact: u8,
+    },
+    Click {
+        visitor: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..4u8, any::<bool>(), any::<bool>()).prop_map(|(visitor, to_business, visible)| Op::Write { visitor, to_business, visible }),
+        1 => (0..4u8, 0..3u8).prop_map(|(visitor, contact)| Op::Identify { visitor, contact }),
+        1 => (0..4u8).prop_map(|visitor| Op::Click { visitor }),
+    ]
+}
+
+/// Runs the ops on an emulator and returns every announcement as its delivery.
+fn deliveries(ops: &[Op]) -> Vec<Delivery> {
+    let mut w = World::new();
+    for c in 0..3u128 {
+        w.run(&Command::CreateContact {
+            contact_id: contact(c),
+            draft: ContactDraft {
+                emails: vec![ContactEmail {
+                    email: format!("c{c}@example.com"),
+                    tag: EntryTag::Main,
+                    primary: true,
+                }],
+                ..ContactDraft::default()
+            },
+        });
+    }
+    let mut out = Vec::new();
+    for op in ops {
+        let events = match op {
+            Op::Write {
+                visitor: v,
+                to_business,
+                visible,
+            } => {
+                let p = ParticipantId::Visitor(visitor(u128::from(*v)));
+                let mut events = w.run(&Command::GetOrCreateConversation { participant: p });
+                let conv = w.inbox.live_conversation_of(p).unwrap();
+                let direction = if *to_business {
+                    Direction::ParticipantToBusiness
+                } else {
+                    Direction::BusinessToParticipant
+                };
+                let mut message = if *visible {
+                    MessageDraft::text("hi", direction)
+                } else {
+                    MessageDraft {
+                        content: ContentDraft {
+                            template: Some(TemplateDraft {
+                                buttons: vec![ButtonDraft {
+                                    label: "ok".into(),
+                                    interaction_id: Some("ok".into()),
+                                    ..ButtonDraft::default()
+                                }],
+                                ..TemplateDraft::default()
+                            }),
+                            ..ContentDraft::default()
+                        },
+                        direction: Some(direction),
+                        ..MessageDraft::default()
+                    }
+                };
+                message.visibility = Some(if *visible {
+                    inbox_core::Visibility::BusinessAndParticipant
+                } else {
+                    inbox_core::Visibility::Business
+                });
+                let send_as = if *to_business {
+                    SendAs::Participant
+                } else {
+                    SendAs::Caller
+                };
+                events.extend(w.run(&Command::SendMessage {
+                    conversation_id: conv,
+                    message,
+                    send_as,
+                }));
+                events
+            }
+            Op::Identify {
+                visitor: v,
+                contact: c,
+            } => w
+                .try_run(&Command::IdentifyVisitor {
+                    visitor: visitor(u128::from(*v)),
+                    contact: contact(u128::from(*c)),
+                })
+                .unwrap_or_default(),
+            Op::Click { visitor: v } => {
+                let p = ParticipantId::Visitor(visitor(u128::from(*v)));
+                let Some(conv) = w.inbox.live_conversation_of(p) else {
+                    continue;
+                };
+                let Some(m) = w
+                    .inbox
+                    .messages_of(conv)
+                    .filter(|m| m.postback_button("ok").is_some())
+                    .last()
+                    .map(|m| m.id)
+                else {
+                    continue;
+                };
+                w.run(&Command::InteractWithButton {
+                    conversation_id: conv,
+                    message_id: m,
+                    interaction_id: "ok".into(),
+                })
+            }
+        };
+        for e in &events {
+            for a in announcements(e, &w.inbox) {
+                out.push(Delivery::from_data(&a.data()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn fold(deliveries: &[Delivery]) -> Replica {
+    let mut r = Replica::new(InboxConfig::new(SiteId::new(SITE), [1; 16]));
+    for (i, d) in deliveries.iter().enumerate() {
+        // The time of receipt differs with the order; the state must not.
+        r.ingest(d, Timestamp::from_micros(NOW + i as i64));
+    }
+    r
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// Any set of deliveries, shuffled and with repeats, folds to the state of folding them
+    /// in order once.
+    #[test]
+    fn a_replica_converges_whatever_the_order_and_repeats(
+        ops in proptest::collection::vec(op(), 1..24),
+        order in any::<proptest::sample::Index>(),
+        repeats in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+        seed in any::<u64>(),
+    ) {
+        let ds = deliveries(&ops);
+        prop_assume!(!ds.is_empty());
+        let in_order = fold(&ds);
+        let mut shuffled = ds.clone();
+        for r in &repeats {
+            shuffled.push(ds[r.index(ds.len())].clone());
+        }
+        // A deterministic shuffle from the seed (Fisher-Yates over a xorshift stream).
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            let j = (x % (i as u64 + 1)) as usize;
+            shuffled.swap(i, j);
+        }
+        let rotated = { let mut s = shuffled.clone(); let k = order.index(s.len()); s.rotate_left(k); s };
+        prop_assert_eq!(&fold(&shuffled), &in_order);
+        prop_assert_eq!(&fold(&rotated), &in_order);
+        // And nothing was lost: every announced message is in the replica.
+        for d in &ds {
+            if let WebhookEvent::MessageSentToBusiness { message, .. } | WebhookEvent::MessageSentToParticipant { message, .. } = &d.event {
+                prop_assert!(in_order.inbox().message(message.id).is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_replica_orders_each_conversation_as_the_emulator_does() {
+    let ops: Vec<Op> = (0..30)
+        .map(|i| match i % 7 {
+            3 => Op::Identify {
+                visitor: (i % 4) as u8,
+                contact: (i % 3) as u8,
+            },
+            5 => Op::Click {
+                visitor: (i % 4) as u8,
+            },
+            _ => Op::Write {
+                visitor: (i % 4) as u8,
+                to_business: i % 2 == 0,
+                visible: i % 3 != 0,
+            },
+        })
+        .collect();
+    let mut ds = deliveries(&ops);
+    ds.reverse();
+    let replica = fold(&ds);
+    // Every live conversation of the replica lists its messages by sequence, and the
+    // merges it was told about grouped the same messages as the emulator's.
+    for conv in replica.inbox().live_conversations() {
+        let seqs: Vec<_> = replica
+            .inbox()
+            .messages_of(conv)
+            .map(|m| m.sequence)
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+    let events: Vec<Event> = ds.iter().flat_map(Delivery::core_events).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ConversationsMerged { .. }))
+    );
+}
