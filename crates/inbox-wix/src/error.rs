@@ -245,9 +245,19 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "a merge lists one source twice",
     ),
     (
+        "INVALID_WEBHOOK_PAYLOAD",
+        400,
+        "a webhook whose token is trusted but whose payload is not the documented nesting",
+    ),
+    (
         "UNAUTHENTICATED",
         401,
         "no API key, or one the server does not know",
+    ),
+    (
+        "INVALID_WEBHOOK_SIGNATURE",
+        401,
+        "a webhook token with another algorithm than RS256, a bad signature, no exp, or an expired exp",
     ),
     ("PERMISSION_DENIED", 403, "the key belongs to another site"),
     (

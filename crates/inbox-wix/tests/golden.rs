@@ -668,3 +668,34 @@ fn the_system_example_is_kept_when_observed() {
         Some(inbox_core::message::Channel::Facebook)
     );
 }
+
+/// `docs/WIX-MAPPING.md` prints [`inbox_wix::error::ERROR_CODES`]; they must agree.
+#[test]
+fn the_error_table_in_the_docs_is_the_one_in_the_code() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/WIX-MAPPING.md"),
+    )
+    .unwrap();
+    let start = doc.find("<!-- error table").unwrap();
+    let end = doc.find("<!-- end of error table -->").unwrap();
+    let rows: Vec<String> = doc[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = inbox_wix::error::ERROR_CODES
+        .iter()
+        .map(|(code, status, when)| format!("| `{code}` | {status} | {when} |"))
+        .collect();
+    assert_eq!(rows, expected);
+    // And every code the query parser can give is in it.
+    for code in [
+        "MALFORMED_FILTER",
+        "UNSUPPORTED_FILTER",
+        "ILLEGAL_LIMIT",
+        "UNSUPPORTED_SORT_FIELD",
+        "INVALID_QUERY",
+    ] {
+        assert!(expected.iter().any(|r| r.contains(code)), "{code}");
+    }
+}

@@ -169,7 +169,10 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
     let signer = app_signer();
     let tokens: Vec<String> = announced
         .iter()
-        .map(|a| a.sign(&signer, Timestamp::from_micros(T0), CENTURY).unwrap())
+        .map(|a| {
+            a.sign(&signer, Timestamp::from_micros(T0), CENTURY)
+                .unwrap()
+        })
         .collect();
     let results = process(&tokens, false);
     assert_eq!(results.len(), 4, "{results:#?}");

@@ -208,7 +208,10 @@ fn an_announcement_has_the_documented_nesting() {
     .assert_eq(&serde_json::to_string_pretty(&layer_a).unwrap());
     assert_eq!(layer_b["slug"], "message_sent_to_business");
     assert_eq!(layer_b["id"], a.id.to_string());
-    assert_eq!(layer_b["entityId"], layer_b["actionEvent"]["body"]["message"]["id"]);
+    assert_eq!(
+        layer_b["entityId"],
+        layer_b["actionEvent"]["body"]["message"]["id"]
+    );
     assert_eq!(layer_c["identityType"], "ANONYMOUS_VISITOR");
 }
 
