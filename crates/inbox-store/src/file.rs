@@ -43,7 +43,8 @@ use thiserror::Error;
 
 use crate::codec::{SegmentFormat, decode_header, decode_record, encode_record};
 use crate::{
-    AppendError, Appended, EventLog, ExpectedVersion, ReadError, StoredEvent, check_append,
+    AppendError, AppendTicket, Appended, EventLog, ExpectedVersion, ReadError, StoredEvent,
+    check_append,
 };
 
 /// First bytes of a segment file this build writes (records carry a batch flag).
@@ -798,6 +799,16 @@ impl EventLog for FileLog {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<Appended, AppendError> {
+        let ticket = self.submit(site, expected, events)?;
+        self.wait(ticket)
+    }
+
+    fn submit(
+        &self,
+        site: &SiteId,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Result<AppendTicket, AppendError> {
         let mut state = self.lock();
         if let Some(why) = &state.failed {
             return Err(AppendError::Failed(why.clone()));
@@ -864,17 +875,29 @@ impl EventLog for FileLog {
             .or_default()
             .extend(first_position..=last_position);
         let site_version = actual + events.len() as u64;
+        Ok(AppendTicket {
+            appended: Appended {
+                first_position,
+                last_position,
+                site_version,
+            },
+            durable: false,
+        })
+    }
 
+    fn wait(&self, ticket: AppendTicket) -> Result<Appended, AppendError> {
+        let AppendTicket { appended, durable } = ticket;
+        let last_position = appended.last_position;
+        let mut state = self.lock();
+        if durable {
+            return Ok(appended);
+        }
         // Group commit: wait until a flush covers our records, leading one if nobody is.
         loop {
             if state.durable >= last_position {
                 state.stats.appends += 1;
-                state.stats.events += events.len() as u64;
-                return Ok(Appended {
-                    first_position,
-                    last_position,
-                    site_version,
-                });
+                state.stats.events += last_position - appended.first_position + 1;
+                return Ok(appended);
             }
             if let Some(why) = &state.failed {
                 return Err(AppendError::Failed(why.clone()));

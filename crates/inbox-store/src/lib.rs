@@ -124,6 +124,35 @@ pub struct Appended {
     pub site_version: u64,
 }
 
+/// An append that is queued but perhaps not yet durable: what [`EventLog::submit`]
+/// returns, and [`EventLog::wait`] waits on.
+///
+/// Submitting fixes the batch's place in the log (its positions and site version) at once,
+/// so a caller that decides under its own lock can submit in that order, release the lock
+/// and only then wait for the fsync: concurrent appenders then share fsyncs even when they
+/// write to one site.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only once `EventLog::wait` returns"]
+pub struct AppendTicket {
+    appended: Appended,
+    durable: bool,
+}
+
+impl AppendTicket {
+    /// A ticket for a batch that is already durable.
+    pub fn durable(appended: Appended) -> Self {
+        AppendTicket {
+            appended,
+            durable: true,
+        }
+    }
+
+    /// Where the batch will be once durable.
+    pub fn appended(&self) -> Appended {
+        self.appended
+    }
+}
+
 /// Why an append was refused or failed. Nothing of a refused batch is stored.
 #[derive(Debug, Error)]
 pub enum AppendError {
@@ -197,6 +226,24 @@ pub trait EventLog: Send + Sync {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<Appended, AppendError>;
+
+    /// The first half of [`EventLog::append`]: checks and queues the batch, fixing its
+    /// positions, without waiting for it to be durable. The default appends at once.
+    fn submit(
+        &self,
+        site: &SiteId,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Result<AppendTicket, AppendError> {
+        self.append(site, expected, events)
+            .map(AppendTicket::durable)
+    }
+
+    /// The second half: returns once the submitted batch is durable. Until then it must
+    /// not be acknowledged. Readers of the log see a batch only once it is durable.
+    fn wait(&self, ticket: AppendTicket) -> Result<Appended, AppendError> {
+        Ok(ticket.appended)
+    }
 
     /// Up to `max` events of one site, from version `from_version` (1-based) on.
     fn read_site(

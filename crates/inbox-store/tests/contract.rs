@@ -110,6 +110,57 @@ fn contract(log: &dyn EventLog) {
     assert_eq!(log.read_all(1, 2).unwrap().len(), 2);
     assert_eq!(log.site_version(&a), 3);
     assert_eq!(log.site_version(&b), 1);
+
+    // Submitting fixes a batch's place at once; a second submit to the same site goes after
+    // it, and each is durable (and visible) once waited on, in either order of waiting.
+    let t1 = log
+        .submit(
+            &a,
+            ExpectedVersion::Exactly(3),
+            &[envelope(&a, 20, message(20, conversation(1), "x"))],
+        )
+        .unwrap();
+    let t2 = log
+        .submit(
+            &a,
+            ExpectedVersion::Exactly(4),
+            &[envelope(&a, 21, message(21, conversation(1), "y"))],
+        )
+        .unwrap();
+    assert_eq!(
+        (t1.appended().last_position, t2.appended().last_position),
+        (5, 6)
+    );
+    let stale = log.submit(
+        &a,
+        ExpectedVersion::Exactly(4),
+        &[envelope(&a, 22, message(22, conversation(1), "z"))],
+    );
+    assert!(
+        matches!(
+            stale,
+            Err(AppendError::Conflict {
+                expected: 4,
+                actual: 5,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(log.wait(t2).unwrap().site_version, 5);
+    assert_eq!(log.wait(t1).unwrap().site_version, 4);
+    assert_eq!(log.last_position(), 6);
+    assert_eq!(
+        log.read_site(&a, 4, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.envelope.event_id)
+            .collect::<Vec<_>>(),
+        [
+            envelope(&a, 20, started(conversation(1), 1)).event_id,
+            envelope(&a, 21, started(conversation(1), 1)).event_id
+        ]
+    );
 }
 
 #[test]
@@ -134,10 +185,10 @@ fn file_log_keeps_everything_across_reopen() {
         log.read_all(1, 100).unwrap()
     };
     let (log, report) = FileLog::open(dir.path()).unwrap();
-    assert_eq!(report.events, 4);
+    assert_eq!(report.events, 6);
     assert_eq!(report.torn_tail, None);
     assert_eq!(log.read_all(1, 100).unwrap(), before);
-    assert_eq!(log.site_version(&site(1)), 3);
+    assert_eq!(log.site_version(&site(1)), 5);
     // And it goes on from where it was.
     let next = log
         .append(
@@ -146,7 +197,7 @@ fn file_log_keeps_everything_across_reopen() {
             &[envelope(&site(2), 99, started(conversation(9), 9))],
         )
         .unwrap();
-    assert_eq!((next.first_position, next.site_version), (5, 2));
+    assert_eq!((next.first_position, next.site_version), (7, 2));
 }
 
 #[test]
