@@ -662,9 +662,14 @@ impl Replica {
         }
     }
 
+    /// Whether this delivery (or a repeat of it) was folded already.
+    pub fn has_seen(&self, delivery: &Delivery) -> bool {
+        self.seen.contains(&derived_id(delivery.event_id, 0))
+    }
+
     /// Folds a delivery unless it was folded before (deduplicated on its event id).
     pub fn ingest(&mut self, delivery: &Delivery, recorded_at: Timestamp) -> Ingested {
-        if self.seen.contains(&derived_id(delivery.event_id, 0)) {
+        if self.has_seen(delivery) {
             return Ingested::Duplicate;
         }
         let envelopes = delivery.envelopes(recorded_at);

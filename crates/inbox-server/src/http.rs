@@ -1,0 +1,641 @@
+//! The HTTP surface: Wix's REST paths, the emulator's own, webhook intake, health.
+//!
+//! Handlers only move bytes: bodies are parsed and answers built by `inbox-wix`, state
+//! changes go through the [`Engine`] on Tokio's blocking pool (a write waits for an
+//! fsync). Every error, including a body that is too large or not JSON, an unknown path
+//! and a failed auth, is answered in Wix's error shape.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use inbox_core::{
+    Caller, Command, ContactId, Event, MemberId, ParticipantId, SiteId, VisitorId, WixUserId,
+};
+use inbox_store::EventLog;
+use inbox_wix::WixError;
+use inbox_wix::error::{FieldViolation, Rule};
+use inbox_wix::rest::{
+    self, ContactResponse, CreateContactRequest, GetConversationResponse,
+    GetOrCreateConversationRequest, GetOrCreateConversationResponse, MergeContactsRequest,
+    SendMessageRequest, SendMessageResponse, parse_body,
+};
+use inbox_wix::webhook::WebhookVerifier;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::engine::{Engine, WriteError, now};
+
+/// Largest request body; larger ones get 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// API key -> its site. Empty: any key, loopback only.
+    pub keys: HashMap<String, SiteId>,
+    /// The public half of the webhook signing key, as PEM.
+    pub public_pem: String,
+    /// Verifies deliveries from the real Wix, if `--wix-public-key` was given.
+    pub wix_verifier: Option<WebhookVerifier>,
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/inbox/v2/conversations", post(get_or_create_conversation))
+        .route("/inbox/v2/conversations/{id}", get(get_conversation))
+        .route("/inbox/v2/messages", get(list_messages).post(send_message))
+        .route("/contacts/v4/contacts", post(create_contact))
+        .route("/contacts/v4/contacts/query", post(query_contacts))
+        .route("/contacts/v4/contacts/{id}", get(get_contact))
+        .route("/contacts/v4/contacts/{id}/merge", post(merge_contacts))
+        .route(
+            "/contacts/v4/contacts/{id}/preview-merge",
+            post(preview_merge),
+        )
+        .route("/members/v1/members", post(register_member))
+        .route(
+            "/emulator/v1/visitors/{id}/identify",
+            post(identify_visitor),
+        )
+        .route("/emulator/v1/interactions", post(interact))
+        .route("/emulator/v1/public-key", get(public_key))
+        .route("/webhooks/wix", post(wix_webhook))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// An error answer in Wix's shape.
+pub struct ApiError(pub WixError);
+
+impl From<WixError> for ApiError {
+    fn from(e: WixError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        ApiError(match e {
+            WriteError::Rejected(r) => r.into(),
+            WriteError::ReadOnlyReplica(_) => WixError::forbidden(e.to_string()),
+            WriteError::Store(_) | WriteError::ReplicaList(_) => {
+                tracing::error!(error = %e, "write failed");
+                WixError::application(503, "UNAVAILABLE", e.to_string())
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0.body())).into_response()
+    }
+}
+
+type ApiResult<T> = Result<axum::Json<T>, ApiError>;
+
+/// Runs blocking engine work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError(WixError::application(
+            500,
+            "INTERNAL",
+            format!("request failed: {e}"),
+        )))
+    })
+}
+
+/// The body, or the error for one that is too large or unreadable.
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status().as_u16();
+        let e = if status == 413 {
+            WixError::application(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                format!("request body exceeds {MAX_BODY} bytes"),
+            )
+        } else {
+            WixError::malformed_json(r.body_text())
+        };
+        ApiError(e)
+    })
+}
+
+/// Who is calling, for which site.
+struct Tenant {
+    site: SiteId,
+    caller: Caller,
+}
+
+/// `Authorization: <key>` and `wix-site-id: <site>`, as Wix's SDK sends them. With keys
+/// configured, the key must be known and `wix-site-id`, if sent, must be its site. Without,
+/// any key is accepted (the server then listens on loopback only) and the site is
+/// `wix-site-id`, or `local`.
+fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let key = text(header::AUTHORIZATION.as_str())
+        .map(|k| k.strip_prefix("Bearer ").unwrap_or(k).trim().to_owned());
+    let asked = text("wix-site-id").map(SiteId::new);
+    let site = if state.keys.is_empty() {
+        asked.unwrap_or_else(|| SiteId::new("local"))
+    } else {
+        let Some(key) = &key else {
+            return Err(WixError::unauthenticated(
+                "an Authorization header with an API key is required",
+            )
+            .into());
+        };
+        let Some(own) = state.keys.get(key) else {
+            return Err(
+                WixError::unauthenticated("the API key is not known to this server").into(),
+            );
+        };
+        match asked {
+            Some(s) if &s != own => {
+                return Err(WixError::forbidden(format!(
+                    "the API key belongs to another site than {s}"
+                ))
+                .into());
+            }
+            _ => own.clone(),
+        }
+    };
+    // An API key acts as a Wix user of its site; the id is stable per key.
+    let caller = Caller::WixUser(WixUserId::from_uuid(Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{site}:{}", key.unwrap_or_default()).as_bytes(),
+    )));
+    Ok(Tenant { site, caller })
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "events": state.engine.log().last_position(),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(WixError::application(404, "NOT_FOUND", "no such path"))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(WixError::application(
+        405,
+        "METHOD_NOT_ALLOWED",
+        "this path does not take that method",
+    ))
+}
+
+async fn public_key(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.public_pem.clone(),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------------------------------
+// Inbox v2
+
+async fn get_conversation(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<GetConversationResponse> {
+    let t = tenant(&state, &headers)?;
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::get_conversation(inbox, &id))?)
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn get_or_create_conversation(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<GetOrCreateConversationResponse> {
+    let t = tenant(&state, &headers)?;
+    let req: GetOrCreateConversationRequest = parse_body(&body(raw)?)?;
+    let command = req.to_command()?;
+    let Command::GetOrCreateConversation { participant } = command else {
+        return Err(WixError::application(500, "INTERNAL", "unexpected command").into());
+    };
+    blocking(move || {
+        let answer = state
+            .engine
+            .execute(&t.site, t.caller, &command, |inbox, events| {
+                let created = events
+                    .iter()
+                    .any(|e| matches!(e.event, Event::ConversationStarted { .. }));
+                inbox
+                    .conversation_of(participant)
+                    .map(|view| GetOrCreateConversationResponse::new(&view, created))
+            })?;
+        answer.ok_or_else(|| {
+            WixError::application(500, "INTERNAL", "the conversation was not created").into()
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn list_messages(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<rest::ListMessagesResponse> {
+    let t = tenant(&state, &headers)?;
+    let query = query.unwrap_or_default();
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::list_messages(inbox, &query))?)
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn send_message(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<SendMessageResponse> {
+    let t = tenant(&state, &headers)?;
+    let req: SendMessageRequest = parse_body(&body(raw)?)?;
+    let command = req.to_command()?;
+    blocking(move || {
+        let answer = state
+            .engine
+            .execute(&t.site, t.caller, &command, |_, events| {
+                events.iter().find_map(|e| match &e.event {
+                    Event::MessageSent { message } => Some(SendMessageResponse::new(message)),
+                    _ => None,
+                })
+            })?;
+        answer.ok_or_else(|| {
+            WixError::application(500, "INTERNAL", "the message was not stored").into()
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+// ------------------------------------------------------------------------------------------
+// Contacts v4
+
+async fn create_contact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    let req: CreateContactRequest = parse_body(&body(raw)?)?;
+    let id = ContactId::from_uuid(Uuid::new_v4());
+    let command = req.to_command(id)?;
+    blocking(move || {
+        let answer = state
+            .engine
+            .execute(&t.site, t.caller, &command, |inbox, _| {
+                inbox.contacts().get(id).map(ContactResponse::new)
+            })?;
+        answer.ok_or_else(|| {
+            WixError::application(500, "INTERNAL", "the contact was not created").into()
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn get_contact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::get_contact(inbox, &id))?)
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn query_contacts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<rest::QueryContactsResponse> {
+    let t = tenant(&state, &headers)?;
+    let bytes = body(raw)?;
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::query_contacts(inbox, &bytes))?)
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn merge_contacts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    let target = rest::contact_id_from_path(&id)?;
+    let req: MergeContactsRequest = parse_body(&body(raw)?)?;
+    let command = req.to_command(target)?;
+    blocking(move || {
+        let answer = state
+            .engine
+            .execute(&t.site, t.caller, &command, |inbox, _| {
+                inbox.contacts().get(target).map(ContactResponse::new)
+            })?;
+        answer.ok_or_else(|| {
+            WixError::application(500, "INTERNAL", "the target contact is gone").into()
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn preview_merge(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    let bytes = body(raw)?;
+    blocking(move || {
+        Ok(state.engine.read(&t.site, |inbox| {
+            rest::preview_merge(inbox, &id, &bytes, now())
+        })?)
+    })
+    .await
+    .map(axum::Json)
+}
+
+// ------------------------------------------------------------------------------------------
+// The emulator's own paths
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterMemberRequest {
+    member: Option<MemberInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberInput {
+    contact_id: Option<String>,
+    login_email: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberOutput {
+    id: String,
+    contact_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login_email: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MemberResponse {
+    member: MemberOutput,
+}
+
+fn required_guid(field: &str, value: Option<&str>) -> Result<Uuid, ApiError> {
+    let text = value.ok_or_else(|| {
+        WixError::invalid(FieldViolation::new(
+            field,
+            format!("{field} is required"),
+            Rule::RequiredField,
+        ))
+    })?;
+    Uuid::parse_str(text.trim()).map_err(|_| {
+        ApiError(WixError::invalid(FieldViolation::new(
+            field,
+            format!("must be a GUID; got {text:?}"),
+            Rule::Format,
+        )))
+    })
+}
+
+/// `POST /members/v1/members` `{"member": {"contactId", "loginEmail"}}`: the contact becomes
+/// a site member; its conversation is merged into the member's.
+async fn register_member(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<MemberResponse> {
+    let t = tenant(&state, &headers)?;
+    let req: RegisterMemberRequest = parse_body(&body(raw)?)?;
+    let member = req.member.ok_or_else(|| {
+        WixError::invalid(FieldViolation::new(
+            "member",
+            "member is required",
+            Rule::RequiredField,
+        ))
+    })?;
+    let contact = ContactId::from_uuid(required_guid(
+        "member.contactId",
+        member.contact_id.as_deref(),
+    )?);
+    let id = MemberId::from_uuid(Uuid::new_v4());
+    let command = Command::RegisterMember {
+        member: id,
+        contact,
+        login_email: member.login_email,
+    };
+    blocking(move || {
+        let answer = state
+            .engine
+            .execute(&t.site, t.caller, &command, |inbox, _| {
+                inbox.member(id).map(|m| MemberResponse {
+                    member: MemberOutput {
+                        id: m.id.to_string(),
+                        contact_id: m.contact_id.to_string(),
+                        login_email: m.login_email.clone(),
+                    },
+                })
+            })?;
+        answer.ok_or_else(|| {
+            WixError::application(500, "INTERNAL", "the member was not registered").into()
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentifyRequest {
+    contact_id: Option<String>,
+}
+
+/// `POST /emulator/v1/visitors/{anonymousVisitorId}/identify` `{"contactId"}`: the visitor
+/// becomes the contact; answers the contact's live conversation.
+async fn identify_visitor(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(visitor): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<GetConversationResponse> {
+    let t = tenant(&state, &headers)?;
+    let visitor = VisitorId::from_uuid(required_guid("anonymousVisitorId", Some(&visitor))?);
+    let req: IdentifyRequest = parse_body(&body(raw)?)?;
+    let contact = ContactId::from_uuid(required_guid("contactId", req.contact_id.as_deref())?);
+    let command = Command::IdentifyVisitor { visitor, contact };
+    blocking(move || {
+        let answer = state
+            .engine
+            .execute(&t.site, t.caller, &command, |inbox, _| {
+                inbox
+                    .conversation_of(ParticipantId::Contact(contact))
+                    .map(|v| GetConversationResponse::new(&v))
+            })?;
+        answer.ok_or_else(|| {
+            WixError::application(
+                404,
+                "CONVERSATION_NOT_FOUND",
+                "neither the visitor nor the contact has a conversation",
+            )
+            .into()
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InteractionRequest {
+    conversation_id: Option<String>,
+    message_id: Option<String>,
+    interaction_id: Option<String>,
+}
+
+/// `POST /emulator/v1/interactions`: the participant clicks a postback button.
+async fn interact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let req: InteractionRequest = parse_body(&body(raw)?)?;
+    let conversation_id =
+        rest::conversation_id_from_path(req.conversation_id.as_deref().ok_or_else(|| {
+            WixError::invalid(FieldViolation::new(
+                "conversationId",
+                "conversationId is required",
+                Rule::RequiredField,
+            ))
+        })?)?;
+    let message_id = req
+        .message_id
+        .as_deref()
+        .and_then(|m| m.trim().parse().ok())
+        .ok_or_else(|| {
+            WixError::invalid(FieldViolation::new(
+                "messageId",
+                "messageId is required and must be a numeric message id",
+                Rule::Format,
+            ))
+        })?;
+    let interaction_id = req
+        .interaction_id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| {
+            WixError::invalid(FieldViolation::new(
+                "interactionId",
+                "interactionId is required",
+                Rule::RequiredField,
+            ))
+        })?;
+    let command = Command::InteractWithButton {
+        conversation_id,
+        message_id,
+        interaction_id,
+    };
+    blocking(move || {
+        // The participant clicks, not the app.
+        state
+            .engine
+            .execute(&t.site, Caller::Anonymous, &command, |_, _| ())?;
+        Ok(serde_json::json!({}))
+    })
+    .await
+    .map(axum::Json)
+}
+
+// ------------------------------------------------------------------------------------------
+// Webhook intake
+
+/// `POST /webhooks/wix`: a delivery from the real Wix (the body is the JWT). It is verified,
+/// made durable in the replica of its `instanceId`, and answered 200; a repeat is answered
+/// 200 too and changes nothing.
+async fn wix_webhook(
+    State(state): State<Arc<AppState>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Some(verifier) = state.wix_verifier.clone() else {
+        return Err(WixError::application(
+            501,
+            "WEBHOOK_INTAKE_DISABLED",
+            "start inboxd with --wix-public-key to accept Wix webhooks",
+        )
+        .into());
+    };
+    let bytes = body(raw)?;
+    let token = std::str::from_utf8(&bytes)
+        .map_err(|_| {
+            WixError::application(400, "INVALID_WEBHOOK_PAYLOAD", "the body is not UTF-8")
+        })?
+        .to_owned();
+    let delivery = verifier
+        .verify(&token, now())
+        .map_err(|e| ApiError(e.to_wix()))?;
+    blocking(move || {
+        let new = state.engine.ingest(&delivery)?;
+        Ok(serde_json::json!({"duplicate": !new}))
+    })
+    .await
+    .map(axum::Json)
+}
+
+/// Whether `addr` is loopback (the only place an unauthenticated server may listen).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}

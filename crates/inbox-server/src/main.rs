@@ -1,0 +1,298 @@
+//! `inboxd`: the command line. A thin shell over the `inbox_server` library.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use inbox_core::SiteId;
+use inbox_server::engine::Engine;
+use inbox_server::{ServeOptions, StartError};
+use inbox_wix::wire::{Conversation, Message};
+
+/// A Wix-compatible Inbox emulator: the Wix Inbox REST API (Inbox v2, Contacts v4) on an
+/// embedded, crash-safe event log; webhooks delivered like Wix's (signed JWTs, at least
+/// once); and replicas of real Wix sites kept from their webhooks.
+#[derive(Parser)]
+#[command(name = "inboxd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the Wix REST paths, take Wix webhooks, deliver our own.
+    Serve(Serve),
+    /// Rebuild every site's state from the log and print a summary (the server must not be
+    /// running on the same directory).
+    Replay {
+        /// The data directory.
+        #[arg(long, default_value = "./inbox-data")]
+        data: PathBuf,
+    },
+    /// Write every conversation and its messages as JSON lines to standard output, in Wix's
+    /// shapes (the server must not be running on the same directory).
+    Export {
+        /// The data directory.
+        #[arg(long, default_value = "./inbox-data")]
+        data: PathBuf,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Address to listen on. Without --api-key only a loopback address is allowed.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory: the event log, keys, webhook cursors. Created if missing.
+    #[arg(long, default_value = "./inbox-data")]
+    data: PathBuf,
+    /// An API key and the site it belongs to, as SITE:KEY (repeatable). Requests send
+    /// `Authorization: KEY` and `wix-site-id: SITE`, as Wix's SDK does; a key sees only its
+    /// site. With no key, any key is accepted, on loopback only.
+    #[arg(long = "api-key", value_name = "SITE:KEY", value_parser = parse_api_key)]
+    api_keys: Vec<(SiteId, String)>,
+    /// Deliver webhooks (signed JWTs, at least once) to this URL (repeatable).
+    #[arg(long = "webhook-url", value_name = "URL")]
+    webhook_urls: Vec<String>,
+    /// RSA private key (PEM) that signs outgoing webhooks. Default: one generated once into
+    /// the data directory. `GET /emulator/v1/public-key` serves its public half.
+    #[arg(long, value_name = "PEM")]
+    signing_key: Option<PathBuf>,
+    /// Wix's public key (PEM) for `POST /webhooks/wix`: deliveries from the real Wix are
+    /// verified with it and kept as a replica of their site (`instanceId`).
+    #[arg(long, value_name = "PEM")]
+    wix_public_key: Option<PathBuf>,
+    /// PostgreSQL URL for the shared event store. Not available in this build yet.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+}
+
+fn parse_api_key(text: &str) -> Result<(SiteId, String), String> {
+    match text.split_once(':') {
+        Some((site, key)) if !site.is_empty() && !key.is_empty() => {
+            Ok((SiteId::new(site), key.to_owned()))
+        }
+        _ => Err(format!("expected SITE:KEY, got {text:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(s) => serve(s),
+        Cmd::Replay { data } => replay(&data),
+        Cmd::Export { data, site } => export(&data, site.map(SiteId::new)),
+    }
+}
+
+fn serve(s: Serve) -> ExitCode {
+    if s.postgres.is_some() {
+        eprintln!(
+            "inboxd: --postgres is not available in this build yet (the PostgreSQL store is \
+             issue 6); run on the embedded file store with --data"
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("inboxd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let open = s.api_keys.is_empty();
+    let opts = ServeOptions {
+        listen: s.listen,
+        data: s.data,
+        api_keys: s.api_keys,
+        webhook_urls: s.webhook_urls,
+        signing_key: s.signing_key,
+        wix_public_key: s.wix_public_key,
+    };
+    runtime.block_on(async move {
+        let running = match inbox_server::start(opts.clone()).await {
+            Ok(r) => r,
+            Err(e @ StartError::OpenOnNetwork(_)) => {
+                eprintln!("inboxd: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("inboxd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if running.generated_signing_key {
+            tracing::info!(path = %opts.data.join("signing-key.pem").display(), "generated a webhook signing key");
+        }
+        if open {
+            tracing::warn!(
+                "no --api-key given: accepting any key, on loopback only ({})",
+                running.addr
+            );
+        }
+        tracing::info!(
+            events = running.opened.events,
+            sites = running.opened.sites,
+            torn_tail_cut = running.opened.torn_tail,
+            webhook_urls = opts.webhook_urls.len(),
+            "replayed the log"
+        );
+        tracing::info!("inboxd listening on http://{}", running.addr);
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn open_offline(data: &std::path::Path, progress: bool) -> Result<Engine, ExitCode> {
+    let key_path = data.join("cursor-key");
+    let cursor_key: [u8; 16] = std::fs::read(&key_path)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or([0; 16]);
+    if !data.join("log").exists() {
+        eprintln!("inboxd: {} has no event log", data.display());
+        return Err(ExitCode::FAILURE);
+    }
+    let bar = if progress {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replaying {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = Engine::open(data, cursor_key, None, &mut |done, total| {
+        if done == 1 {
+            bar.set_length(total);
+        }
+        if done % 4096 == 0 || done == total {
+            bar.set_position(done);
+        }
+    });
+    bar.finish_and_clear();
+    result.map(|(engine, _)| engine).map_err(|e| {
+        eprintln!("inboxd: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn replay(data: &std::path::Path) -> ExitCode {
+    let started = Instant::now();
+    let engine = match open_offline(data, true) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let elapsed = started.elapsed();
+    let events = inbox_store::EventLog::last_position(&**engine.log());
+    println!(
+        "replayed {events} events in {:.2} s ({:.0} events/s)",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    for site in engine.site_ids() {
+        let replica = engine.is_replica(&site);
+        engine.read(&site, |inbox| {
+            println!(
+                "site {site}{}: {} conversations, {} messages, {} contacts, {} anomalies",
+                if replica { " (replica)" } else { "" },
+                inbox.live_conversations().count(),
+                inbox.message_count(),
+                inbox.contacts().len(),
+                inbox.anomalies().count(),
+            );
+        });
+    }
+    ExitCode::SUCCESS
+}
+
+fn export(data: &std::path::Path, only: Option<SiteId>) -> ExitCode {
+    let engine = match open_offline(data, false) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for site in engine.site_ids() {
+        if only.as_ref().is_some_and(|o| o != &site) {
+            continue;
+        }
+        let written = engine.read(&site, |inbox| -> std::io::Result<()> {
+            for id in inbox.live_conversations() {
+                let Ok(view) = inbox.conversation(id) else {
+                    continue;
+                };
+                let line = serde_json::json!({
+                    "type": "conversation",
+                    "site": site.0,
+                    "conversation": Conversation::from_core(&view),
+                });
+                writeln!(out, "{line}")?;
+                for m in inbox.messages_of(id) {
+                    let line = serde_json::json!({
+                        "type": "message",
+                        "site": site.0,
+                        "conversationId": id.to_string(),
+                        "message": Message::from_core(m),
+                    });
+                    writeln!(out, "{line}")?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("inboxd: writing the export: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if out.flush().is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

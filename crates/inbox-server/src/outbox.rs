@@ -1,0 +1,281 @@
+//! Outgoing webhooks, delivered at least once from a durable outbox.
+//!
+//! The outbox *is* the event log: each webhook URL has a cursor, the log position up to
+//! which everything has been delivered to it, saved in `data/outbox/` after each delivery
+//! (temporary file, fsync, rename). What is still to deliver is computed from the log: the
+//! engine queues each event's announcements (computed from the state right after the event)
+//! when it records it, and on start-up the replay queues those after the smallest cursor
+//! again. A worker per URL delivers, in log order, only what the log holds durably; a
+//! failed POST is retried with exponential backoff and full jitter, for as long as it takes,
+//! with the same event id every time. So nothing acknowledged is lost when the receiver is
+//! down for minutes or `inboxd` is killed: at worst an event is delivered again, which the
+//! receiver deduplicates on its id.
+//!
+//! A URL configured for the first time starts at the log's end: it receives what happens
+//! from then on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use inbox_wix::webhook::{Announcement, WebhookSigner};
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use crate::engine::now;
+use crate::keys::write_private;
+
+/// How long a signed delivery stays valid.
+pub const TOKEN_TTL_SECS: i64 = 3600;
+/// First retry delay.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest retry delay.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+struct Target {
+    url: String,
+    cursor: AtomicU64,
+    cursor_path: PathBuf,
+}
+
+/// The outbox: announcements by log position, and one cursor per URL.
+pub struct Outbox {
+    queue: Mutex<BTreeMap<u64, Vec<Announcement>>>,
+    targets: Vec<Arc<Target>>,
+    notify: Notify,
+    signer: WebhookSigner,
+    delivered: AtomicU64,
+    retries: AtomicU64,
+}
+
+fn read_cursor(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+impl Outbox {
+    /// An outbox delivering to `urls`, with cursors kept in `dir`.
+    pub fn new(urls: &[String], dir: &Path, signer: WebhookSigner) -> std::io::Result<Self> {
+        if !urls.is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let targets = urls
+            .iter()
+            .map(|url| {
+                let name = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
+                Arc::new(Target {
+                    url: url.clone(),
+                    cursor: AtomicU64::new(u64::MAX),
+                    cursor_path: dir.join(format!("{name}.cursor")),
+                })
+            })
+            .collect();
+        Ok(Outbox {
+            queue: Mutex::new(BTreeMap::new()),
+            targets,
+            notify: Notify::new(),
+            signer,
+            delivered: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    /// Loads each URL's cursor (a new URL starts at `log_end`) and returns the smallest:
+    /// announcements after it must be queued.
+    pub fn start(&self, log_end: u64) -> u64 {
+        let mut min = u64::MAX;
+        for t in &self.targets {
+            let c = read_cursor(&t.cursor_path).unwrap_or(log_end).min(log_end);
+            t.cursor.store(c, Ordering::SeqCst);
+            min = min.min(c);
+        }
+        min
+    }
+
+    /// Queues what the event at `position` announces.
+    pub fn enqueue(&self, position: u64, announcements: Vec<Announcement>) {
+        if self.targets.is_empty() || announcements.is_empty() {
+            return;
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(position, announcements);
+    }
+
+    /// Wakes the workers: the log grew.
+    pub fn notify(&self) {
+        if !self.targets.is_empty() {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Deliveries that succeeded, and failed attempts, since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.delivered.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The next position after `cursor`, up to `durable`, that has announcements.
+    fn next(&self, cursor: u64, durable: u64) -> Option<(u64, Vec<Announcement>)> {
+        if cursor >= durable {
+            return None;
+        }
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        queue
+            .range(cursor + 1..=durable)
+            .next()
+            .map(|(p, a)| (*p, a.clone()))
+    }
+
+    /// Drops what every URL has passed.
+    fn collect_garbage(&self) {
+        let min = self
+            .targets
+            .iter()
+            .map(|t| t.cursor.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep = queue.split_off(&min.saturating_add(1));
+        *queue = keep;
+    }
+
+    /// Runs one worker per URL until `shutdown` turns true. `durable` gives the log's
+    /// durable end.
+    pub fn spawn_workers(
+        self: &Arc<Self>,
+        durable: Arc<dyn Fn() -> u64 + Send + Sync>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        self.targets
+            .iter()
+            .map(|t| {
+                let outbox = self.clone();
+                let target = t.clone();
+                let durable = durable.clone();
+                let client = client.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { outbox.work(target, client, durable, shutdown).await })
+            })
+            .collect()
+    }
+
+    async fn work(
+        self: Arc<Self>,
+        target: Arc<Target>,
+        client: reqwest::Client,
+        durable: Arc<dyn Fn() -> u64 + Send + Sync>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            // Register for a wake-up before looking, so a notify in between is not missed.
+            let notified = self.notify.notified();
+            let cursor = target.cursor.load(Ordering::SeqCst);
+            let end = durable();
+            let Some((position, anns)) = self.next(cursor, end) else {
+                if end > cursor {
+                    // Nothing to announce up to the durable end: move on without a write;
+                    // the next delivery saves the cursor.
+                    target.cursor.store(end, Ordering::SeqCst);
+                    self.collect_garbage();
+                }
+                tokio::select! {
+                    () = notified => {}
+                    _ = shutdown.changed() => {}
+                    // A safety net: the log may grow without a notify (a replica write).
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            for a in &anns {
+                let mut attempt = 0u32;
+                loop {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    match self.deliver(&client, &target.url, a).await {
+                        Ok(()) => {
+                            self.delivered.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(why) => {
+                            self.retries.fetch_add(1, Ordering::Relaxed);
+                            let delay = backoff(attempt);
+                            attempt = attempt.saturating_add(1);
+                            tracing::warn!(url = %target.url, event_id = %a.id, %why, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
+                            tokio::select! {
+                                () = tokio::time::sleep(delay) => {}
+                                _ = shutdown.changed() => {}
+                            }
+                        }
+                    }
+                }
+            }
+            target.cursor.store(position, Ordering::SeqCst);
+            let path = target.cursor_path.clone();
+            let text = format!("{position}\n{}\n", target.url);
+            let saved =
+                tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
+            let failed = match saved {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
+                tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; deliveries after a restart may repeat");
+            }
+            self.collect_garbage();
+        }
+    }
+
+    async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        a: &Announcement,
+    ) -> Result<(), String> {
+        let jwt = a
+            .sign(&self.signer, now(), TOKEN_TTL_SECS)
+            .map_err(|e| e.to_string())?;
+        let response = client
+            .post(url)
+            .header("content-type", "text/plain")
+            .body(jwt)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("receiver answered {}", response.status()))
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: a random delay up to `base * 2^attempt`, capped.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    ceiling
+        .mul_f64(rand::random::<f64>())
+        .max(Duration::from_millis(10))
+}
