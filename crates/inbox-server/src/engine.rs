@@ -60,6 +60,9 @@ pub enum WriteError {
     /// The log refused or failed.
     #[error("the event log failed: {0}")]
     Store(#[from] AppendError),
+    /// Webhooks from Wix may only feed replica sites, not a site the emulator writes.
+    #[error("site {0} is written by this emulator; Wix webhooks may only feed replica sites")]
+    NotAReplica(SiteId),
     /// The list of replica sites could not be saved.
     #[error("could not record the replica site: {0}")]
     ReplicaList(String),
@@ -232,6 +235,10 @@ impl Engine {
         }
         let site = self.site(site_id);
         let (ticket, result) = {
+            // Held from submit to enqueue: the outbox reads the durable end only when no
+            // write is between the two, so it never passes a position whose webhooks are
+            // not queued yet.
+            let _gate = self.outbox.as_ref().map(|o| o.gate());
             let mut site = lock(&site);
             let recorded_at = now();
             let ctx = Context {
@@ -282,6 +289,9 @@ impl Engine {
         {
             let mut replicas = lock(&self.replica_sites);
             if !replicas.contains(site_id) {
+                if lock(&self.site(site_id)).version > 0 {
+                    return Err(WriteError::NotAReplica(site_id.clone()));
+                }
                 replicas.insert(site_id.clone());
                 let bytes = serde_json::to_vec(&*replicas)
                     .map_err(|e| WriteError::ReplicaList(e.to_string()))?;

@@ -91,6 +91,9 @@ impl From<WriteError> for ApiError {
         ApiError(match e {
             WriteError::Rejected(r) => r.into(),
             WriteError::ReadOnlyReplica(_) => WixError::forbidden(e.to_string()),
+            WriteError::NotAReplica(_) => {
+                WixError::application(409, "SITE_IS_NOT_A_REPLICA", e.to_string())
+            }
             WriteError::Store(_) | WriteError::ReplicaList(_) => {
                 tracing::error!(error = %e, "write failed");
                 WixError::application(503, "UNAVAILABLE", e.to_string())
@@ -226,16 +229,28 @@ async fn get_conversation(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<GetConversationResponse> {
+) -> Result<Response, ApiError> {
     let t = tenant(&state, &headers)?;
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::get_conversation(inbox, &id))?)
+    let (answer, redirected_from) = blocking(move || {
+        let id = rest::conversation_id_from_path(&id)?;
+        state.engine.read(&t.site, |inbox| {
+            let view = inbox.conversation(id).map_err(WixError::from)?;
+            Ok((GetConversationResponse::new(&view), view.redirected_from))
+        })
     })
-    .await
-    .map(axum::Json)
+    .await?;
+    let mut response = axum::Json(answer).into_response();
+    // Wix's body has no field for it; a merged id's answer says so in a header.
+    if let Some(from) = redirected_from
+        && let Ok(value) = header::HeaderValue::from_str(&from.to_string())
+    {
+        response.headers_mut().insert(REDIRECTED_FROM, value);
+    }
+    Ok(response)
 }
+
+/// Header on Get Conversation when the id asked for was merged into the answered one.
+pub const REDIRECTED_FROM: &str = "x-inbox-redirected-from";
 
 async fn get_or_create_conversation(
     State(state): State<Arc<AppState>>,
@@ -519,20 +534,25 @@ async fn identify_visitor(
     let contact = ContactId::from_uuid(required_guid("contactId", req.contact_id.as_deref())?);
     let command = Command::IdentifyVisitor { visitor, contact };
     blocking(move || {
-        let answer = state
+        state
             .engine
-            .execute(&t.site, t.caller, &command, |inbox, _| {
+            .execute(&t.site, t.caller, &command, |_, _| ())?;
+        // The answer is the contact's live conversation; when neither the visitor nor the
+        // contact had one, it is created now (Get Or Create is idempotent, so a retried
+        // identify answers the same conversation).
+        let participant = ParticipantId::Contact(contact);
+        let answer = state.engine.execute(
+            &t.site,
+            t.caller,
+            &Command::GetOrCreateConversation { participant },
+            |inbox, _| {
                 inbox
-                    .conversation_of(ParticipantId::Contact(contact))
+                    .conversation_of(participant)
                     .map(|v| GetConversationResponse::new(&v))
-            })?;
+            },
+        )?;
         answer.ok_or_else(|| {
-            WixError::application(
-                404,
-                "CONVERSATION_NOT_FOUND",
-                "neither the visitor nor the contact has a conversation",
-            )
-            .into()
+            WixError::application(500, "INTERNAL", "the contact's conversation is missing").into()
         })
     })
     .await
@@ -629,6 +649,7 @@ async fn wix_webhook(
         .map_err(|e| ApiError(e.to_wix()))?;
     blocking(move || {
         let new = state.engine.ingest(&delivery)?;
+
         Ok(serde_json::json!({"duplicate": !new}))
     })
     .await

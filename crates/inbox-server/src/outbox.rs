@@ -1,23 +1,25 @@
 //! Outgoing webhooks, delivered at least once from a durable outbox.
 //!
 //! The outbox *is* the event log: each webhook URL has a cursor, the log position up to
-//! which everything has been delivered to it, saved in `data/outbox/` after each delivery
-//! (temporary file, fsync, rename). What is still to deliver is computed from the log: the
-//! engine queues each event's announcements (computed from the state right after the event)
-//! when it records it, and on start-up the replay queues those after the smallest cursor
-//! again. A worker per URL delivers, in log order, only what the log holds durably; a
-//! failed POST is retried with exponential backoff and full jitter, for as long as it takes,
-//! with the same event id every time. So nothing acknowledged is lost when the receiver is
+//! which everything has been delivered to it, saved in `data/outbox/` (temporary file,
+//! fsync, rename) every [`SAVE_EVERY`] deliveries, whenever the worker catches up, and at
+//! shutdown. What is still to deliver is computed from the log: the engine queues each
+//! event's announcements (computed from the state right after the event) when it records
+//! it, and on start-up the replay queues those after the smallest cursor again. A worker
+//! per URL delivers, in log order, only what the log holds durably; a failed POST is
+//! retried with exponential backoff and full jitter, with the same event id every time. So nothing acknowledged is lost when the receiver is
 //! down for minutes or `inboxd` is killed: at worst an event is delivered again, which the
 //! receiver deduplicates on its id.
 //!
 //! A URL configured for the first time starts at the log's end: it receives what happens
-//! from then on.
+//! from then on. A delivery refused [`MAX_ATTEMPTS`] times (about half an hour) is set
+//! aside in the URL's dead-letter file (`data/outbox/<id>.dead.jsonl`, synced) and logged,
+//! so one event a receiver can never take does not block every later one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use inbox_wix::webhook::{Announcement, WebhookSigner};
@@ -32,12 +34,20 @@ pub const TOKEN_TTL_SECS: i64 = 3600;
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest retry delay.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Deliveries between two saves of a URL's cursor (it is also saved when caught up).
+pub const SAVE_EVERY: u32 = 64;
+/// Attempts before a delivery is set aside (dead-lettered): with full jitter up to
+/// [`BACKOFF_CAP`], about half an hour of trying, so a receiver that is down for minutes
+/// loses nothing, and one that refuses a single event forever (e.g. an app with no handler
+/// for its type) does not block every later event behind it.
+pub const MAX_ATTEMPTS: u32 = 40;
 
 struct Target {
     url: String,
     cursor: AtomicU64,
     cursor_path: PathBuf,
+    dead_path: PathBuf,
 }
 
 /// The outbox: announcements by log position, and one cursor per URL.
@@ -48,6 +58,8 @@ pub struct Outbox {
     signer: WebhookSigner,
     delivered: AtomicU64,
     retries: AtomicU64,
+    dead: AtomicU64,
+    gate: RwLock<()>,
 }
 
 fn read_cursor(path: &Path) -> Option<u64> {
@@ -69,6 +81,7 @@ impl Outbox {
                     url: url.clone(),
                     cursor: AtomicU64::new(u64::MAX),
                     cursor_path: dir.join(format!("{name}.cursor")),
+                    dead_path: dir.join(format!("{name}.dead.jsonl")),
                 })
             })
             .collect();
@@ -79,6 +92,8 @@ impl Outbox {
             signer,
             delivered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            gate: RwLock::new(()),
         })
     }
 
@@ -92,6 +107,24 @@ impl Outbox {
             min = min.min(c);
         }
         min
+    }
+
+    /// Held by a writer from submitting its events to the log until their announcements are
+    /// queued. The workers read the log's durable end only while no writer holds it, so
+    /// every position at or below that end has its announcements queued.
+    pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The log's durable end, read while no write is between submit and enqueue.
+    fn durable_end(&self, durable: &(dyn Fn() -> u64 + Send + Sync)) -> u64 {
+        let _quiet = self
+            .gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        durable()
     }
 
     /// Queues what the event at `position` announces.
@@ -112,11 +145,12 @@ impl Outbox {
         }
     }
 
-    /// Deliveries that succeeded, and failed attempts, since start.
-    pub fn counts(&self) -> (u64, u64) {
+    /// Deliveries that succeeded, failed attempts, and deliveries set aside, since start.
+    pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.delivered.load(Ordering::Relaxed),
             self.retries.load(Ordering::Relaxed),
+            self.dead.load(Ordering::Relaxed),
         )
     }
 
@@ -182,20 +216,27 @@ impl Outbox {
         durable: Arc<dyn Fn() -> u64 + Send + Sync>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // The cursor is saved every SAVE_EVERY deliveries, when caught up, and on the way
+        // out: at least once either way, at most SAVE_EVERY repeats after a crash, and no
+        // fsync per delivery.
+        let mut unsaved = 0u32;
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
             }
             // Register for a wake-up before looking, so a notify in between is not missed.
             let notified = self.notify.notified();
             let cursor = target.cursor.load(Ordering::SeqCst);
-            let end = durable();
+            let end = self.durable_end(&*durable);
             let Some((position, anns)) = self.next(cursor, end) else {
                 if end > cursor {
-                    // Nothing to announce up to the durable end: move on without a write;
-                    // the next delivery saves the cursor.
+                    // Nothing to announce up to the durable end.
                     target.cursor.store(end, Ordering::SeqCst);
                     self.collect_garbage();
+                }
+                if unsaved > 0 {
+                    self.save_cursor(&target).await;
+                    unsaved = 0;
                 }
                 tokio::select! {
                     () = notified => {}
@@ -205,15 +246,22 @@ impl Outbox {
                 }
                 continue;
             };
-            for a in &anns {
+            let mut stopped = false;
+            'announcements: for a in &anns {
                 let mut attempt = 0u32;
                 loop {
                     if *shutdown.borrow() {
-                        return;
+                        stopped = true;
+                        break 'announcements;
                     }
                     match self.deliver(&client, &target.url, a).await {
                         Ok(()) => {
                             self.delivered.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(why) if attempt + 1 >= MAX_ATTEMPTS => {
+                            tracing::error!(url = %target.url, event_id = %a.id, %why, attempts = attempt + 1, file = %target.dead_path.display(), "webhook delivery set aside after too many attempts");
+                            self.dead_letter(&target, a, &why).await;
                             break;
                         }
                         Err(why) => {
@@ -229,21 +277,63 @@ impl Outbox {
                     }
                 }
             }
+            if stopped {
+                break;
+            }
             target.cursor.store(position, Ordering::SeqCst);
-            let path = target.cursor_path.clone();
-            let text = format!("{position}\n{}\n", target.url);
-            let saved =
-                tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
-            let failed = match saved {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(e) = failed {
-                tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; deliveries after a restart may repeat");
+            unsaved += 1;
+            if unsaved >= SAVE_EVERY {
+                self.save_cursor(&target).await;
+                unsaved = 0;
             }
             self.collect_garbage();
         }
+        if unsaved > 0 {
+            self.save_cursor(&target).await;
+        }
+    }
+
+    async fn save_cursor(&self, target: &Target) {
+        let position = target.cursor.load(Ordering::SeqCst);
+        let path = target.cursor_path.clone();
+        let text = format!("{position}\n{}\n", target.url);
+        let saved =
+            tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
+        let failed = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; deliveries after a restart may repeat");
+        }
+    }
+
+    /// Appends a delivery that could not be made to the URL's dead-letter file (one JSON
+    /// line: the event id, type, the layer-A payload and the last error), synced.
+    async fn dead_letter(&self, target: &Target, a: &Announcement, why: &str) {
+        let line = serde_json::json!({
+            "eventId": a.id.to_string(),
+            "eventType": a.event_type(),
+            "data": a.data(),
+            "error": why,
+        })
+        .to_string();
+        let path = target.dead_path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            writeln!(f, "{line}")?;
+            f.sync_all()
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::error!(url = %target.url, event_id = %a.id, "could not write the dead-letter file");
+        }
+        self.dead.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn deliver(

@@ -260,6 +260,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "a webhook token with another algorithm than RS256, a bad signature, no exp, or an expired exp",
     ),
     ("PERMISSION_DENIED", 403, "the key belongs to another site"),
+    ("NOT_FOUND", 404, "(inboxd) no such path"),
     (
         "CONVERSATION_NOT_FOUND",
         404,
@@ -276,6 +277,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "INTERACTION_NOT_FOUND",
         404,
         "the message has no postback button with the interaction id",
+    ),
+    (
+        "METHOD_NOT_ALLOWED",
+        405,
+        "(inboxd) the path does not take that method",
     ),
     (
         "DUPLICATE_CONTACT_EXISTS",
@@ -311,6 +317,31 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "CONTACT_ALREADY_MEMBER",
         409,
         "the contact is already another member",
+    ),
+    (
+        "SITE_IS_NOT_A_REPLICA",
+        409,
+        "(inboxd) a Wix webhook names a site that the emulator writes",
+    ),
+    (
+        "PAYLOAD_TOO_LARGE",
+        413,
+        "(inboxd) a request body over 1 MiB",
+    ),
+    (
+        "INTERNAL",
+        500,
+        "(inboxd) a bug: an answer the engine should always have was missing",
+    ),
+    (
+        "WEBHOOK_INTAKE_DISABLED",
+        501,
+        "(inboxd) POST /webhooks/wix without --wix-public-key",
+    ),
+    (
+        "UNAVAILABLE",
+        503,
+        "(inboxd) the event log failed a write; writes are refused until a restart",
     ),
 ];
 
