@@ -126,7 +126,12 @@ impl Engine {
             writes: AtomicU64::new(0),
         };
         let total = engine.log.last_position();
-        let undelivered_from = engine.outbox.as_ref().map_or(u64::MAX, |o| o.start(total));
+        let undelivered_from = match &engine.outbox {
+            Some(o) => o
+                .start(total)
+                .map_err(|e| format!("webhook cursors: {e}"))?,
+            None => u64::MAX,
+        };
         let mut events = 0u64;
         engine
             .log

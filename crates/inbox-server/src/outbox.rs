@@ -99,14 +99,25 @@ impl Outbox {
 
     /// Loads each URL's cursor (a new URL starts at `log_end`) and returns the smallest:
     /// announcements after it must be queued.
-    pub fn start(&self, log_end: u64) -> u64 {
+    ///
+    /// A new URL's cursor is saved at once: were it saved only after the first deliveries,
+    /// a kill before then would make the restart take the URL for new again and skip what
+    /// was acknowledged in between.
+    pub fn start(&self, log_end: u64) -> std::io::Result<u64> {
         let mut min = u64::MAX;
         for t in &self.targets {
-            let c = read_cursor(&t.cursor_path).unwrap_or(log_end).min(log_end);
+            let c = match read_cursor(&t.cursor_path) {
+                Some(c) => c.min(log_end),
+                None => {
+                    write_private(&t.cursor_path, format!("{log_end}\n{}\n", t.url).as_bytes())
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    log_end
+                }
+            };
             t.cursor.store(c, Ordering::SeqCst);
             min = min.min(c);
         }
-        min
+        Ok(min)
     }
 
     /// Held by a writer from submitting its events to the log until their announcements are
