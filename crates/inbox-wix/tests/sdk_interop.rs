@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use std::process::Command as Process;
 
 use common::*;
-use inbox_core::message::{ButtonDraft, ContentDraft, TemplateDraft};
-use inbox_core::{Caller, Command, Direction, MessageDraft, ParticipantId, SendAs, Timestamp};
-use inbox_wix::webhook::{Announcement, announcements};
+use inbox_core::{ParticipantId, Timestamp};
 use serde_json::{Value, json};
 
 /// Seconds in a hundred years.
@@ -44,94 +42,6 @@ fn sdk_available() -> bool {
         eprintln!("\n!!!!! {msg} !!!!!\n");
     }
     installed
-}
-
-fn record(log: &mut Vec<Announcement>, w: &mut World, command: &Command) {
-    for e in w.run(command) {
-        log.extend(announcements(&e, &w.inbox));
-    }
-}
-
-/// All four announced events, from a real flow on the emulator.
-fn four_events() -> (World, Vec<Announcement>) {
-    let mut w = World::new();
-    let mut log = Vec::new();
-    let v = ParticipantId::Visitor(visitor(1));
-    record(
-        &mut log,
-        &mut w,
-        &Command::GetOrCreateConversation { participant: v },
-    );
-    let conv = w.inbox.live_conversation_of(v).unwrap();
-    record(
-        &mut log,
-        &mut w,
-        &Command::SendMessage {
-            conversation_id: conv,
-            message: MessageDraft::text("Is the spa open?", Direction::ParticipantToBusiness),
-            send_as: SendAs::Participant,
-        },
-    );
-    record(
-        &mut log,
-        &mut w,
-        &Command::SendMessage {
-            conversation_id: conv,
-            message: MessageDraft {
-                content: ContentDraft {
-                    template: Some(TemplateDraft {
-                        title: Some("Yes, 10 to 16".into()),
-                        buttons: vec![ButtonDraft {
-                            label: "Book".into(),
-                            interaction_id: Some("book".into()),
-                            ..ButtonDraft::default()
-                        }],
-                        ..TemplateDraft::default()
-                    }),
-                    ..ContentDraft::default()
-                },
-                direction: Some(Direction::BusinessToParticipant),
-                ..MessageDraft::default()
-            },
-            send_as: SendAs::Caller,
-        },
-    );
-    let template = w.inbox.messages_of(conv).last().unwrap().id;
-    w.caller = Caller::Anonymous;
-    record(
-        &mut log,
-        &mut w,
-        &Command::InteractWithButton {
-            conversation_id: conv,
-            message_id: template,
-            interaction_id: "book".into(),
-        },
-    );
-    w.caller = Caller::App(APP);
-    record(
-        &mut log,
-        &mut w,
-        &Command::CreateContact {
-            contact_id: contact(1),
-            draft: inbox_core::contacts::ContactDraft {
-                name: inbox_core::contacts::ContactName {
-                    first: Some("Jo".into()),
-                    last: None,
-                },
-                ..Default::default()
-            },
-        },
-    );
-    record(
-        &mut log,
-        &mut w,
-        &Command::IdentifyVisitor {
-            visitor: visitor(1),
-            contact: contact(1),
-        },
-    );
-    assert_eq!(log.len(), 4);
-    (w, log)
 }
 
 /// Runs the node harness on these tokens and returns its result lines.
@@ -163,7 +73,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
     if !sdk_available() {
         return;
     }
-    let (w, announced) = four_events();
+    let (w, announced) = flow();
     // The SDK checks `exp` against the real clock; rather than read it, the tokens are
     // issued at the test's fixed time and valid for a century.
     let signer = app_signer();
@@ -217,7 +127,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
     assert_eq!(sent["message"]["sequence"], first.sequence.0.to_string());
     assert_eq!(
         sent["message"]["content"]["basic"]["items"][0]["text"],
-        "Is the spa open?"
+        "Do you open on Sundays?"
     );
     assert_eq!(
         sent["message"]["sender"]["anonymousVisitorId"],
@@ -231,7 +141,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
             .any(|d| d == "data.message._createdDate")
     );
     let click = &results[2]["event"]["data"];
-    assert_eq!(click["interactionId"], "book");
+    assert_eq!(click["interactionId"], "book-sunday");
     assert_eq!(click["appId"], APP.to_string());
     let merged = &results[3]["event"]["data"];
     assert_eq!(merged["oldConversationIds"].as_array().unwrap().len(), 1);
@@ -265,7 +175,7 @@ fn wix_sdk_refuses_what_it_should() {
     if !sdk_available() {
         return;
     }
-    let (_, announced) = four_events();
+    let (_, announced) = flow();
     let wrong_key = announced[0]
         .sign(&other_signer(), Timestamp::from_micros(T0), CENTURY)
         .unwrap();

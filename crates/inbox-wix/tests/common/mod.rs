@@ -8,11 +8,13 @@
     clippy::indexing_slicing
 )]
 
+use inbox_core::contacts::{ContactDraft, ContactEmail, EntryTag};
+use inbox_core::message::{ButtonDraft, ContentDraft, TemplateDraft};
 use inbox_core::{
-    AppId, Caller, Command, ContactId, Context, EventEnvelope, Inbox, InboxConfig, Rejection,
-    SequentialIds, SiteId, Timestamp, VisitorId,
+    AppId, Caller, Command, ContactId, Context, Direction, EventEnvelope, Inbox, InboxConfig,
+    MessageDraft, ParticipantId, Rejection, SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
 };
-use inbox_wix::webhook::{WebhookSigner, WebhookVerifier};
+use inbox_wix::webhook::{Announcement, WebhookSigner, WebhookVerifier, announcements};
 use uuid::Uuid;
 
 /// 2023-11-14T22:13:20Z.
@@ -88,4 +90,100 @@ pub fn other_signer() -> WebhookSigner {
 }
 pub fn app_verifier() -> WebhookVerifier {
     WebhookVerifier::from_public_pem(app_public_pem().as_bytes()).unwrap()
+}
+
+/// A flow that raises all four announced events: a visitor writes, the app answers with a
+/// postback button, the visitor clicks it, then leaves an email and is merged into a contact.
+pub fn flow() -> (World, Vec<Announcement>) {
+    let mut w = World::new();
+    let mut log = Vec::new();
+    let v = ParticipantId::Visitor(visitor(1));
+    record(
+        &mut log,
+        &mut w,
+        &Command::GetOrCreateConversation { participant: v },
+    );
+    let conv = w.inbox.live_conversation_of(v).unwrap();
+    record(
+        &mut log,
+        &mut w,
+        &Command::SendMessage {
+            conversation_id: conv,
+            message: MessageDraft::text(
+                "Do you open on Sundays?",
+                Direction::ParticipantToBusiness,
+            ),
+            send_as: SendAs::Participant,
+        },
+    );
+    record(
+        &mut log,
+        &mut w,
+        &Command::SendMessage {
+            conversation_id: conv,
+            message: MessageDraft {
+                content: ContentDraft {
+                    preview_text: Some("We do!".into()),
+                    template: Some(TemplateDraft {
+                        title: Some("We open 10-16".into()),
+                        text_lines: vec!["Book a table?".into()],
+                        buttons: vec![ButtonDraft {
+                            label: "Book".into(),
+                            interaction_id: Some("book-sunday".into()),
+                            ..ButtonDraft::default()
+                        }],
+                        ..TemplateDraft::default()
+                    }),
+                    ..ContentDraft::default()
+                },
+                direction: Some(Direction::BusinessToParticipant),
+                ..MessageDraft::default()
+            },
+            send_as: SendAs::Caller,
+        },
+    );
+    let template_id = w.inbox.messages_of(conv).last().unwrap().id;
+    w.caller = Caller::Anonymous;
+    record(
+        &mut log,
+        &mut w,
+        &Command::InteractWithButton {
+            conversation_id: conv,
+            message_id: template_id,
+            interaction_id: "book-sunday".into(),
+        },
+    );
+    w.caller = Caller::App(APP);
+    record(
+        &mut log,
+        &mut w,
+        &Command::CreateContact {
+            contact_id: contact(1),
+            draft: ContactDraft {
+                emails: vec![ContactEmail {
+                    email: "jo@example.com".into(),
+                    tag: EntryTag::Main,
+                    primary: true,
+                }],
+                ..ContactDraft::default()
+            },
+        },
+    );
+    record(
+        &mut log,
+        &mut w,
+        &Command::IdentifyVisitor {
+            visitor: visitor(1),
+            contact: contact(1),
+        },
+    );
+    (w, log)
+}
+
+/// Runs a command and keeps what it announces, computed from the state right after it, as
+/// a server does when it records the event.
+pub fn record(log: &mut Vec<Announcement>, w: &mut World, command: &Command) {
+    for e in w.run(command) {
+        log.extend(announcements(&e, &w.inbox));
+    }
 }
