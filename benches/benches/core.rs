@@ -1,10 +1,15 @@
-//! The timing benchmarks of `inbox-core`, each against a plain `Vec`/`BTreeMap` floor
-//! measured in the same run (numbers and targets: `docs/PERFORMANCE.md`).
+//! The timing benchmarks of `inbox-core`, each against a plain `Vec`/`BTreeMap` floor and
+//! the obvious SQLite schema (`inbox_benches::sqlite`, in-memory) measured in the same run
+//! (numbers and targets: `docs/PERFORMANCE.md`).
 //!
-//! * `apply_sent`: folding `MessageSent` events, 10^6 messages over 10^4 conversations;
+//! * `apply_sent`: folding `MessageSent` events, 10^6 messages over 10^4 conversations
+//!   (SQLite: the same rows inserted in one transaction);
 //! * `page`: one page of 30 at the start, middle and end of a 10^6-message conversation;
+//! * `page_by_size`: one page of 30 (descending, cursor in the middle) of conversations of
+//!   10^3 to 10^6 messages, to show how the cost grows;
 //! * `merge_interleaved` and `merge_precedes`: merging two conversations of n messages each,
-//!   end to end through `Inbox::apply_event` (beside a naive `imbl::OrdMap::union`).
+//!   end to end through `Inbox::apply_event` (beside a naive `imbl::OrdMap::union`; SQLite:
+//!   one `UPDATE` of the conversation column).
 //!
 //! `cargo bench -p inbox-benches -- --test` runs each bench once (a smoke test);
 //! `INBOX_BENCH_QUICK=1` shrinks the sizes. Big fixtures are built lazily, once per group,
@@ -25,12 +30,14 @@ use criterion::{
     BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use imbl::OrdMap;
+use inbox_benches::sqlite;
 use inbox_benches::{
     Key, Layout, MergeFixture, cursor_after, entry_cmp, floor_page, inbox_with_conversations,
     merge_vecs, page_request, pow10, quick_mode, send_events, single_conversation_inbox,
     single_conversation_vec,
 };
 use inbox_core::{ConversationId, Event, Inbox, Message, SortOrder};
+use rusqlite::Connection;
 
 struct Sizes {
     /// Messages sent in `apply_sent`.
@@ -41,6 +48,8 @@ struct Sizes {
     page_messages: u64,
     /// Messages of each side of a merge.
     merge: &'static [u64],
+    /// Messages of the conversations `page_by_size` reads.
+    page_sizes: &'static [u64],
 }
 
 fn sizes() -> Sizes {
@@ -50,6 +59,7 @@ fn sizes() -> Sizes {
             conversations: 100,
             page_messages: 10_000,
             merge: &[1_000, 10_000],
+            page_sizes: &[1_000, 10_000],
         }
     } else {
         Sizes {
@@ -57,6 +67,7 @@ fn sizes() -> Sizes {
             conversations: 10_000,
             page_messages: 1_000_000,
             merge: &[1_000, 10_000, 100_000, 1_000_000],
+            page_sizes: &[1_000, 10_000, 100_000, 1_000_000],
         }
     }
 }
@@ -142,6 +153,30 @@ fn apply_sent(c: &mut Criterion) {
                         }
                     }
                     map
+                },
+            )
+        });
+    });
+
+    // SQLite: the same messages as rows, inserted with one prepared statement in one
+    // transaction (committed inside the timing) into a fresh in-memory database.
+    let rows: OnceCell<Vec<sqlite::Row>> = OnceCell::new();
+    group.bench_function(BenchmarkId::new("sqlite_insert", &id), |b| {
+        let rows = rows.get_or_init(|| {
+            let rows = sqlite::send_rows(s.messages, s.conversations);
+            // Once, outside the timing: every row lands.
+            let mut db = sqlite::open_memory().unwrap();
+            sqlite::insert_all(&mut db, &rows).unwrap();
+            assert_eq!(sqlite::count_all(&db).unwrap(), s.messages);
+            rows
+        });
+        b.iter_custom(|iters| {
+            time_each(
+                iters,
+                || sqlite::open_memory().unwrap(),
+                |mut db| {
+                    sqlite::insert_all(&mut db, black_box(rows)).unwrap();
+                    db
                 },
             )
         });
@@ -238,6 +273,8 @@ fn page(c: &mut Criterion) {
         }
     };
 
+    let cases_desc: Vec<bool> = cases.iter().map(|c| c.order == SortOrder::Desc).collect();
+    let db: OnceCell<Connection> = OnceCell::new();
     let mut group = c.benchmark_group("page");
     group
         .warm_up_time(Duration::from_secs(1))
@@ -255,6 +292,93 @@ fn page(c: &mut Criterion) {
             let after = fx.requests[i].1;
             let desc = case.order == SortOrder::Desc;
             b.iter(|| floor_page(&fx.messages, black_box(after), desc, 30));
+        });
+        group.bench_function(BenchmarkId::new("sqlite_select", &id), |b| {
+            let fx = fixture.get_or_init(build);
+            let db = db.get_or_init(|| sqlite_page_db(n, fx, &cases_desc));
+            let after = sql_key(fx.requests[i].1);
+            let desc = case.order == SortOrder::Desc;
+            b.iter(|| sqlite::page(db, conv, black_box(after), desc, 30).unwrap());
+        });
+    }
+    group.finish();
+}
+
+/// The floor's position as SQLite's `(sequence, id)` cursor.
+fn sql_key(after: Option<Key>) -> Option<(i64, i64)> {
+    after.map(|(s, id)| (s.0, i64::try_from(id.0).unwrap()))
+}
+
+/// The page fixture's conversation in SQLite, checked (once, outside the timing) to give the
+/// same page as the floor for every case (`cases_desc`: whether each case is descending).
+fn sqlite_page_db(n: u64, fx: &PageFixture, cases_desc: &[bool]) -> Connection {
+    let db = sqlite::single_conversation_db(n).unwrap();
+    let conv = inbox_benches::conversation(0);
+    assert_eq!(sqlite::count(&db, conv).unwrap(), n);
+    for ((_, after), &desc) in fx.requests.iter().zip(cases_desc) {
+        let got: Vec<u64> = sqlite::page(&db, conv, sql_key(*after), desc, 30)
+            .unwrap()
+            .iter()
+            .map(|r| u64::try_from(r.id).unwrap())
+            .collect();
+        let (floor, _) = floor_page(&fx.messages, *after, desc, 30);
+        assert_eq!(got, floor.iter().map(|m| m.id.0).collect::<Vec<_>>());
+        assert_eq!(got.len(), 30);
+    }
+    db
+}
+
+/// One page of 30, descending, after the newest half of conversations of growing size: the
+/// engine, the floor and SQLite, at each size.
+fn page_by_size(c: &mut Criterion) {
+    let s = sizes();
+    let conv = inbox_benches::conversation(0);
+    let mut group = c.benchmark_group("page_by_size");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for &n in s.page_sizes {
+        let size = pow10(n);
+        let skip = usize::try_from(n / 2).unwrap();
+        let fixture: OnceCell<PageFixture> = OnceCell::new();
+        let build = || {
+            let inbox = single_conversation_inbox(n);
+            let messages = single_conversation_vec(n);
+            let cursor = cursor_after(&inbox, conv, SortOrder::Desc, skip);
+            let after = Some(messages[messages.len() - skip].order_key());
+            let req = page_request(conv, SortOrder::Desc, 30, cursor);
+            let got: Vec<_> = inbox
+                .list_messages(&req)
+                .unwrap()
+                .messages
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            let (floor, _) = floor_page(&messages, after, true, 30);
+            assert_eq!(got, floor.iter().map(|m| m.id).collect::<Vec<_>>());
+            assert_eq!(got.len(), 30);
+            PageFixture {
+                inbox,
+                messages,
+                requests: vec![(req, after)],
+            }
+        };
+        let db: OnceCell<Connection> = OnceCell::new();
+        group.bench_function(BenchmarkId::new("inbox_list_messages", &size), |b| {
+            let fx = fixture.get_or_init(build);
+            let req = &fx.requests[0].0;
+            b.iter(|| fx.inbox.list_messages(black_box(req)).unwrap());
+        });
+        group.bench_function(BenchmarkId::new("floor_sorted_vec", &size), |b| {
+            let fx = fixture.get_or_init(build);
+            let after = fx.requests[0].1;
+            b.iter(|| floor_page(&fx.messages, black_box(after), true, 30));
+        });
+        group.bench_function(BenchmarkId::new("sqlite_select", &size), |b| {
+            let fx = fixture.get_or_init(build);
+            let db = db.get_or_init(|| sqlite_page_db(n, fx, &[true]));
+            let after = sql_key(fx.requests[0].1);
+            b.iter(|| sqlite::page(db, conv, black_box(after), true, 30).unwrap());
         });
     }
     group.finish();
@@ -396,6 +520,42 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
                 batch,
             );
         });
+
+        // SQLite: `UPDATE messages SET conversation = target WHERE conversation = source`
+        // (autocommit) on a fresh in-memory copy of the two conversations per iteration (the
+        // copy, by SQLite's backup API, is untimed; dropping the database too). Large sizes
+        // take one iteration per sample (flat sampling, 10 samples).
+        let sql: OnceCell<Connection> = OnceCell::new();
+        group
+            .sampling_mode(if n >= 100_000 {
+                SamplingMode::Flat
+            } else {
+                SamplingMode::Auto
+            })
+            .warm_up_time(Duration::from_secs(1));
+        group.bench_function(BenchmarkId::new("sqlite_update", &size), |b| {
+            let (source, target) = sqlite::merge_conversations();
+            let template = sql.get_or_init(|| {
+                let db = sqlite::merge_db(n, layout).unwrap();
+                // Once, outside the timing: the merge moves every message of the source.
+                let copy = sqlite::copy_of(&db).unwrap();
+                assert_eq!(sqlite::count(&copy, source).unwrap(), n);
+                let moved = sqlite::merge(&copy, source, target).unwrap();
+                assert_eq!(moved, usize::try_from(n).unwrap());
+                assert_eq!(sqlite::count(&copy, target).unwrap(), 2 * n);
+                assert_eq!(sqlite::count(&copy, source).unwrap(), 0);
+                db
+            });
+            b.iter_batched(
+                || sqlite::copy_of(template).unwrap(),
+                |db| {
+                    let moved = sqlite::merge(&db, black_box(source), target).unwrap();
+                    (db, moved)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+        group.sampling_mode(SamplingMode::Auto);
     }
     group.finish();
 }
@@ -408,5 +568,12 @@ fn merge_precedes(c: &mut Criterion) {
     merge_group(c, Layout::Precedes);
 }
 
-criterion_group!(benches, apply_sent, page, merge_interleaved, merge_precedes);
+criterion_group!(
+    benches,
+    apply_sent,
+    page,
+    page_by_size,
+    merge_interleaved,
+    merge_precedes
+);
 criterion_main!(benches);

@@ -11,6 +11,11 @@
 //! * `startup`: `FileLog::open` + `recover` with a snapshot at 10^6 events and 10^3 events
 //!   of tail.
 //!
+//! Beside each, the obvious SQLite schema (`inbox_benches::sqlite`) in a file database in WAL
+//! mode with `synchronous=FULL`: one `INSERT` per transaction from one thread (`append`);
+//! opening the database and reading every message back into memory (`replay`); opening it and
+//! reading the first page of a conversation (`startup`: SQLite has nothing to replay).
+//!
 //! The logs live in a temporary directory under the workspace's `target/` (a real disk, not
 //! a tmpfs; `INBOX_BENCH_DIR` overrides it), removed when the group ends. Big fixtures are
 //! built once, outside the timing, with fsync off. `INBOX_BENCH_QUICK=1` shrinks the sizes;
@@ -35,7 +40,9 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use inbox_benches::{BASE_SEQUENCE, conversation, pow10, quick_mode, start_event, text_message};
+use inbox_benches::{
+    BASE_SEQUENCE, conversation, pow10, quick_mode, sqlite, start_event, text_message,
+};
 use inbox_core::{
     Event, EventEnvelope, EventId, Inbox, InboxConfig, SCHEMA_VERSION, SiteId, Timestamp,
 };
@@ -290,6 +297,28 @@ fn append(c: &mut Criterion) {
             });
         },
     );
+
+    // SQLite, durable: a file database in WAL mode with `synchronous=FULL`, one `INSERT` of a
+    // 40-character message per (autocommit) transaction, from one thread.
+    let db_path = dir.path().join("sqlite-append.db");
+    group.bench_function(BenchmarkId::new("sqlite_wal_full", "1_thread"), |b| {
+        let db = sqlite::open_file(&db_path).unwrap();
+        let mut next = sqlite::count_all(&db).unwrap();
+        b.iter_custom(|iters| {
+            // Built before the start: the bench times the database, not this.
+            let rows =
+                sqlite::send_rows(next + iters, 100).split_off(usize::try_from(next).unwrap());
+            let start = Instant::now();
+            for r in &rows {
+                sqlite::insert_one(&db, black_box(r)).unwrap();
+            }
+            let elapsed = start.elapsed();
+            next += iters;
+            elapsed
+        });
+        // Every acknowledged insert is there.
+        assert_eq!(sqlite::count_all(&db).unwrap(), next);
+    });
     group.finish();
 }
 
@@ -428,6 +457,42 @@ impl StartupFixture {
     }
 }
 
+/// The messages of the replay log (10^4 conversations' worth of 40-character texts) as rows of
+/// a file database in WAL mode: written in one transaction with `synchronous=OFF` (to save
+/// time; the bytes are the same), then reopened with `synchronous=FULL` by the benches.
+struct SqliteFixture {
+    _dir: TempDir,
+    path: PathBuf,
+    rows: u64,
+}
+
+impl SqliteFixture {
+    fn new(s: &Sizes) -> Self {
+        let dir = bench_dir();
+        let path = dir.path().join("messages.db");
+        let mut db = sqlite::open_file(&path).unwrap();
+        db.pragma_update(None, "synchronous", "OFF").unwrap();
+        // The log's `MessageSent` events: event i is message i, for i past the conversation
+        // starts.
+        let rows: Vec<sqlite::Row> = sqlite::send_rows(s.log_events, s.conversations)
+            .split_off(usize::try_from(s.conversations).unwrap());
+        sqlite::insert_all(&mut db, &rows).unwrap();
+        db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        let n = sqlite::count_all(&db).unwrap();
+        assert_eq!(n, s.log_events - s.conversations);
+        drop(db);
+        println!(
+            "sqlite fixture: {n} messages, {} bytes",
+            std::fs::metadata(&path).unwrap().len()
+        );
+        SqliteFixture {
+            _dir: dir,
+            path,
+            rows: n,
+        }
+    }
+}
+
 fn replay_and_startup(c: &mut Criterion) {
     let s = sizes();
     let size = pow10(s.log_events);
@@ -500,6 +565,20 @@ fn replay_and_startup(c: &mut Criterion) {
             })
         });
     });
+
+    // SQLite: open the database and read every message back into memory.
+    let sql: OnceCell<SqliteFixture> = OnceCell::new();
+    group.bench_function(BenchmarkId::new("sqlite_read_all", &size), |b| {
+        let fx = sql.get_or_init(|| SqliteFixture::new(&s));
+        b.iter_custom(|iters| {
+            time_each(iters, || {
+                let db = sqlite::open_file(&fx.path).unwrap();
+                let rows = sqlite::read_all(&db).unwrap();
+                assert_eq!(rows.len() as u64, fx.rows);
+                (db, rows)
+            })
+        });
+    });
     group.finish();
 
     let mut group = c.benchmark_group("startup");
@@ -540,6 +619,19 @@ fn replay_and_startup(c: &mut Criterion) {
         let (log, _) = FileLog::open(&fx.log_dir).unwrap();
         b.iter_custom(|iters| {
             time_each(iters, || recover(&log, Some(&snapshots), &config).unwrap())
+        });
+    });
+    // SQLite has nothing to replay: ready once opened. Open the database of the same messages
+    // and read the first page (newest 30) of one conversation.
+    group.bench_function(BenchmarkId::new("sqlite_open_first_page", &id), |b| {
+        let fx = sql.get_or_init(|| SqliteFixture::new(&s));
+        b.iter_custom(|iters| {
+            time_each(iters, || {
+                let db = sqlite::open_file(&fx.path).unwrap();
+                let page = sqlite::page(&db, conversation(0), None, true, 30).unwrap();
+                assert_eq!(page.len(), 30);
+                (db, page)
+            })
         });
     });
     group.finish();

@@ -18,6 +18,8 @@ use inbox_core::{
 };
 use uuid::Uuid;
 
+pub mod sqlite;
+
 /// The first sequence the fixtures issue: 2023-11-14 in microseconds since the epoch, as the
 /// engine's clock would issue it.
 pub const BASE_SEQUENCE: i64 = 1_700_000_000_000_000;
