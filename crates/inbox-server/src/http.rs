@@ -17,7 +17,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use inbox_core::{
-    Caller, Command, ContactId, Event, MemberId, ParticipantId, SiteId, VisitorId, WixUserId,
+    Caller, Command, ContactId, Event, EventEnvelope, Inbox, MemberId, ParticipantId, SiteId,
+    VisitorId, WixUserId,
 };
 use inbox_store::EventLog;
 use inbox_wix::WixError;
@@ -142,6 +143,21 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// Runs a write and reads its answer from the state right after it. An answer the state
+/// must hold but does not is a bug, answered 500 with `missing`.
+fn write<R>(
+    state: &AppState,
+    t: &Tenant,
+    command: &Command,
+    missing: &'static str,
+    answer: impl FnOnce(&Inbox, &[EventEnvelope]) -> Option<R>,
+) -> Result<R, ApiError> {
+    state
+        .engine
+        .execute(&t.site, t.caller, command, answer)?
+        .ok_or_else(|| WixError::application(500, "INTERNAL", missing).into())
+}
+
 /// Who is calling, for which site.
 struct Tenant {
     site: SiteId,
@@ -264,19 +280,20 @@ async fn get_or_create_conversation(
         return Err(WixError::application(500, "INTERNAL", "unexpected command").into());
     };
     blocking(move || {
-        let answer = state
-            .engine
-            .execute(&t.site, t.caller, &command, |inbox, events| {
+        write(
+            &state,
+            &t,
+            &command,
+            "the conversation was not created",
+            |inbox, events| {
                 let created = events
                     .iter()
                     .any(|e| matches!(e.event, Event::ConversationStarted { .. }));
                 inbox
                     .conversation_of(participant)
                     .map(|view| GetOrCreateConversationResponse::new(&view, created))
-            })?;
-        answer.ok_or_else(|| {
-            WixError::application(500, "INTERNAL", "the conversation was not created").into()
-        })
+            },
+        )
     })
     .await
     .map(axum::Json)
@@ -307,17 +324,18 @@ async fn send_message(
     let req: SendMessageRequest = parse_body(&body(raw)?)?;
     let command = req.to_command()?;
     blocking(move || {
-        let answer = state
-            .engine
-            .execute(&t.site, t.caller, &command, |_, events| {
+        write(
+            &state,
+            &t,
+            &command,
+            "the message was not stored",
+            |_, events| {
                 events.iter().find_map(|e| match &e.event {
                     Event::MessageSent { message } => Some(SendMessageResponse::new(message)),
                     _ => None,
                 })
-            })?;
-        answer.ok_or_else(|| {
-            WixError::application(500, "INTERNAL", "the message was not stored").into()
-        })
+            },
+        )
     })
     .await
     .map(axum::Json)
@@ -336,14 +354,13 @@ async fn create_contact(
     let id = ContactId::from_uuid(Uuid::new_v4());
     let command = req.to_command(id)?;
     blocking(move || {
-        let answer = state
-            .engine
-            .execute(&t.site, t.caller, &command, |inbox, _| {
-                inbox.contacts().get(id).map(ContactResponse::new)
-            })?;
-        answer.ok_or_else(|| {
-            WixError::application(500, "INTERNAL", "the contact was not created").into()
-        })
+        write(
+            &state,
+            &t,
+            &command,
+            "the contact was not created",
+            |inbox, _| inbox.contacts().get(id).map(ContactResponse::new),
+        )
     })
     .await
     .map(axum::Json)
@@ -391,14 +408,13 @@ async fn merge_contacts(
     let req: MergeContactsRequest = parse_body(&body(raw)?)?;
     let command = req.to_command(target)?;
     blocking(move || {
-        let answer = state
-            .engine
-            .execute(&t.site, t.caller, &command, |inbox, _| {
-                inbox.contacts().get(target).map(ContactResponse::new)
-            })?;
-        answer.ok_or_else(|| {
-            WixError::application(500, "INTERNAL", "the target contact is gone").into()
-        })
+        write(
+            &state,
+            &t,
+            &command,
+            "the target contact is gone",
+            |inbox, _| inbox.contacts().get(target).map(ContactResponse::new),
+        )
     })
     .await
     .map(axum::Json)
@@ -495,9 +511,12 @@ async fn register_member(
         login_email: member.login_email,
     };
     blocking(move || {
-        let answer = state
-            .engine
-            .execute(&t.site, t.caller, &command, |inbox, _| {
+        write(
+            &state,
+            &t,
+            &command,
+            "the member was not registered",
+            |inbox, _| {
                 inbox.member(id).map(|m| MemberResponse {
                     member: MemberOutput {
                         id: m.id.to_string(),
@@ -505,10 +524,8 @@ async fn register_member(
                         login_email: m.login_email.clone(),
                     },
                 })
-            })?;
-        answer.ok_or_else(|| {
-            WixError::application(500, "INTERNAL", "the member was not registered").into()
-        })
+            },
+        )
     })
     .await
     .map(axum::Json)
@@ -541,19 +558,17 @@ async fn identify_visitor(
         // contact had one, it is created now (Get Or Create is idempotent, so a retried
         // identify answers the same conversation).
         let participant = ParticipantId::Contact(contact);
-        let answer = state.engine.execute(
-            &t.site,
-            t.caller,
+        write(
+            &state,
+            &t,
             &Command::GetOrCreateConversation { participant },
+            "the contact's conversation is missing",
             |inbox, _| {
                 inbox
                     .conversation_of(participant)
                     .map(|v| GetConversationResponse::new(&v))
             },
-        )?;
-        answer.ok_or_else(|| {
-            WixError::application(500, "INTERNAL", "the contact's conversation is missing").into()
-        })
+        )
     })
     .await
     .map(axum::Json)
