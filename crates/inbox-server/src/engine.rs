@@ -142,7 +142,7 @@ impl Engine {
                 let mut site = lock(&site);
                 site.replica.apply(&stored.envelope);
                 site.version = stored.site_version;
-                if let Some(outbox) = &engine.outbox
+                if let Some(outbox) = engine.outbox.as_ref().filter(|o| o.is_active())
                     && stored.position > undelivered_from
                     && !engine.is_replica(&stored.envelope.site)
                 {
@@ -243,7 +243,11 @@ impl Engine {
             // Held from submit to enqueue: the outbox reads the durable end only when no
             // write is between the two, so it never passes a position whose webhooks are
             // not queued yet.
-            let _gate = self.outbox.as_ref().map(|o| o.gate());
+            let _gate = self
+                .outbox
+                .as_ref()
+                .filter(|o| o.is_active())
+                .map(|o| o.gate());
             let mut site = lock(&site);
             let recorded_at = now();
             let ctx = Context {
@@ -271,7 +275,7 @@ impl Engine {
             let first = ticket.appended().first_position;
             for (i, e) in envelopes.iter().enumerate() {
                 site.replica.apply(e);
-                if let Some(outbox) = &self.outbox {
+                if let Some(outbox) = self.outbox.as_ref().filter(|o| o.is_active()) {
                     let anns: Vec<Announcement> = announcements(e, site.replica.inbox());
                     outbox.enqueue(first + i as u64, anns);
                 }

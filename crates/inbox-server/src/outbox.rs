@@ -138,6 +138,11 @@ impl Outbox {
         durable()
     }
 
+    /// Whether any URL is configured: without one, nothing needs announcing.
+    pub fn is_active(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
     /// Queues what the event at `position` announces.
     pub fn enqueue(&self, position: u64, announcements: Vec<Announcement>) {
         if self.targets.is_empty() || announcements.is_empty() {
