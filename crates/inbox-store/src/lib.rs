@@ -11,6 +11,9 @@
 //!   CRC32C-checksummed records; an append returns once its records are on disk (fsync), and
 //!   concurrent appends share one fsync (group commit). The format is in
 //!   `docs/STORE-FORMAT.md`.
+//! * [`PostgresLog`] (feature `postgres`, on by default): a PostgreSQL database that several
+//!   processes share; appends serialized on one row lock and group-committed, positions
+//!   dense and in commit order, commits announced with `NOTIFY` (see `docs/POSTGRES.md`).
 //!
 //! [`Snapshots`] store a serialized state at a position; [`recover`] rebuilds every site's
 //! [`Inbox`](inbox_core::Inbox) from the newest valid snapshot plus the log after it.
@@ -71,6 +74,8 @@
 mod codec;
 mod file;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod recover;
 mod snapshot;
 
@@ -90,6 +95,8 @@ pub mod codec_v1 {
 }
 pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTail};
 pub use memory::MemoryLog;
+#[cfg(feature = "postgres")]
+pub use postgres::{Lease, Listener, PostgresError, PostgresLog};
 pub use recover::{RecoverError, Recovered, recover, write_snapshot};
 pub use snapshot::{SkippedSnapshot, SnapshotError, Snapshots};
 
@@ -214,6 +221,9 @@ pub enum ReadError {
         /// What is wrong.
         reason: String,
     },
+    /// The database could not be read (connection lost, query refused).
+    #[error("reading the database: {0}")]
+    Database(String),
 }
 
 /// A durable, ordered log of every site's events.

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use inbox_store::{AppendError, EventLog, ExpectedVersion, FileLog, MemoryLog};
+use inbox_store::{AppendError, EventLog, ExpectedVersion, FileLog, MemoryLog, PostgresLog};
 
 fn contract(log: &dyn EventLog) {
     let a = site(1);
@@ -198,6 +198,175 @@ fn file_log_keeps_everything_across_reopen() {
         )
         .unwrap();
     assert_eq!((next.first_position, next.site_version), (7, 2));
+}
+
+/// The PostgreSQL log, on a fresh database of the server `INBOX_TEST_POSTGRES` names (skipped
+/// loudly without one, a failure under `CI=true`).
+fn postgres(test: &str) -> Option<(String, PostgresLog)> {
+    let url = inbox_store::postgres::testing::fresh_database(test)?;
+    let log = PostgresLog::connect(&url).unwrap();
+    Some((url, log))
+}
+
+#[test]
+fn postgres_log_keeps_the_contract() {
+    let Some((_, log)) = postgres("postgres_log_keeps_the_contract") else {
+        return;
+    };
+    contract(&log);
+}
+
+#[test]
+fn postgres_log_keeps_everything_across_reconnect() {
+    let Some((url, log)) = postgres("postgres_log_keeps_everything_across_reconnect") else {
+        return;
+    };
+    contract(&log);
+    let before = log.read_all(1, 100).unwrap();
+    drop(log);
+    // Connecting again runs no migration twice and finds everything.
+    let log = PostgresLog::connect(&url).unwrap();
+    assert_eq!(log.read_all(1, 100).unwrap(), before);
+    assert_eq!((log.last_position(), log.site_version(&site(1))), (6, 5));
+    let next = log
+        .append(
+            &site(2),
+            ExpectedVersion::Exactly(1),
+            &[envelope(&site(2), 99, started(conversation(9), 9))],
+        )
+        .unwrap();
+    assert_eq!((next.first_position, next.site_version), (7, 2));
+}
+
+/// Two logs on one database stand for two processes: each has its own connections and its
+/// own appender thread, and they share nothing but the server.
+#[test]
+fn postgres_appenders_of_two_processes_on_the_same_sites_land_exactly_once() {
+    let Some((url, first)) = postgres("postgres_appenders_of_two_processes") else {
+        return;
+    };
+    let logs = [
+        std::sync::Arc::new(first),
+        std::sync::Arc::new(PostgresLog::connect(&url).unwrap()),
+    ];
+    const SITES: u8 = 4;
+    const PER_THREAD: u64 = 30;
+    let conflicts = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..16u8 {
+            let log = logs[usize::from(t % 2)].clone();
+            let conflicts = &conflicts;
+            scope.spawn(move || {
+                // Every site gets writers from both "processes": optimistic appends that
+                // re-read the version and retry on a conflict.
+                let s = site(t % SITES);
+                for i in 0..PER_THREAD {
+                    let id = u128::from(t) << 32 | u128::from(i);
+                    loop {
+                        let version = log.site_version(&s);
+                        match log.append(
+                            &s,
+                            ExpectedVersion::Exactly(version),
+                            &[envelope(
+                                &s,
+                                id,
+                                message(1, conversation(u64::from(t)), "m"),
+                            )],
+                        ) {
+                            Ok(_) => break,
+                            Err(AppendError::Conflict { .. }) => {
+                                conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let all = logs[1].read_all(1, 10_000).unwrap();
+    assert_eq!(all.len(), 16 * PER_THREAD as usize);
+    // Dense positions, in order, each event once.
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, e)| e.position == i as u64 + 1)
+    );
+    let mut ids: Vec<_> = all.iter().map(|e| e.envelope.event_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len());
+    // Each site's versions are 1..=n with no gap, in position order.
+    for s in 0..SITES {
+        let versions: Vec<u64> = all
+            .iter()
+            .filter(|e| e.envelope.site == site(s))
+            .map(|e| e.site_version)
+            .collect();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+        assert_eq!(logs[0].site_version(&site(s)), versions.len() as u64);
+    }
+    // 16 threads on 4 sites: the optimistic check really was exercised.
+    assert!(
+        conflicts.into_inner() > 0,
+        "no conflict at all: the test proves nothing"
+    );
+}
+
+#[test]
+fn postgres_listener_wakes_on_another_process_commit_and_misses_none() {
+    let Some((url, writer)) = postgres("postgres_listener_wakes") else {
+        return;
+    };
+    let reader = PostgresLog::connect(&url).unwrap();
+    let mut listener = reader.listen().unwrap();
+    let a = site(1);
+    // Nothing committed: the wait times out.
+    assert!(!listener.wait(std::time::Duration::from_millis(50)).unwrap());
+    // A commit between the reader's read and its wait is not missed.
+    assert!(reader.read_all(1, 10).unwrap().is_empty());
+    append_nth(&writer, &a, 0, "one");
+    append_nth(&writer, &a, 1, "two");
+    assert!(listener.wait(std::time::Duration::from_secs(30)).unwrap());
+    assert_eq!(reader.read_all(1, 10).unwrap().len(), 2);
+    // Both commits were taken by that one wait.
+    assert!(!listener.wait(std::time::Duration::from_millis(50)).unwrap());
+}
+
+#[test]
+fn postgres_refuses_a_database_from_a_newer_build() {
+    let Some((url, log)) = postgres("postgres_refuses_a_newer_schema") else {
+        return;
+    };
+    drop(log);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute("INSERT INTO inbox_migrations (version) VALUES (999)")
+        .unwrap();
+    match PostgresLog::connect(&url) {
+        Err(inbox_store::PostgresError::NewerSchema { found: 999, .. }) => {}
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_processes_starting_together_migrate_once() {
+    let Some(url) = inbox_store::postgres::testing::fresh_database("postgres_migrate_once") else {
+        return;
+    };
+    let logs: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| PostgresLog::connect(&url)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(logs.iter().all(Result::is_ok), "{logs:?}");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM inbox_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
 }
 
 #[test]
