@@ -20,7 +20,6 @@ use inbox_core::{
     Caller, Command, ContactId, Event, EventEnvelope, Inbox, MemberId, ParticipantId, SiteId,
     VisitorId, WixUserId,
 };
-use inbox_store::EventLog;
 use inbox_wix::WixError;
 use inbox_wix::error::{FieldViolation, Rule};
 use inbox_wix::rest::{
@@ -95,7 +94,10 @@ impl From<WriteError> for ApiError {
             WriteError::NotAReplica(_) => {
                 WixError::application(409, "SITE_IS_NOT_A_REPLICA", e.to_string())
             }
-            WriteError::Store(_) | WriteError::ReplicaList(_) => {
+            WriteError::Store(_)
+            | WriteError::ReplicaList(_)
+            | WriteError::CatchUp(_)
+            | WriteError::Contended(_) => {
                 tracing::error!(error = %e, "write failed");
                 WixError::application(503, "UNAVAILABLE", e.to_string())
             }
@@ -211,11 +213,13 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     Ok(Tenant { site, caller })
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
+async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
+    // Asking a shared log is a database query: off the async workers.
+    let events = blocking(move || Ok(state.engine.log().last_position())).await?;
+    Ok(axum::Json(serde_json::json!({
         "status": "ok",
-        "events": state.engine.log().last_position(),
-    }))
+        "events": events,
+    })))
 }
 
 async fn not_found() -> ApiError {

@@ -44,6 +44,9 @@ pub struct ServeOptions {
     pub signing_key: Option<PathBuf>,
     /// Wix's public key (PEM) to verify webhooks from the real Wix with.
     pub wix_public_key: Option<PathBuf>,
+    /// A PostgreSQL URL: keep the log, the keys, the webhook cursors and the replica list
+    /// in that database instead of `data`, so several processes can serve the same sites.
+    pub postgres: Option<String>,
 }
 
 /// Why the server did not start.
@@ -83,6 +86,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    follower: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -95,6 +99,10 @@ impl Running {
         for w in self.workers {
             let _ = w.await;
         }
+        self.engine.stop();
+        if let Some(f) = self.follower {
+            let _ = tokio::task::spawn_blocking(move || f.join()).await;
+        }
     }
 }
 
@@ -104,11 +112,44 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         return Err(StartError::OpenOnNetwork(opts.listen));
     }
     let setup = |e: &dyn std::fmt::Display| StartError::Setup(e.to_string());
-    std::fs::create_dir_all(&opts.data)
-        .map_err(|e| StartError::Setup(format!("{}: {e}", opts.data.display())))?;
-    let (signing, generated) =
-        keys::signing_key(opts.signing_key.as_deref(), &opts.data).map_err(|e| setup(&e))?;
-    let cursor_key = keys::cursor_key(&opts.data).map_err(|e| setup(&e))?;
+    let pg = match &opts.postgres {
+        Some(url) => {
+            let url = url.clone();
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || inbox_store::PostgresLog::connect(&url))
+                    .await
+                    .map_err(|e| setup(&e))?
+                    .map_err(|e| setup(&e))?,
+            ))
+        }
+        None => {
+            std::fs::create_dir_all(&opts.data)
+                .map_err(|e| StartError::Setup(format!("{}: {e}", opts.data.display())))?;
+            None
+        }
+    };
+    let (signing, generated, cursor_key) = {
+        let pg = pg.clone();
+        let given = opts.signing_key.clone();
+        let data = opts.data.clone();
+        tokio::task::spawn_blocking(move || match (&pg, given) {
+            (Some(pg), None) => {
+                let (key, generated) = keys::shared_signing_key(pg)?;
+                Ok((key, generated, keys::shared_cursor_key(pg)?))
+            }
+            (Some(pg), Some(path)) => {
+                let (key, generated) = keys::signing_key(Some(&path), &data)?;
+                Ok((key, generated, keys::shared_cursor_key(pg)?))
+            }
+            (None, given) => {
+                let (key, generated) = keys::signing_key(given.as_deref(), &data)?;
+                Ok((key, generated, keys::cursor_key(&data)?))
+            }
+        })
+        .await
+        .map_err(|e| setup(&e))?
+        .map_err(|e: keys::KeyError| setup(&e))?
+    };
     let wix_verifier = match &opts.wix_public_key {
         Some(path) => {
             let pem = std::fs::read(path)
@@ -120,18 +161,21 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let outbox = Arc::new(
-        Outbox::new(
+    let outbox = Arc::new(match &pg {
+        Some(pg) => Outbox::new_shared(&opts.webhook_urls, pg.clone(), signing.signer.clone()),
+        None => Outbox::new(
             &opts.webhook_urls,
             &opts.data.join("outbox"),
             signing.signer.clone(),
         )
         .map_err(|e| setup(&e))?,
-    );
+    });
     let data = opts.data.clone();
     let ob = outbox.clone();
-    let (engine, opened) = tokio::task::spawn_blocking(move || {
-        Engine::open(&data, cursor_key, Some(ob), &mut |_, _| {})
+    let shared = pg.clone();
+    let (engine, opened) = tokio::task::spawn_blocking(move || match shared {
+        Some(pg) => Engine::open_shared(pg, cursor_key, Some(ob), &mut |_, _| {}),
+        None => Engine::open(&data, cursor_key, Some(ob), &mut |_, _| {}),
     })
     .await
     .map_err(|e| setup(&e))?
@@ -159,11 +203,27 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         source,
     })?;
     let (shutdown, rx) = watch::channel(false);
-    let log = engine.log().clone();
-    let workers = outbox.spawn_workers(
-        Arc::new(move || inbox_store::EventLog::last_position(&*log)),
-        rx.clone(),
-    );
+    // What the outbox may deliver up to: the log's durable end, or on a shared log the
+    // follower's position (every event up to it is applied here and its webhooks queued).
+    let watermark: Arc<dyn Fn() -> u64 + Send + Sync> = if engine.is_shared() {
+        let e = engine.clone();
+        Arc::new(move || e.followed())
+    } else {
+        let log = engine.log().clone();
+        Arc::new(move || log.last_position())
+    };
+    let workers = outbox.spawn_workers(watermark, rx.clone());
+    let follower = if engine.is_shared() {
+        let e = engine.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("inbox-follower".into())
+                .spawn(move || e.follow())
+                .map_err(|e| setup(&e))?,
+        )
+    } else {
+        None
+    };
     let mut stop = rx;
     let app = http::router(state);
     let server = tokio::spawn(async move {
@@ -182,5 +242,6 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         shutdown,
         server,
         workers,
+        follower,
     })
 }

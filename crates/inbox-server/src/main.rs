@@ -32,6 +32,9 @@ enum Cmd {
         /// The data directory.
         #[arg(long, default_value = "./inbox-data")]
         data: PathBuf,
+        /// Read the log from this PostgreSQL database instead (servers may keep running).
+        #[arg(long, value_name = "URL", env = "INBOXD_POSTGRES")]
+        postgres: Option<String>,
     },
     /// Write every conversation and its messages as JSON lines to standard output, in Wix's
     /// shapes (the server must not be running on the same directory).
@@ -42,6 +45,9 @@ enum Cmd {
         /// Only this site.
         #[arg(long)]
         site: Option<String>,
+        /// Read the log from this PostgreSQL database instead (servers may keep running).
+        #[arg(long, value_name = "URL", env = "INBOXD_POSTGRES")]
+        postgres: Option<String>,
     },
 }
 
@@ -69,8 +75,11 @@ struct Serve {
     /// verified with it and kept as a replica of their site (`instanceId`).
     #[arg(long, value_name = "PEM")]
     wix_public_key: Option<PathBuf>,
-    /// PostgreSQL URL for the shared event store. Not available in this build yet.
-    #[arg(long, value_name = "URL")]
+    /// Keep everything (the event log, keys, webhook cursors, replica sites) in this
+    /// PostgreSQL database instead of --data, so several inboxd processes can serve the
+    /// same sites (postgres://user@host:port/db; the schema is created and migrated at
+    /// start). Each process delivers webhooks for a URL only while it holds that URL's lease.
+    #[arg(long, value_name = "URL", env = "INBOXD_POSTGRES")]
     postgres: Option<String>,
 }
 
@@ -95,19 +104,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(s) => serve(s),
-        Cmd::Replay { data } => replay(&data),
-        Cmd::Export { data, site } => export(&data, site.map(SiteId::new)),
+        Cmd::Replay { data, postgres } => replay(&Source::new(data, postgres)),
+        Cmd::Export {
+            data,
+            site,
+            postgres,
+        } => export(&Source::new(data, postgres), site.map(SiteId::new)),
     }
 }
 
 fn serve(s: Serve) -> ExitCode {
-    if s.postgres.is_some() {
-        eprintln!(
-            "inboxd: --postgres is not available in this build yet (the PostgreSQL store is \
-             issue 6); run on the embedded file store with --data"
-        );
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,6 +132,7 @@ fn serve(s: Serve) -> ExitCode {
         webhook_urls: s.webhook_urls,
         signing_key: s.signing_key,
         wix_public_key: s.wix_public_key,
+        postgres: s.postgres,
     };
     runtime.block_on(async move {
         let running = match inbox_server::start(opts.clone()).await {
@@ -185,13 +192,36 @@ async fn shutdown_signal() {
     }
 }
 
-fn open_offline(data: &std::path::Path, progress: bool) -> Result<Engine, ExitCode> {
+/// Where `replay` and `export` read: a data directory, or a PostgreSQL database.
+struct Source {
+    data: PathBuf,
+    postgres: Option<String>,
+}
+
+impl Source {
+    fn new(data: PathBuf, postgres: Option<String>) -> Self {
+        Source { data, postgres }
+    }
+}
+
+fn open_offline(source: &Source, progress: bool) -> Result<Engine, ExitCode> {
+    let data = &source.data;
+    let shared = match &source.postgres {
+        Some(url) => match inbox_store::PostgresLog::connect(url) {
+            Ok(pg) => Some(std::sync::Arc::new(pg)),
+            Err(e) => {
+                eprintln!("inboxd: {e}");
+                return Err(ExitCode::FAILURE);
+            }
+        },
+        None => None,
+    };
     let key_path = data.join("cursor-key");
     let cursor_key: [u8; 16] = std::fs::read(&key_path)
         .ok()
         .and_then(|b| b.try_into().ok())
         .unwrap_or([0; 16]);
-    if !data.join("log").exists() {
+    if shared.is_none() && !data.join("log").exists() {
         eprintln!("inboxd: {} has no event log", data.display());
         return Err(ExitCode::FAILURE);
     }
@@ -206,14 +236,18 @@ fn open_offline(data: &std::path::Path, progress: bool) -> Result<Engine, ExitCo
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let result = Engine::open(data, cursor_key, None, &mut |done, total| {
+    let mut progress = |done: u64, total: u64| {
         if done == 1 {
             bar.set_length(total);
         }
-        if done % 4096 == 0 || done == total {
+        if done.is_multiple_of(4096) || done == total {
             bar.set_position(done);
         }
-    });
+    };
+    let result = match shared {
+        Some(pg) => Engine::open_shared(pg, cursor_key, None, &mut progress),
+        None => Engine::open(data, cursor_key, None, &mut progress),
+    };
     bar.finish_and_clear();
     result.map(|(engine, _)| engine).map_err(|e| {
         eprintln!("inboxd: {e}");
@@ -221,9 +255,9 @@ fn open_offline(data: &std::path::Path, progress: bool) -> Result<Engine, ExitCo
     })
 }
 
-fn replay(data: &std::path::Path) -> ExitCode {
+fn replay(source: &Source) -> ExitCode {
     let started = Instant::now();
-    let engine = match open_offline(data, true) {
+    let engine = match open_offline(source, true) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -250,8 +284,8 @@ fn replay(data: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn export(data: &std::path::Path, only: Option<SiteId>) -> ExitCode {
-    let engine = match open_offline(data, false) {
+fn export(source: &Source, only: Option<SiteId>) -> ExitCode {
+    let engine = match open_offline(source, false) {
         Ok(e) => e,
         Err(code) => return code,
     };

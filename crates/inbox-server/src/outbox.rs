@@ -11,6 +11,16 @@
 //! down for minutes or `inboxd` is killed: at worst an event is delivered again, which the
 //! receiver deduplicates on its id.
 //!
+//! On PostgreSQL (`--postgres`, several processes on one database) the cursors live in the
+//! database (`inbox_cursors`), and each URL is delivered by one process at a time: the
+//! worker that holds the URL's lease (a session advisory lock, released by the server the
+//! moment its process dies). Every process queues every event's announcements (its
+//! follower applies the others' events), so whichever holds the lease can deliver from the
+//! shared cursor; the others only drop what the cursor has passed. The lease is checked
+//! before each delivery and the cursor is saved through the lease's own connection, so a
+//! process that lost its lease stops within one delivery and cannot move the cursor. Dead
+//! letters go to the database too (`inbox_kv`, `dead-letter:<url id>:<event id>`).
+//!
 //! A URL configured for the first time starts at the log's end: it receives what happens
 //! from then on. A delivery refused [`MAX_ATTEMPTS`] times (about half an hour) is set
 //! aside in the URL's dead-letter file (`data/outbox/<id>.dead.jsonl`, synced) and logged,
@@ -22,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use inbox_store::{Lease, PostgresLog};
 use inbox_wix::webhook::{Announcement, WebhookSigner};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -45,6 +56,8 @@ pub const MAX_ATTEMPTS: u32 = 40;
 
 struct Target {
     url: String,
+    /// The URL's id (UUIDv5 of the URL): names its files and database rows.
+    id: Uuid,
     cursor: AtomicU64,
     cursor_path: PathBuf,
     dead_path: PathBuf,
@@ -60,6 +73,8 @@ pub struct Outbox {
     retries: AtomicU64,
     dead: AtomicU64,
     gate: RwLock<()>,
+    /// The shared database, when several processes deliver from one log.
+    shared: Option<Arc<PostgresLog>>,
 }
 
 fn read_cursor(path: &Path) -> Option<u64> {
@@ -79,6 +94,7 @@ impl Outbox {
                 let name = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
                 Arc::new(Target {
                     url: url.clone(),
+                    id: name,
                     cursor: AtomicU64::new(u64::MAX),
                     cursor_path: dir.join(format!("{name}.cursor")),
                     dead_path: dir.join(format!("{name}.dead.jsonl")),
@@ -94,7 +110,44 @@ impl Outbox {
             retries: AtomicU64::new(0),
             dead: AtomicU64::new(0),
             gate: RwLock::new(()),
+            shared: None,
         })
+    }
+
+    /// An outbox delivering to `urls` with its cursors, leases and dead letters in the
+    /// shared database.
+    pub fn new_shared(urls: &[String], pg: Arc<PostgresLog>, signer: WebhookSigner) -> Self {
+        let dir = Path::new("postgres:inbox_cursors");
+        let mut outbox = Outbox {
+            queue: Mutex::new(BTreeMap::new()),
+            targets: Vec::new(),
+            notify: Notify::new(),
+            signer,
+            delivered: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            gate: RwLock::new(()),
+            shared: Some(pg),
+        };
+        outbox.targets = urls
+            .iter()
+            .map(|url| {
+                let id = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
+                Arc::new(Target {
+                    url: url.clone(),
+                    id,
+                    cursor: AtomicU64::new(u64::MAX),
+                    cursor_path: dir.join(id.to_string()),
+                    dead_path: dir.join(format!("dead-letter:{id}")),
+                })
+            })
+            .collect();
+        outbox
+    }
+
+    /// The database row of a URL's cursor.
+    fn cursor_name(target: &Target) -> String {
+        format!("webhook:{}", target.id)
     }
 
     /// Loads each URL's cursor (a new URL starts at `log_end`) and returns the smallest:
@@ -106,6 +159,15 @@ impl Outbox {
     pub fn start(&self, log_end: u64) -> std::io::Result<u64> {
         let mut min = u64::MAX;
         for t in &self.targets {
+            if let Some(pg) = &self.shared {
+                let c = pg
+                    .cursor_or_insert(&Self::cursor_name(t), log_end)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                    .min(log_end);
+                t.cursor.store(c, Ordering::SeqCst);
+                min = min.min(c);
+                continue;
+            }
             let c = match read_cursor(&t.cursor_path) {
                 Some(c) => c.min(log_end),
                 None => {
@@ -236,12 +298,34 @@ impl Outbox {
         // out: at least once either way, at most SAVE_EVERY repeats after a crash, and no
         // fsync per delivery.
         let mut unsaved = 0u32;
+        // On a shared database: the URL's lease, while this process holds it.
+        let mut lease: Option<Lease> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             // Register for a wake-up before looking, so a notify in between is not missed.
             let notified = self.notify.notified();
+            if self.shared.is_some() {
+                let held = match lease.take() {
+                    Some(l) => self.check_lease(&target, l).await,
+                    None => self.take_lease(&target).await,
+                };
+                if held.is_none() {
+                    // Another process delivers to this URL: drop what its cursor passed.
+                    unsaved = 0;
+                    self.refresh_cursor(&target).await;
+                    self.collect_garbage();
+                    tokio::select! {
+                        () = notified => {}
+                        _ = shutdown.changed() => {}
+                        // Try for the lease again: its holder may have died.
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+                lease = held;
+            }
             let cursor = target.cursor.load(Ordering::SeqCst);
             let end = self.durable_end(&*durable);
             let Some((position, anns)) = self.next(cursor, end) else {
@@ -251,7 +335,7 @@ impl Outbox {
                     self.collect_garbage();
                 }
                 if unsaved > 0 {
-                    self.save_cursor(&target).await;
+                    self.save_cursor(&target, &mut lease).await;
                     unsaved = 0;
                 }
                 tokio::select! {
@@ -299,18 +383,98 @@ impl Outbox {
             target.cursor.store(position, Ordering::SeqCst);
             unsaved += 1;
             if unsaved >= SAVE_EVERY {
-                self.save_cursor(&target).await;
+                self.save_cursor(&target, &mut lease).await;
                 unsaved = 0;
             }
             self.collect_garbage();
         }
         if unsaved > 0 {
-            self.save_cursor(&target).await;
+            self.save_cursor(&target, &mut lease).await;
         }
     }
 
-    async fn save_cursor(&self, target: &Target) {
+    /// Shared database: tries to take the URL's lease; on success the cursor is reloaded
+    /// from the database (the previous holder may have moved it).
+    async fn take_lease(&self, target: &Target) -> Option<Lease> {
+        let pg = self.shared.clone()?;
+        let name = Self::cursor_name(target);
+        let taken = tokio::task::spawn_blocking(move || {
+            let Some(lease) = pg.try_lease(&name)? else {
+                return Ok(None);
+            };
+            let cursor = pg.cursor(&name)?;
+            Ok::<_, inbox_store::PostgresError>(Some((lease, cursor)))
+        })
+        .await;
+        match taken {
+            Ok(Ok(Some((lease, cursor)))) => {
+                if let Some(c) = cursor {
+                    target.cursor.store(c, Ordering::SeqCst);
+                }
+                tracing::info!(url = %target.url, cursor = target.cursor.load(Ordering::SeqCst), "took the webhook lease: this process delivers to the URL");
+                Some(lease)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(url = %target.url, error = %e, "could not try the webhook lease");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(url = %target.url, error = %e, "could not try the webhook lease");
+                None
+            }
+        }
+    }
+
+    /// Shared database: whether the lease still holds (its connection answers).
+    async fn check_lease(&self, target: &Target, mut lease: Lease) -> Option<Lease> {
+        let checked = tokio::task::spawn_blocking(move || {
+            let held = lease.is_held();
+            held.then_some(lease)
+        })
+        .await
+        .ok()
+        .flatten();
+        if checked.is_none() {
+            tracing::warn!(url = %target.url, "lost the webhook lease");
+        }
+        checked
+    }
+
+    /// Shared database: the URL's cursor as its lease holder saved it.
+    async fn refresh_cursor(&self, target: &Target) {
+        let Some(pg) = self.shared.clone() else {
+            return;
+        };
+        let name = Self::cursor_name(target);
+        if let Ok(Ok(Some(c))) = tokio::task::spawn_blocking(move || pg.cursor(&name)).await {
+            target.cursor.store(c, Ordering::SeqCst);
+        }
+    }
+
+    async fn save_cursor(&self, target: &Target, lease: &mut Option<Lease>) {
         let position = target.cursor.load(Ordering::SeqCst);
+        if self.shared.is_some() {
+            let Some(mut held) = lease.take() else {
+                return;
+            };
+            let name = Self::cursor_name(target);
+            let saved = tokio::task::spawn_blocking(move || {
+                let r = held.save_cursor(&name, position);
+                (held, r)
+            })
+            .await;
+            match saved {
+                Ok((held, Ok(()))) => *lease = Some(held),
+                Ok((_, Err(e))) => {
+                    tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; letting the lease go (deliveries may repeat)");
+                }
+                Err(e) => {
+                    tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; letting the lease go (deliveries may repeat)");
+                }
+            }
+            return;
+        }
         let path = target.cursor_path.clone();
         let text = format!("{position}\n{}\n", target.url);
         let saved =
@@ -335,6 +499,17 @@ impl Outbox {
             "error": why,
         })
         .to_string();
+        if let Some(pg) = self.shared.clone() {
+            let name = format!("dead-letter:{}:{}", target.id, a.id);
+            let written =
+                tokio::task::spawn_blocking(move || pg.insert_setting(&name, line.as_bytes()))
+                    .await;
+            if !matches!(written, Ok(Ok(_))) {
+                tracing::error!(url = %target.url, event_id = %a.id, "could not record the dead letter in the database");
+            }
+            self.dead.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let path = target.dead_path.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;

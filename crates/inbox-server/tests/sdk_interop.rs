@@ -175,6 +175,7 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
         webhook_urls: vec![hook_url],
         signing_key: None,
         wix_public_key: None,
+        postgres: None,
     })
     .await
     .unwrap();

@@ -192,6 +192,22 @@ fn connect(config: &Config) -> Result<Client, postgres::Error> {
     config.connect(NoTls)
 }
 
+/// Closes a connection on a thread of its own. The synchronous client closes (and drops its
+/// private runtime) by blocking, which panics on a thread that drives an async runtime; a
+/// log, lease or listener may well be dropped on one (a server shutting down).
+fn close_off_thread(clients: Vec<Client>) {
+    if clients.is_empty() {
+        return;
+    }
+    if let Err(e) = std::thread::Builder::new()
+        .name("inbox-pg-close".into())
+        .spawn(move || drop(clients))
+    {
+        // No thread: leave the connections to the server's timeout rather than panic.
+        let _ = e;
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -252,7 +268,9 @@ impl PostgresLog {
     pub fn listen(&self) -> Result<Listener, PostgresError> {
         let mut client = connect(&self.config).map_err(|e| PostgresError::Connect(describe(&e)))?;
         client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-        Ok(Listener { client })
+        Ok(Listener {
+            client: Some(client),
+        })
     }
 
     /// The value stored under `name`, inserting `init()` first if there is none. Every
@@ -346,8 +364,12 @@ impl PostgresLog {
         let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
             .get(0);
-        Ok(got.then(|| Lease {
-            client,
+        if !got {
+            close_off_thread(vec![client]);
+            return Ok(None);
+        }
+        Ok(Some(Lease {
+            client: Some(client),
             name: name.to_owned(),
         }))
     }
@@ -733,12 +755,19 @@ impl Drop for PostgresLog {
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
+        close_off_thread(std::mem::take(&mut *lock(&self.readers)));
     }
 }
 
 /// A connection that listens for commits to the log (`LISTEN inbox_events`).
 pub struct Listener {
-    client: Client,
+    client: Option<Client>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        close_off_thread(self.client.take().into_iter().collect());
+    }
 }
 
 impl Listener {
@@ -747,7 +776,10 @@ impl Listener {
     /// the log after listening, not before, and no commit is missed: one that lands
     /// between the read and the wait is announced to the wait.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, PostgresError> {
-        let mut notifications = self.client.notifications();
+        let Some(client) = self.client.as_mut() else {
+            return Ok(false);
+        };
+        let mut notifications = client.notifications();
         if notifications.timeout_iter(timeout).next()?.is_none() {
             return Ok(false);
         }
@@ -758,15 +790,22 @@ impl Listener {
 
     /// Whether the connection is gone (listen again on a new one).
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.as_ref().is_none_or(Client::is_closed)
     }
 }
 
 /// A lease held by this process: a session advisory lock on a connection of its own,
 /// released when dropped or when the process dies.
 pub struct Lease {
-    client: Client,
+    client: Option<Client>,
     name: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Closing the connection releases the advisory lock.
+        close_off_thread(self.client.take().into_iter().collect());
+    }
 }
 
 impl Lease {
@@ -777,13 +816,18 @@ impl Lease {
 
     /// Whether the lease still holds (its connection is alive and answers).
     pub fn is_held(&mut self) -> bool {
-        !self.client.is_closed() && self.client.simple_query("SELECT 1").is_ok()
+        self.client
+            .as_mut()
+            .is_some_and(|c| !c.is_closed() && c.simple_query("SELECT 1").is_ok())
     }
 
     /// Saves the cursor `name` through the lease's connection: a holder whose connection
     /// broke (so that another process may hold the lease now) cannot write it.
     pub fn save_cursor(&mut self, name: &str, position: u64) -> Result<(), PostgresError> {
-        self.client.execute(
+        let Some(client) = self.client.as_mut() else {
+            return Err(PostgresError::Query("the lease is closed".into()));
+        };
+        client.execute(
             "INSERT INTO inbox_cursors (name, position) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET position = greatest(inbox_cursors.position, \
              EXCLUDED.position)",
@@ -808,7 +852,16 @@ pub mod testing {
     /// The URL of a new, empty database for one test, or `None` when no server is
     /// configured (said loudly on stderr). Under `CI=true` a missing server is a failure,
     /// not a skip.
+    ///
+    /// Safe to call from an async test: the blocking client runs on a thread of its own.
     pub fn fresh_database(test: &str) -> Option<String> {
+        std::thread::scope(|scope| match scope.spawn(|| create(test)).join() {
+            Ok(url) => url,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    }
+
+    fn create(test: &str) -> Option<String> {
         let Ok(url) = std::env::var(ENV) else {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{test}: {ENV} is not set, and CI=true: the PostgreSQL tests must run");

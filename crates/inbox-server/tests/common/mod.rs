@@ -37,6 +37,7 @@ pub fn options(data: &Path) -> ServeOptions {
         webhook_urls: Vec::new(),
         signing_key: None,
         wix_public_key: None,
+        postgres: None,
     }
 }
 
