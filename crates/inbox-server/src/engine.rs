@@ -13,7 +13,8 @@
 //! local state is a cache that can be behind: a write decides against it and appends at its
 //! version; a conflict means another process got there first, and the write reads the
 //! site's new events, applies them and decides again (up to [`MAX_CONFLICT_RETRIES`]
-//! times). A read first applies what the site has in the database that is not here yet. A
+//! times). A refusal or a no-op, which appends nothing and so cannot conflict, is only
+//! answered after the site's new events are taken in (and decided again if there were any). A read first applies what the site has in the database that is not here yet. A
 //! follower thread ([`Engine::follow`]) applies every other process's events in log order,
 //! woken by `NOTIFY`, so the outbox of this process sees every event; the outbox's
 //! watermark is the follower's position rather than the log's end.
@@ -124,6 +125,8 @@ pub struct Engine {
     replica_sites_path: Option<PathBuf>,
     outbox: Option<Arc<Outbox>>,
     writes: AtomicU64,
+    /// Shared log: appends refused because another process wrote to the site first.
+    conflicts: AtomicU64,
     /// Shared log: every position up to this one is applied here (the follower's place).
     followed: AtomicU64,
     stop: AtomicBool,
@@ -201,6 +204,7 @@ impl Engine {
             replica_sites_path,
             outbox,
             writes: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
             followed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         }
@@ -385,6 +389,12 @@ impl Engine {
         self.writes.load(Ordering::Relaxed)
     }
 
+    /// Appends refused since start because another process wrote to the site first (each
+    /// was decided again and retried).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
     fn config(&self, site: &SiteId) -> InboxConfig {
         InboxConfig::new(site.clone(), self.cursor_key)
     }
@@ -472,17 +482,31 @@ impl Engine {
                 return Err(WriteError::ReadOnlyReplica(site_id.clone()));
             }
             let mut conflicts = 0u32;
+            let mut caught_up = false;
             let (ticket, envelopes) = loop {
                 let recorded_at = now();
                 let ctx = Context {
                     now: recorded_at,
                     caller,
                 };
-                let events = site.replica.inbox().decide(command, &ctx, &mut RandomIds)?;
-                if events.is_empty() {
-                    let r = answer(site.replica.inbox(), &[]);
-                    return Ok(r);
-                }
+                let events = match site.replica.inbox().decide(command, &ctx, &mut RandomIds) {
+                    Ok(events) if !events.is_empty() => events,
+                    outcome => {
+                        // A refusal or a no-op is answered from the state alone; on a shared
+                        // log that state may be behind (a conversation another process just
+                        // made): take in the site's new events once and decide again.
+                        if self.shared.is_some() && !caught_up {
+                            caught_up = true;
+                            let before = site.version;
+                            self.catch_up(site_id, &mut site)?;
+                            if site.version != before {
+                                continue;
+                            }
+                        }
+                        outcome?;
+                        return Ok(answer(site.replica.inbox(), &[]));
+                    }
+                };
                 let envelopes: Vec<EventEnvelope> = events
                     .into_iter()
                     .map(|event| EventEnvelope {
@@ -533,6 +557,7 @@ impl Engine {
             Ok(ticket) => Ok(Some(ticket)),
             Err(AppendError::Conflict { .. }) if self.shared.is_some() => {
                 *conflicts += 1;
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
                 if *conflicts > MAX_CONFLICT_RETRIES {
                     return Err(WriteError::Contended(*conflicts));
                 }

@@ -665,7 +665,8 @@ pub async fn load(
 // checks
 
 /// Lists every conversation through the REST API and checks that every message is listed
-/// exactly once and every acknowledged one is there. Returns the number of messages.
+/// exactly once, every acknowledged one is there, and each conversation's sequences rise
+/// strictly. Returns the number of messages.
 pub async fn check_listed(
     base: &str,
     acked: &HashMap<Key, String>,
@@ -683,6 +684,7 @@ pub async fn check_listed(
     let mut seen: HashMap<Key, u32> = HashMap::new();
     for (site, root) in &roots {
         let mut cursor: Option<String> = None;
+        let mut last_sequence: Option<i64> = None;
         loop {
             let mut path = format!(
                 "/inbox/v2/messages?conversationId={root}&paging.limit=100&sorting.order=ASC"
@@ -694,6 +696,13 @@ pub async fn check_listed(
             let page = get(&http, base, site, &path).await;
             for m in page["messages"].as_array().unwrap() {
                 let id = m["id"].as_str().unwrap().to_owned();
+                // In ascending order, sequences rise strictly (invariant: a total order).
+                let sequence: i64 = m["sequence"].as_str().unwrap().parse().unwrap();
+                assert!(
+                    last_sequence.is_none_or(|last| last < sequence),
+                    "{site}/{root}: sequence {sequence} listed after {last_sequence:?}"
+                );
+                last_sequence = Some(sequence);
                 *seen.entry((site.clone(), id)).or_default() += 1;
             }
             match page["pagingMetadata"]["cursors"]["next"].as_str() {
@@ -746,11 +755,12 @@ pub async fn await_deliveries(receiver: &Receiver, keys: &HashMap<Key, String>, 
 
 /// `inboxd export`: every message line, counted by key, with its text.
 pub fn export(data: &Path) -> HashMap<Key, (u32, String)> {
-    let out = Command::new(BIN)
-        .args(["export", "--data"])
-        .arg(data)
-        .output()
-        .unwrap();
+    export_from(&["--data".into(), data.into()])
+}
+
+/// `inboxd export` with `args` (`--data DIR` or `--postgres URL`).
+pub fn export_from(args: &[std::ffi::OsString]) -> HashMap<Key, (u32, String)> {
+    let out = Command::new(BIN).arg("export").args(args).output().unwrap();
     assert!(
         out.status.success(),
         "inboxd export failed: {}\n{}",
