@@ -22,7 +22,9 @@
 //! Every append takes the `inbox_head` row lock (`SELECT ... FOR UPDATE`) first, so appends
 //! from every process are serialized: a transaction checks each batch's expected version
 //! against `inbox_sites`, numbers its events from the head, inserts them, moves the head and
-//! commits. Positions are therefore dense and in commit order: a reader that sees position
+//! commits. That is four round trips: `BEGIN`; the head lock and the group's site versions in
+//! one query; the events, the sites' versions, the head and the `NOTIFY` in one statement
+//! (data-modifying CTEs); `COMMIT`. Positions are therefore dense and in commit order: a reader that sees position
 //! `p` committed sees everything before it, so a follower reading "after my position" never
 //! skips an event that commits late. The unique `(site, site_version)` is a second guard.
 //!
@@ -75,6 +77,9 @@ const MAX_GROUP: usize = 1024;
 const REPLAY_CHUNK: i64 = 10_000;
 /// The advisory lock key the migrations run under (any constant; "inbox" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0069_6e62_6f78;
+
+/// The schema version this build writes: the number of its migrations.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// The migrations, in order. Each runs once, in its own transaction; its index + 1 is its
 /// version. Never edit one that has shipped: add another.
@@ -517,26 +522,32 @@ fn appender(config: Config, mut client: Option<Client>, rx: Receiver<Pending>) {
     }
 }
 
-/// One transaction for a group of batches: lock the head, check each batch's version,
-/// insert the accepted ones, move the head, notify, commit.
+/// One transaction for a group of batches: lock the head and read the group's site
+/// versions, check each batch's expected version, write the accepted ones (events, sites'
+/// versions, head, notify) in one statement, commit.
 fn commit_group(
     c: &mut Client,
     group: &[Pending],
 ) -> Result<Vec<Result<Appended, AppendError>>, postgres::Error> {
     let mut tx = c.transaction()?;
-    let head: i64 = tx
-        .query_one("SELECT position FROM inbox_head FOR UPDATE", &[])?
-        .get(0);
     let mut names: Vec<&str> = group.iter().map(|p| p.site.0.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    let mut versions: HashMap<String, u64> = tx
-        .query(
-            "SELECT site, version FROM inbox_sites WHERE site = ANY($1)",
-            &[&names],
-        )?
+    // The head's row lock serializes every process's appends until this commit.
+    let rows = tx.query(
+        "WITH head AS (SELECT position FROM inbox_head FOR UPDATE) \
+         SELECT head.position, s.site, s.version FROM head \
+         LEFT JOIN inbox_sites s ON s.site = ANY($1)",
+        &[&names],
+    )?;
+    let head: i64 = rows.first().map_or(0, |r| r.get(0));
+    let mut versions: HashMap<String, u64> = rows
         .iter()
-        .map(|r| (r.get::<_, String>(0), to_u64(r.get(1))))
+        .filter_map(|r| {
+            let site: Option<String> = r.get(1);
+            let version: Option<i64> = r.get(2);
+            Some((site?, to_u64(version?)))
+        })
         .collect();
     let mut next = to_u64(head) + 1;
     let mut results = Vec::with_capacity(group.len());
@@ -579,11 +590,23 @@ fn commit_group(
         tx.rollback()?;
         return Ok(results);
     }
-    tx.execute(
-        "INSERT INTO inbox_events (position, site_version, site, event_id, schema_version, \
-         recorded_at, body) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::uuid[], \
-         $5::smallint[], $6::bigint[], $7::bytea[])",
+    let (touched, touched_versions): (Vec<&str>, Vec<i64>) = versions
+        .iter()
+        .map(|(s, v)| (s.as_str(), to_i64(*v)))
+        .unzip();
+    let last = next - 1;
+    tx.query(
+        "WITH events AS (
+             INSERT INTO inbox_events (position, site_version, site, event_id, schema_version,
+                                       recorded_at, body)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::uuid[],
+                                  $5::smallint[], $6::bigint[], $7::bytea[])),
+         sites AS (
+             INSERT INTO inbox_sites (site, version)
+             SELECT * FROM unnest($8::text[], $9::bigint[])
+             ON CONFLICT (site) DO UPDATE SET version = EXCLUDED.version),
+         head AS (UPDATE inbox_head SET position = $10)
+         SELECT pg_notify($11, $12)",
         &[
             &positions,
             &site_versions,
@@ -592,22 +615,12 @@ fn commit_group(
             &schemas,
             &recorded,
             &bodies,
+            &touched,
+            &touched_versions,
+            &to_i64(last),
+            &CHANNEL,
+            &last.to_string(),
         ],
-    )?;
-    let (touched, touched_versions): (Vec<&str>, Vec<i64>) = versions
-        .iter()
-        .map(|(s, v)| (s.as_str(), to_i64(*v)))
-        .unzip();
-    tx.execute(
-        "INSERT INTO inbox_sites (site, version) SELECT * FROM unnest($1::text[], $2::bigint[]) \
-         ON CONFLICT (site) DO UPDATE SET version = EXCLUDED.version",
-        &[&touched, &touched_versions],
-    )?;
-    let last = to_i64(next - 1);
-    tx.execute("UPDATE inbox_head SET position = $1", &[&last])?;
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &(next - 1).to_string()],
     )?;
     tx.commit()?;
     Ok(results)
