@@ -14,8 +14,10 @@ runs on (run it on the machine that ran the benches) and the dates of the result
                                          # <!-- end bench table -->, and write
                                          # docs/bench-scaling.svg
 
-Only the benches named in ROWS are read; a missing bench shows as "–". Each row's date is
-that of its project result, so a stale row (an old run, or a quick-mode size) shows.
+Only the benches named in ROWS are read; a missing bench shows as "–", and "n/a" marks the
+SQLite column of operations SQLite has no part in (decoding and verifying webhooks). Each
+row's date is that of its project result, so a stale row (an old run, or a quick-mode size)
+shows.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ END = "<!-- end bench table -->"
 # Each row kind: (group, label, project function, floor function, SQLite function, unit).
 # For groups whose value is "<case>_<size>msgs" the case goes into the label.
 # `per` divides by the bench's element throughput (a time per message instead of per batch).
+# `sqlite=NA`: SQLite has no meaning for the operation (the SQLite column and its ratio say
+# "n/a"). `needs_sqlite`: only the sizes that have a SQLite result get a row.
+NA = "n/a"
+APPEND_SQLITE = "INSERT per transaction, WAL, synchronous=FULL, a connection per thread"
 ROWS = [
     dict(group="apply_sent", label="apply a sent message (per message)",
          project="inbox_apply_event", floor="floor_btreemap_vec", sqlite="sqlite_insert",
@@ -62,25 +68,55 @@ ROWS = [
     dict(group="merge_precedes", label="merge, one precedes the other, engine shared",
          project="inbox_apply_merged", floor="floor_vec_keys", sqlite="sqlite_update",
          floor_name="`Vec` merge of the keys", sqlite_name="UPDATE, in memory"),
+    dict(group="merge_interleaved", label="merge on disk, interleaved, engine unshared",
+         project="inbox_apply_merged_unshared", floor="floor_vec_keys",
+         sqlite="sqlite_update_wal_file", needs_sqlite=True,
+         floor_name="`Vec` merge of the keys",
+         sqlite_name="UPDATE, WAL file, synchronous=FULL (the engine in memory)"),
+    dict(group="merge_precedes", label="merge on disk, one precedes the other, engine unshared",
+         project="inbox_apply_merged_unshared", floor="floor_vec_keys",
+         sqlite="sqlite_update_wal_file", needs_sqlite=True,
+         floor_name="`Vec` merge of the keys",
+         sqlite_name="UPDATE, WAL file, synchronous=FULL (the engine in memory)"),
     dict(group="append", label="durable append, one event, 1 thread",
          project=("filelog_fsync", "1_appenders"),
          floor=("floor_write_all_sync_data", "1_thread"),
          sqlite=("sqlite_wal_full", "1_thread"), per=True, size="one event per append",
-         floor_name="`write_all` + `sync_data`",
-         sqlite_name="INSERT per transaction, WAL, synchronous=FULL"),
-    dict(group="append", label="durable append, one event, 64 appenders (group commit)",
+         floor_name="`write_all` + `sync_data`", sqlite_name=APPEND_SQLITE),
+    dict(group="append", label="durable append, one event, 8 threads (group commit)",
+         project=("filelog_fsync", "8_appenders"),
+         floor=("floor_write_all_sync_data", "1_thread"),
+         sqlite=("sqlite_wal_full", "8_threads"), per=True,
+         size="per event; floor from 1 thread",
+         floor_name="`write_all` + `sync_data`", sqlite_name=APPEND_SQLITE),
+    dict(group="append", label="durable append, one event, 64 threads (group commit)",
          project=("filelog_fsync", "64_appenders"),
          floor=("floor_write_all_sync_data", "1_thread"),
-         sqlite=("sqlite_wal_full", "1_thread"), per=True,
-         size="per event; baselines from 1 thread",
-         floor_name="`write_all` + `sync_data`",
-         sqlite_name="INSERT per transaction, WAL, synchronous=FULL"),
+         sqlite=("sqlite_wal_full", "64_threads"), per=True,
+         size="per event; floor from 1 thread",
+         floor_name="`write_all` + `sync_data`", sqlite_name=APPEND_SQLITE),
     dict(group="replay", label="replay the log into memory",
          project="recover_into_inbox", floor="floor_decode_only", sqlite="sqlite_read_all",
          floor_name="decode only", sqlite_name="open + SELECT every row, WAL file"),
     dict(group="startup", label="start-up (snapshot + tail)",
          project="open_and_recover", floor=None, sqlite="sqlite_open_first_page",
          floor_name="–", sqlite_name="open + first page, WAL file"),
+    dict(group="webhook", label="webhook: verify (RS256) and decode one delivery",
+         project="inbox_verify_decode", floor="floor_rs256_json_value", sqlite=NA,
+         floor_name="the RS256 check alone + every layer into `serde_json::Value`",
+         sqlite_name="n/a (no database in decoding)"),
+    dict(group="webhook", label="webhook: decode only (no signature)",
+         project="inbox_decode_only", floor="floor_json_value", sqlite=NA,
+         floor_name="every layer into `serde_json::Value`",
+         sqlite_name="n/a (no database in decoding)"),
+    dict(group="webhook_ingest", label="webhook: replica dedupes and applies a new delivery",
+         project="replica_ingest_new", floor="floor_btreeset_btreemap_vec", sqlite=NA,
+         per=True, floor_name="`BTreeSet` insert of the id + `BTreeMap<_, Vec<Message>>` push",
+         sqlite_name="n/a (no database in decoding)"),
+    dict(group="webhook_ingest", label="webhook: replica drops a repeated delivery",
+         project="replica_ingest_duplicate", floor="floor_btreeset_contains", sqlite=NA,
+         per=True, floor_name="`BTreeSet::contains` of the id",
+         sqlite_name="n/a (no database in decoding)"),
 ]
 
 
@@ -115,7 +151,7 @@ POW = re.compile(r"10\^(\d+)")
 def split_value(value: str) -> tuple[str, str]:
     """A bench's value as (case, size): 'desc_middle_10^6msgs' -> ('desc_middle', '10^6');
     '10^5' -> ('', '10^5'); '10^6msgs_10^4convs' -> ('', '10^6 over 10^4 conversations');
-    anything else -> ('', the value with spaces for underscores)."""
+    '10^3_into_10^4' -> ('', '10^3 into a replica of 10^4; per delivery'); anything else -> ('', the value with spaces for underscores)."""
     if POW.fullmatch(value):
         return ("", value)
     m = re.fullmatch(r"(.*)_(10\^\d+)msgs", value)
@@ -124,6 +160,9 @@ def split_value(value: str) -> tuple[str, str]:
     m = re.fullmatch(r"(10\^\d+)msgs_(10\^\d+)convs", value)
     if m:
         return ("", f"{m.group(1)} over {m.group(2)} conversations")
+    m = re.fullmatch(r"(10\^\d+)_into_(10\^\d+)", value)
+    if m:
+        return ("", f"{m.group(1)} into a replica of {m.group(2)}; per delivery")
     return ("", value.replace("_", " "))
 
 
@@ -195,7 +234,7 @@ def machine() -> str:
 
 def pick(results, group: str, spec, value: str | None):
     """The result of `spec` (a function name, or (function, fixed value)) in `group`."""
-    if spec is None:
+    if spec is None or spec == NA:
         return None
     if isinstance(spec, tuple):
         fn, value = spec
@@ -229,6 +268,8 @@ def table_rows(results):
             p = pick(results, group, project, value)
             fl = pick(results, group, kind["floor"], value)
             sq = pick(results, group, kind["sqlite"], value)
+            if kind.get("needs_sqlite") and sq is None:
+                continue
             divide = kind.get("per", False)
             rows.append({
                 "group": group,
@@ -265,10 +306,13 @@ def markdown(rows, results) -> str:
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         when = f"{r['when']:%m-%d %H:%M}" if r["when"] else "–"
+        na = r["kind"]["sqlite"] == NA
+        sqlite = NA if na else fmt_time(r["sqlite"])
+        sqlite_ratio = NA if na else fmt_ratio(r["sqlite"], r["project"])
         lines.append(
             f"| {r['label']} | {r['size']} | {fmt_time(r['project'])} | {fmt_time(r['floor'])} "
-            f"| {fmt_time(r['sqlite'])} | {fmt_ratio(r['project'], r['floor'])} "
-            f"| {fmt_ratio(r['sqlite'], r['project'])} | {when} |")
+            f"| {sqlite} | {fmt_ratio(r['project'], r['floor'])} "
+            f"| {sqlite_ratio} | {when} |")
     lines.append("")
     lines.append("The baselines of each operation:")
     lines.append("")

@@ -1,6 +1,6 @@
 //! The timing benchmarks of `inbox-core`, each against a plain `Vec`/`BTreeMap` floor and
-//! the obvious SQLite schema (`inbox_benches::sqlite`, in-memory) measured in the same run
-//! (numbers and targets: `docs/PERFORMANCE.md`).
+//! the obvious SQLite schema (`inbox_benches::sqlite`, in memory unless said otherwise)
+//! measured in the same run (numbers and targets: `docs/PERFORMANCE.md`).
 //!
 //! * `apply_sent`: folding `MessageSent` events, 10^6 messages over 10^4 conversations
 //!   (SQLite: the same rows inserted in one transaction);
@@ -9,7 +9,9 @@
 //!   10^3 to 10^6 messages, to show how the cost grows;
 //! * `merge_interleaved` and `merge_precedes`: merging two conversations of n messages each,
 //!   end to end through `Inbox::apply_event` (beside a naive `imbl::OrdMap::union`; SQLite:
-//!   one `UPDATE` of the conversation column).
+//!   one `UPDATE` of the conversation column, in memory (`sqlite_update`) and, up to 10^5 per
+//!   side, on a file database in WAL mode with `synchronous=FULL` (`sqlite_update_wal_file`,
+//!   in a temporary directory under the workspace's `target/`, as in `store.rs`)).
 //!
 //! `cargo bench -p inbox-benches -- --test` runs each bench once (a smoke test);
 //! `INBOX_BENCH_QUICK=1` shrinks the sizes. Big fixtures are built lazily, once per group,
@@ -24,6 +26,7 @@
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{
@@ -32,9 +35,9 @@ use criterion::{
 use imbl::OrdMap;
 use inbox_benches::sqlite;
 use inbox_benches::{
-    Key, Layout, MergeFixture, cursor_after, entry_cmp, floor_page, inbox_with_conversations,
-    merge_vecs, page_request, pow10, quick_mode, send_events, single_conversation_inbox,
-    single_conversation_vec,
+    Key, Layout, MergeFixture, bench_dir, cursor_after, entry_cmp, floor_page,
+    inbox_with_conversations, merge_vecs, page_request, pow10, quick_mode, send_events,
+    single_conversation_inbox, single_conversation_vec,
 };
 use inbox_core::{ConversationId, Event, Inbox, Message, SortOrder};
 use rusqlite::Connection;
@@ -417,6 +420,8 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
         Layout::Precedes => "merge_precedes",
     };
     let mut group = c.benchmark_group(name);
+    // The file databases of `sqlite_update_wal_file`.
+    let dir = bench_dir();
     for &n in s.merge {
         // Large inputs are built one per iteration; small ones in batches.
         let batch = if n <= 10_000 {
@@ -555,9 +560,59 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
                 BatchSize::PerIteration,
             );
         });
+
+        // SQLite on disk: the same `UPDATE` on a file database in WAL mode with
+        // `synchronous=FULL` (the commit appends the changed pages to the WAL and fsyncs it),
+        // up to 10^5 per side. Per iteration, untimed: a copy of the template file, opening
+        // it, and closing it after (which checkpoints the WAL) and removing it.
+        if n <= 100_000 {
+            let file: OnceCell<PathBuf> = OnceCell::new();
+            group.bench_function(BenchmarkId::new("sqlite_update_wal_file", &size), |b| {
+                let (source, target) = sqlite::merge_conversations();
+                let work = dir.path().join("merge-work.db");
+                let template = file.get_or_init(|| {
+                    let path = dir.path().join(format!("merge-{n}.db"));
+                    sqlite::merge_db_file(n, layout, &path).unwrap();
+                    // Once, outside the timing: the merge moves every message of the source.
+                    std::fs::copy(&path, &work).unwrap();
+                    let db = sqlite::open_file(&work).unwrap();
+                    assert_eq!(sqlite::count(&db, source).unwrap(), n);
+                    let moved = sqlite::merge(&db, source, target).unwrap();
+                    assert_eq!(moved, usize::try_from(n).unwrap());
+                    assert_eq!(sqlite::count(&db, target).unwrap(), 2 * n);
+                    assert_eq!(sqlite::count(&db, source).unwrap(), 0);
+                    drop(db);
+                    remove_db(&work);
+                    path
+                });
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        std::fs::copy(template, &work).unwrap();
+                        let db = sqlite::open_file(&work).unwrap();
+                        let start = Instant::now();
+                        let moved = sqlite::merge(&db, black_box(source), target).unwrap();
+                        total += start.elapsed();
+                        assert_eq!(moved, usize::try_from(n).unwrap());
+                        drop(db);
+                        remove_db(&work);
+                    }
+                    total
+                });
+            });
+        }
         group.sampling_mode(SamplingMode::Auto);
     }
     group.finish();
+}
+
+/// Removes a SQLite database file and its WAL and shared-memory files.
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn merge_interleaved(c: &mut Criterion) {

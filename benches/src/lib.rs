@@ -35,6 +35,24 @@ pub fn quick_mode() -> bool {
     std::env::var("INBOX_BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
+/// A fresh temporary directory for files (logs, databases) on the same disk as the
+/// workspace: under its `target/store-bench` (a real disk, not a tmpfs), or under
+/// `INBOX_BENCH_DIR` when set. Removed when dropped.
+pub fn bench_dir() -> tempfile::TempDir {
+    let parent = std::env::var_os("INBOX_BENCH_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/store-bench"),
+        std::path::PathBuf::from,
+    );
+    let made = std::fs::create_dir_all(&parent).and_then(|()| tempfile::tempdir_in(&parent));
+    match made {
+        Ok(dir) => dir,
+        Err(e) => panic!(
+            "cannot make a temporary directory under {}: {e}",
+            parent.display()
+        ),
+    }
+}
+
 /// `10^6` rather than `1000000` in bench ids.
 pub fn pow10(n: u64) -> String {
     let digits = n.checked_ilog10().unwrap_or(0);

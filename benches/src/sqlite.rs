@@ -93,6 +93,17 @@ pub fn open_file(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// How long a writer of [`open_writer`] waits for the write lock before failing.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`open_file`] with a busy timeout of [`BUSY_TIMEOUT`]: one writer's connection among many
+/// (SQLite lets one write at a time; the others wait in its busy handler).
+pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open_file(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
 /// Inserts `rows` in one transaction with one prepared statement.
 pub fn insert_all(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -186,6 +197,24 @@ pub fn merge_conversations() -> (ConversationId, ConversationId) {
 
 /// Two conversations of `n` messages each, as in `crate::MergeFixture::new(n, layout)`.
 pub fn merge_db(n: u64, layout: Layout) -> rusqlite::Result<Connection> {
+    let mut conn = open_memory()?;
+    insert_all(&mut conn, &merge_rows(n, layout))?;
+    Ok(conn)
+}
+
+/// [`merge_db`] as a file database in WAL mode at `path` (written with `synchronous=OFF`
+/// to save time, checkpointed, and closed: [`open_file`] reopens it with
+/// `synchronous=FULL`).
+pub fn merge_db_file(n: u64, layout: Layout, path: &Path) -> rusqlite::Result<()> {
+    let mut conn = open_file(path)?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    insert_all(&mut conn, &merge_rows(n, layout))?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    conn.close().map_err(|(_, e)| e)
+}
+
+/// The rows of the merge fixtures, in clock order.
+fn merge_rows(n: u64, layout: Layout) -> Vec<Row> {
     let (source, target) = merge_conversations();
     let (s, t) = layout.sequences(n);
     let mut all: Vec<(i64, ConversationId)> = s
@@ -194,8 +223,7 @@ pub fn merge_db(n: u64, layout: Layout) -> rusqlite::Result<Connection> {
         .chain(t.iter().map(|q| (*q, target)))
         .collect();
     all.sort_unstable();
-    let rows: Vec<Row> = all
-        .into_iter()
+    all.into_iter()
         .enumerate()
         .map(|(i, (seq, c))| Row {
             conversation: key(c),
@@ -203,10 +231,7 @@ pub fn merge_db(n: u64, layout: Layout) -> rusqlite::Result<Connection> {
             id: seq,
             body: text40(u64::try_from(i).unwrap_or_default()),
         })
-        .collect();
-    let mut conn = open_memory()?;
-    insert_all(&mut conn, &rows)?;
-    Ok(conn)
+        .collect()
 }
 
 /// The merge: every message of `source` moves to `target`. Returns the rows moved.
@@ -306,6 +331,21 @@ mod tests {
             let first = page(&copy, target, None, false, 30).unwrap();
             assert!(first.windows(2).all(|w| w[0].sequence < w[1].sequence));
         }
+    }
+
+    #[test]
+    fn sqlite_merge_on_a_wal_file_moves_every_message() {
+        let dir = crate::bench_dir();
+        let path = dir.path().join("merge.db");
+        merge_db_file(300, Layout::Interleaved, &path).unwrap();
+        let db = open_file(&path).unwrap();
+        let sync: i64 = db
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let (source, target) = merge_conversations();
+        assert_eq!(merge(&db, source, target).unwrap(), 300);
+        assert_eq!(count(&db, target).unwrap(), 600);
     }
 
     #[test]

@@ -208,10 +208,8 @@ impl Run {
             match &e.event {
                 Event::ConversationStarted {
                     conversation_id, ..
-                } => {
-                    if !self.conversations.contains(conversation_id) {
-                        self.conversations.push(*conversation_id);
-                    }
+                } if !self.conversations.contains(conversation_id) => {
+                    self.conversations.push(*conversation_id);
                 }
                 Event::MessageSent { message } => {
                     self.sent.insert(message.id, message.clone());

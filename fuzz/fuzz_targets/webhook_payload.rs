@@ -28,12 +28,12 @@ const SLUGS: &[&str] = &[
     "created",
 ];
 
+/// One documented member: its name, and how to make a plausible value of it.
+type Member<'a> = (&'a str, &'a dyn Fn(&mut Unstructured<'_>) -> Result<Value>);
+
 /// A JSON object with some documented members (each present or not, each either plausible
 /// or arbitrary) plus arbitrary extra members.
-fn object(
-    u: &mut Unstructured<'_>,
-    members: &[(&str, &dyn Fn(&mut Unstructured<'_>) -> Result<Value>)],
-) -> Result<Value> {
+fn object(u: &mut Unstructured<'_>, members: &[Member<'_>]) -> Result<Value> {
     let mut map = Map::new();
     for (name, make) in members {
         if u.ratio(7, 8)? {
