@@ -937,7 +937,11 @@ impl EventLog for FileLog {
                     }
                     state.stats.flushes += 1;
                 }
-                Err(e) => state.failed = Some(format!("write or fsync failed: {e}")),
+                Err(e) => {
+                    state.failed = Some(format!(
+                        "write or fsync failed, and the log refuses appends until it is reopened: {e}"
+                    ))
+                }
             }
             self.shared.flushed.notify_all();
         }

@@ -194,9 +194,11 @@ pub enum AppendError {
         /// Why.
         source: CodecError,
     },
-    /// A write or fsync failed. The log no longer accepts appends (what reached the disk is
-    /// unknown until it is reopened and recovered).
-    #[error("the log failed to write and refuses appends until it is reopened: {0}")]
+    /// A write, fsync or commit failed; whether the batch was stored is unknown until the
+    /// log is read again. A [`FileLog`] then refuses every later append until it is reopened
+    /// and recovered; a [`PostgresLog`] goes on (the database, read again, tells what
+    /// happened). The text says which.
+    #[error("the log failed to write: {0}")]
     Failed(String),
 }
 

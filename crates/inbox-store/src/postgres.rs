@@ -22,9 +22,10 @@
 //! Every append takes the `inbox_head` row lock (`SELECT ... FOR UPDATE`) first, so appends
 //! from every process are serialized: a transaction checks each batch's expected version
 //! against `inbox_sites`, numbers its events from the head, inserts them, moves the head and
-//! commits. That is four round trips: `BEGIN`; the head lock and the group's site versions in
-//! one query; the events, the sites' versions, the head and the `NOTIFY` in one statement
-//! (data-modifying CTEs); `COMMIT`. Positions are therefore dense and in commit order: a reader that sees position
+//! commits. That is four round trips: `BEGIN` with the head lock; the group's site versions
+//! (a statement of its own, begun after the lock is held, so that it sees the previous
+//! holder's commit); the events, the sites' versions, the head and the `NOTIFY` in one
+//! statement (data-modifying CTEs); `COMMIT`. Positions are therefore dense and in commit order: a reader that sees position
 //! `p` committed sees everything before it, so a follower reading "after my position" never
 //! skips an event that commits late. The unique `(site, site_version)` is a second guard.
 //!
@@ -522,32 +523,72 @@ fn appender(config: Config, mut client: Option<Client>, rx: Receiver<Pending>) {
     }
 }
 
-/// One transaction for a group of batches: lock the head and read the group's site
-/// versions, check each batch's expected version, write the accepted ones (events, sites'
-/// versions, head, notify) in one statement, commit.
+/// One transaction for a group of batches: lock the head, read the group's site versions,
+/// check each batch's expected version, write the accepted ones (events, sites' versions,
+/// head, notify) in one statement, commit.
 fn commit_group(
     c: &mut Client,
     group: &[Pending],
 ) -> Result<Vec<Result<Appended, AppendError>>, postgres::Error> {
-    let mut tx = c.transaction()?;
+    // BEGIN and the head's row lock in one round trip (the simple-query protocol takes both
+    // statements at once). The lock serializes every process's appends until this commit.
+    let head = c
+        .simple_query("BEGIN; SELECT position FROM inbox_head FOR UPDATE")?
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse::<i64>().ok(),
+            _ => None,
+        });
+    let written = (|| {
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        group_in_transaction(c, group, head).map(Some)
+    })();
+    match written {
+        Ok(Some((results, true))) => {
+            c.batch_execute("COMMIT")?;
+            Ok(results)
+        }
+        Ok(Some((results, false))) => {
+            c.batch_execute("ROLLBACK")?;
+            Ok(results)
+        }
+        Ok(None) => {
+            c.batch_execute("ROLLBACK")?;
+            let why = "inbox_head has no row: the schema is damaged".to_owned();
+            Ok(group
+                .iter()
+                .map(|_| Err(AppendError::Failed(why.clone())))
+                .collect())
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The body of a group's transaction, with the head locked at `head`: answers each batch's
+/// result and whether anything is to be committed.
+fn group_in_transaction(
+    c: &mut Client,
+    group: &[Pending],
+    head: i64,
+) -> Result<(Vec<Result<Appended, AppendError>>, bool), postgres::Error> {
     let mut names: Vec<&str> = group.iter().map(|p| p.site.0.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    // The head's row lock serializes every process's appends until this commit.
-    let rows = tx.query(
-        "WITH head AS (SELECT position FROM inbox_head FOR UPDATE) \
-         SELECT head.position, s.site, s.version FROM head \
-         LEFT JOIN inbox_sites s ON s.site = ANY($1)",
+    // A statement of its own, after the lock is held: under READ COMMITTED a statement sees
+    // what was committed before it began, so reading the versions in the statement that
+    // waited for the lock would miss the previous holder's appends.
+    let rows = c.query(
+        "SELECT site, version FROM inbox_sites WHERE site = ANY($1)",
         &[&names],
     )?;
-    let head: i64 = rows.first().map_or(0, |r| r.get(0));
     let mut versions: HashMap<String, u64> = rows
         .iter()
-        .filter_map(|r| {
-            let site: Option<String> = r.get(1);
-            let version: Option<i64> = r.get(2);
-            Some((site?, to_u64(version?)))
-        })
+        .map(|r| (r.get::<_, String>(0), to_u64(r.get(1))))
         .collect();
     let mut next = to_u64(head) + 1;
     let mut results = Vec::with_capacity(group.len());
@@ -587,15 +628,14 @@ fn commit_group(
         }));
     }
     if positions.is_empty() {
-        tx.rollback()?;
-        return Ok(results);
+        return Ok((results, false));
     }
     let (touched, touched_versions): (Vec<&str>, Vec<i64>) = versions
         .iter()
         .map(|(s, v)| (s.as_str(), to_i64(*v)))
         .unzip();
     let last = next - 1;
-    tx.query(
+    c.query(
         "WITH events AS (
              INSERT INTO inbox_events (position, site_version, site, event_id, schema_version,
                                        recorded_at, body)
@@ -622,8 +662,7 @@ fn commit_group(
             &last.to_string(),
         ],
     )?;
-    tx.commit()?;
-    Ok(results)
+    Ok((results, true))
 }
 
 impl EventLog for PostgresLog {

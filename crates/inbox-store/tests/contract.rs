@@ -313,6 +313,91 @@ fn postgres_appenders_of_two_processes_on_the_same_sites_land_exactly_once() {
     );
 }
 
+/// The bug CI found: the versions read in the statement that waited for the head lock were
+/// those of before the wait (READ COMMITTED's statement snapshot), so an append queued
+/// behind another process's commit accepted a stale version and hit the unique key. Made
+/// deterministic here: another session holds the lock, the append queues behind it, the
+/// holder commits a newer version of the site; the append must see it and be a conflict.
+#[test]
+fn postgres_an_append_queued_behind_another_commit_sees_its_versions() {
+    let Some((url, log)) = postgres("postgres_append_behind_another_commit") else {
+        return;
+    };
+    let a = site(1);
+    append_nth(&log, &a, 0, "first");
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT position FROM inbox_head FOR UPDATE")
+        .unwrap();
+    let log = std::sync::Arc::new(log);
+    let queued = {
+        let log = log.clone();
+        let a = a.clone();
+        std::thread::spawn(move || {
+            log.append(
+                &a,
+                ExpectedVersion::Exactly(1),
+                &[envelope(&a, 50, message(50, conversation(1), "queued"))],
+            )
+        })
+    };
+    // Wait (bounded) until the append is blocked on the head lock.
+    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the append never queued for the head lock"
+        );
+        std::thread::yield_now();
+    }
+    // The holder commits version 2 of the site, as another process's append would.
+    let body = inbox_store::encode_event(&message(60, conversation(1), "other")).unwrap();
+    holder
+        .execute(
+            "INSERT INTO inbox_events (position, site_version, site, event_id, schema_version, \
+             recorded_at, body) VALUES (2, 2, $1, $2, $3, 0, $4)",
+            &[
+                &a.0,
+                &uuid::Uuid::from_u128(60),
+                &i16::try_from(inbox_core::SCHEMA_VERSION).unwrap(),
+                &body,
+            ],
+        )
+        .unwrap();
+    holder
+        .batch_execute(
+            "UPDATE inbox_sites SET version = 2; UPDATE inbox_head SET position = 2; COMMIT",
+        )
+        .unwrap();
+    match queued.join().unwrap() {
+        Err(AppendError::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (1, 2)),
+        other => panic!("expected a conflict at version 2, got {other:?}"),
+    }
+    // And the log goes on.
+    let next = log
+        .append(
+            &a,
+            ExpectedVersion::Exactly(2),
+            &[envelope(&a, 70, message(70, conversation(1), "after"))],
+        )
+        .unwrap();
+    assert_eq!((next.first_position, next.site_version), (3, 3));
+}
+
 #[test]
 fn postgres_listener_wakes_on_another_process_commit_and_misses_none() {
     let Some((url, writer)) = postgres("postgres_listener_wakes") else {
