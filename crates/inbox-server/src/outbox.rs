@@ -88,20 +88,35 @@ impl Outbox {
         if !urls.is_empty() {
             std::fs::create_dir_all(dir)?;
         }
+        Ok(Self::with_targets(urls, dir, signer, None))
+    }
+
+    /// An outbox delivering to `urls` with its cursors, leases and dead letters in the
+    /// shared database.
+    pub fn new_shared(urls: &[String], pg: Arc<PostgresLog>, signer: WebhookSigner) -> Self {
+        Self::with_targets(urls, Path::new("postgres:inbox_cursors"), signer, Some(pg))
+    }
+
+    fn with_targets(
+        urls: &[String],
+        dir: &Path,
+        signer: WebhookSigner,
+        shared: Option<Arc<PostgresLog>>,
+    ) -> Self {
         let targets = urls
             .iter()
             .map(|url| {
-                let name = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
+                let id = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
                 Arc::new(Target {
                     url: url.clone(),
-                    id: name,
+                    id,
                     cursor: AtomicU64::new(u64::MAX),
-                    cursor_path: dir.join(format!("{name}.cursor")),
-                    dead_path: dir.join(format!("{name}.dead.jsonl")),
+                    cursor_path: dir.join(format!("{id}.cursor")),
+                    dead_path: dir.join(format!("{id}.dead.jsonl")),
                 })
             })
             .collect();
-        Ok(Outbox {
+        Outbox {
             queue: Mutex::new(BTreeMap::new()),
             targets,
             notify: Notify::new(),
@@ -110,39 +125,8 @@ impl Outbox {
             retries: AtomicU64::new(0),
             dead: AtomicU64::new(0),
             gate: RwLock::new(()),
-            shared: None,
-        })
-    }
-
-    /// An outbox delivering to `urls` with its cursors, leases and dead letters in the
-    /// shared database.
-    pub fn new_shared(urls: &[String], pg: Arc<PostgresLog>, signer: WebhookSigner) -> Self {
-        let dir = Path::new("postgres:inbox_cursors");
-        let mut outbox = Outbox {
-            queue: Mutex::new(BTreeMap::new()),
-            targets: Vec::new(),
-            notify: Notify::new(),
-            signer,
-            delivered: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            dead: AtomicU64::new(0),
-            gate: RwLock::new(()),
-            shared: Some(pg),
-        };
-        outbox.targets = urls
-            .iter()
-            .map(|url| {
-                let id = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
-                Arc::new(Target {
-                    url: url.clone(),
-                    id,
-                    cursor: AtomicU64::new(u64::MAX),
-                    cursor_path: dir.join(id.to_string()),
-                    dead_path: dir.join(format!("dead-letter:{id}")),
-                })
-            })
-            .collect();
-        outbox
+            shared,
+        }
     }
 
     /// The database row of a URL's cursor.

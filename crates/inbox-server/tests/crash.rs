@@ -143,26 +143,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message_and_no_webhook() {
          {last} ran after the last restart): {by_phase:#?}; the server's log:\n{}",
         server.log()
     );
-    let merge_targets: HashSet<(String, String)> = merges.iter().cloned().collect();
-    let started_merges = Instant::now();
-    loop {
-        let announced: HashSet<(String, String)> = receiver.with(|i| {
-            i.deliveries
-                .iter()
-                .filter(|d| d.event_type == CONVERSATIONS_MERGED)
-                .map(|d| (d.site.clone(), d.entity_id.clone()))
-                .collect()
-        });
-        let missing: Vec<_> = merge_targets.difference(&announced).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            started_merges.elapsed() < BOUND,
-            "acknowledged merges never announced: {missing:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    await_merges(&receiver, &merges).await;
     server.terminate().await;
 
     // The deliveries: decodable, one event id per message however often it came, and only

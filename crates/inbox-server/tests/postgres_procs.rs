@@ -97,26 +97,7 @@ async fn two_processes_on_one_database_one_killed_under_load_lose_nothing_acknow
         .collect::<Vec<_>>()
         .join("\n---\n");
     await_deliveries(&receiver, &acked, &logs).await;
-    let merge_targets: HashSet<(String, String)> = merges.iter().cloned().collect();
-    let waited = Instant::now();
-    loop {
-        let announced: HashSet<(String, String)> = receiver.with(|i| {
-            i.deliveries
-                .iter()
-                .filter(|d| d.event_type == CONVERSATIONS_MERGED)
-                .map(|d| (d.site.clone(), d.entity_id.clone()))
-                .collect()
-        });
-        let missing: Vec<_> = merge_targets.difference(&announced).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            waited.elapsed() < BOUND,
-            "acknowledged merges never announced: {missing:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    await_merges(&receiver, &merges).await;
     let (deliveries, distinct) = receiver.with(|i| {
         let mut events_of: HashMap<Key, HashSet<&str>> = HashMap::new();
         for d in &i.deliveries {

@@ -753,6 +753,30 @@ pub async fn await_deliveries(receiver: &Receiver, keys: &HashMap<Key, String>, 
     }
 }
 
+/// Waits (bounded) until every merge's surviving conversation has been announced.
+pub async fn await_merges(receiver: &Receiver, merges: &[(String, String)]) {
+    let targets: HashSet<(String, String)> = merges.iter().cloned().collect();
+    let started = Instant::now();
+    loop {
+        let announced: HashSet<(String, String)> = receiver.with(|i| {
+            i.deliveries
+                .iter()
+                .filter(|d| d.event_type == CONVERSATIONS_MERGED)
+                .map(|d| (d.site.clone(), d.entity_id.clone()))
+                .collect()
+        });
+        let missing: Vec<_> = targets.difference(&announced).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "acknowledged merges never announced: {missing:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// `inboxd export`: every message line, counted by key, with its text.
 pub fn export(data: &Path) -> HashMap<Key, (u32, String)> {
     export_from(&["--data".into(), data.into()])
