@@ -33,9 +33,12 @@ use crate::ids::{
     AppId, ContactId, ConversationId, EventId, MemberId, MessageId, Sequence, SiteId, Timestamp,
     VisitorId,
 };
+use crate::index::MessageIndex;
 use crate::message::{ButtonAction, Channel, Message, Sender};
 use crate::participant::{Member, Participant, ParticipantId};
 use crate::timeline::{Entry, Timeline};
+
+pub mod image;
 
 /// Messages a page returns when no limit is given.
 pub const DEFAULT_PAGE_LIMIT: usize = 30;
@@ -136,7 +139,7 @@ pub struct Interaction {
     pub interacted_by: Sender,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ConversationRecord {
     participant: Option<ParticipantId>,
     parent: Option<ConversationId>,
@@ -155,7 +158,10 @@ struct Locator {
 }
 
 /// The state of one site's inbox. Cloning is O(1) (a snapshot).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// To persist one, take its [`Image`](image::Image) ([`Inbox::image`]) and rebuild it with
+/// [`Inbox::from_image`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inbox {
     config: Arc<InboxConfig>,
     conversations: OrdMap<ConversationId, ConversationRecord>,
@@ -165,12 +171,11 @@ pub struct Inbox {
     member_of_contact: OrdMap<ContactId, MemberId>,
     contacts: ContactDirectory,
     /// Where each message was sent (its provenance): the index behind deduplication by id
-    /// and lookup by id.
-    message_index: OrdMap<MessageId, ConversationId>,
+    /// and lookup by id. Derived from the messages (an image does not carry it).
+    message_index: MessageIndex,
     /// The sequence of the messages whose sequence is not their id. The engine issues both
     /// from one clock, so for its own messages this stays empty and the index holds 24 bytes
-    /// an entry instead of 32 (its B-tree leaves are half full under monotonic ids, so that
-    /// is ~16 bytes a message at 10^6).
+    /// an entry instead of 32.
     odd_sequences: OrdMap<MessageId, Sequence>,
     merge_edges: OrdMap<ConversationId, OrdMap<ConversationId, Sequence>>,
     merged_from: OrdMap<ConversationId, OrdSet<ConversationId>>,
@@ -179,7 +184,6 @@ pub struct Inbox {
     erased: OrdMap<ConversationId, Sequence>,
     // Contacts a privacy request erased: their member's login email is forgotten, also when
     // the registration is folded after the erasure (convergence).
-    #[serde(default)]
     erased_contacts: OrdSet<ContactId>,
     interactions: OrdSet<Interaction>,
     anomalies: OrdMap<AnomalyKey, Anomaly>,
@@ -285,7 +289,7 @@ impl Inbox {
             members: OrdMap::new(),
             member_of_contact: OrdMap::new(),
             contacts: ContactDirectory::default(),
-            message_index: OrdMap::new(),
+            message_index: MessageIndex::default(),
             odd_sequences: OrdMap::new(),
             merge_edges: OrdMap::new(),
             merged_from: OrdMap::new(),
@@ -537,7 +541,7 @@ impl Inbox {
         // The hybrid logical clock: strictly above everything seen, and never behind `now`.
         let mut sequence = Sequence::next_after(self.last_sequence, ctx.now);
         let mut id = MessageId(u64::try_from(sequence.0).unwrap_or_default());
-        while self.message_index.contains_key(&id) {
+        while self.message_index.contains_key(id) {
             sequence = Sequence(sequence.0.saturating_add(1));
             id = MessageId(u64::try_from(sequence.0).unwrap_or_default());
         }
@@ -900,9 +904,8 @@ impl Inbox {
         // One traversal of the index in the common case: a new id.
         if let Some(previous) = self
             .message_index
-            .insert(message.id, message.conversation_id)
+            .insert_new(message.id, message.conversation_id)
         {
-            self.message_index.insert(message.id, previous);
             // Every conversation a message names exists, whichever version of it wins.
             self.ensure_conversation(message.conversation_id);
             let loc = Locator {
@@ -962,10 +965,10 @@ impl Inbox {
         self.place_message(message);
     }
 
-    /// Indexes a message and puts it in the timeline of its conversation's root.
+    /// Re-indexes an indexed message (its new version may name another conversation) and puts
+    /// it in the timeline of its conversation's root.
     fn insert_message(&mut self, message: Message) {
-        self.message_index
-            .insert(message.id, message.conversation_id);
+        self.message_index.set(message.id, message.conversation_id);
         self.place_message(message);
     }
 
@@ -1329,7 +1332,7 @@ impl Inbox {
 
     /// A message by id, wherever it now lives.
     pub fn message(&self, id: MessageId) -> Option<&Message> {
-        let conversation = *self.message_index.get(&id)?;
+        let conversation = self.message_index.get(id)?;
         let loc = Locator {
             conversation,
             sequence: self.sequence_of(id),

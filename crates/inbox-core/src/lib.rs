@@ -22,6 +22,7 @@ mod cursor;
 pub mod event;
 pub mod ids;
 mod inbox;
+mod index;
 pub mod message;
 pub mod participant;
 mod timeline;
@@ -34,6 +35,7 @@ pub use ids::{
     AppId, ContactId, ConversationId, EventId, MemberId, MessageId, Sequence, SiteId, Timestamp,
     VisitorId, WixUserId,
 };
+pub use inbox::image;
 pub use inbox::{
     Anomaly, ConversationView, DEFAULT_PAGE_LIMIT, DisplayData, GetConversationError, Inbox,
     InboxConfig, Interaction, ListMessages, ListMessagesError, MAX_PAGE_LIMIT, MessagePage,

@@ -68,9 +68,46 @@ impl Channel {
 
 /// A set of channels in one byte (a message targets at most one; the set keeps the type
 /// honest for observed messages that carry more).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "Vec<Channel>", from = "Vec<Channel>")]
+///
+/// It serializes as a sequence of channels, in wire order.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChannelSet(u8);
+
+impl Serialize for ChannelSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // The length up front: compact formats (postcard) need it.
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for c in self.iter() {
+            seq.serialize_element(&c)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelSet {
+    /// Read without a vector in between (a message carries one; there are millions).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SetVisitor;
+        impl<'de> serde::de::Visitor<'de> for SetVisitor {
+            type Value = ChannelSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of channels")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ChannelSet, A::Error> {
+                let mut set = ChannelSet::EMPTY;
+                while let Some(c) = seq.next_element::<Channel>()? {
+                    set.insert(c);
+                }
+                Ok(set)
+            }
+        }
+        deserializer.deserialize_seq(SetVisitor)
+    }
+}
 
 impl ChannelSet {
     /// No channel.
@@ -288,8 +325,36 @@ impl Serialize for BasicItems {
 }
 
 impl<'de> Deserialize<'de> for BasicItems {
+    /// One item (the common case) is read without allocating a vector for it.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<BasicItem>::deserialize(deserializer).map(BasicItems::from)
+        struct ItemsVisitor;
+        impl<'de> serde::de::Visitor<'de> for ItemsVisitor {
+            type Value = BasicItems;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of basic items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BasicItems, A::Error> {
+                let Some(first) = seq.next_element::<BasicItem>()? else {
+                    return Ok(BasicItems(ItemsRepr::Many(Box::new([]))));
+                };
+                let Some(second) = seq.next_element::<BasicItem>()? else {
+                    return Ok(BasicItems(ItemsRepr::One(first)));
+                };
+                // Trust the length hint only as far as the items limit goes.
+                let hint = seq.size_hint().unwrap_or(0).min(MAX_FORM_MEDIA);
+                let mut items = Vec::with_capacity(2 + hint);
+                items.push(first);
+                items.push(second);
+                while let Some(item) = seq.next_element::<BasicItem>()? {
+                    items.push(item);
+                }
+                Ok(BasicItems(ItemsRepr::Many(items.into_boxed_slice())))
+            }
+        }
+        deserializer.deserialize_seq(ItemsVisitor)
     }
 }
 
@@ -795,5 +860,38 @@ impl TemplateDraft {
             orientation: self.orientation,
             buttons,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn channel_sets_serialize_as_sequences_of_channels() {
+        let set: ChannelSet = [Channel::Sms, Channel::Email].into_iter().collect();
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, r#"["Email","Sms"]"#);
+        assert_eq!(serde_json::from_str::<ChannelSet>(&json).unwrap(), set);
+        assert_eq!(
+            serde_json::from_str::<ChannelSet>("[]").unwrap(),
+            ChannelSet::EMPTY
+        );
+    }
+
+    #[test]
+    fn basic_items_of_any_length_read_back() {
+        for n in 0..4 {
+            let items: Vec<BasicItem> = (0..n)
+                .map(|i| BasicItem::Text(format!("t{i}").into()))
+                .collect();
+            let basic = BasicItems::from(items.clone());
+            let json = serde_json::to_string(&basic).unwrap();
+            assert_eq!(json, serde_json::to_string(&items).unwrap());
+            let back: BasicItems = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, basic, "{n} items");
+            assert_eq!(&*back, items.as_slice());
+        }
     }
 }

@@ -18,7 +18,6 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use imbl::Vector;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{MessageId, Sequence};
 use crate::message::Message;
@@ -28,7 +27,7 @@ pub(crate) const CHUNK: usize = 64;
 
 /// One message in a timeline: the sequence inline (so ordering touches no pointer) and the
 /// shared message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub seq: Sequence,
     pub msg: Arc<Message>,
@@ -62,8 +61,8 @@ pub(crate) struct Pos {
 
 /// The sorted messages of one conversation.
 ///
-/// Equality and serialization see the entries only, never the chunk layout, which depends
-/// on the order entries arrived in: two timelines with the same messages are equal.
+/// Equality sees the entries only, never the chunk layout, which depends on the order entries
+/// arrived in: two timelines with the same messages are equal.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Timeline {
     chunks: Vector<Chunk>,
@@ -77,33 +76,6 @@ impl PartialEq for Timeline {
 }
 
 impl Eq for Timeline {}
-
-impl Serialize for Timeline {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        // The length up front: compact formats (postcard) need it.
-        let mut seq = serializer.serialize_seq(Some(self.len))?;
-        for e in self.iter() {
-            seq.serialize_element(e)?;
-        }
-        seq.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Timeline {
-    /// Entries from outside (a snapshot file) are not trusted to be sorted or unique.
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut entries = Vec::<Entry>::deserialize(deserializer)?;
-        if !entries
-            .windows(2)
-            .all(|w| matches!(w, [a, b] if Entry::cmp(a, b) == Ordering::Less))
-        {
-            entries.sort_by(Entry::cmp);
-            entries.dedup_by(|b, a| Entry::cmp(a, b) == Ordering::Equal);
-        }
-        Ok(Timeline::from_sorted(entries))
-    }
-}
 
 impl Timeline {
     pub fn len(&self) -> usize {
@@ -325,9 +297,10 @@ impl Timeline {
     }
 }
 
-/// Writes entries into fresh chunks of [`CHUNK`] and whole chunks as they are.
+/// Writes entries into fresh chunks of [`CHUNK`] and whole chunks as they are. Entries
+/// must come in order ([`Entry::cmp`]).
 #[derive(Default)]
-struct Builder {
+pub(crate) struct Builder {
     chunks: Vector<Chunk>,
     pending: Vec<Entry>,
     len: usize,
@@ -335,7 +308,7 @@ struct Builder {
 
 impl Builder {
     #[inline]
-    fn push(&mut self, e: Entry) {
+    pub fn push(&mut self, e: Entry) {
         if self.pending.capacity() == 0 {
             self.pending.reserve_exact(CHUNK);
         }
@@ -359,7 +332,7 @@ impl Builder {
         }
     }
 
-    fn finish(mut self) -> Timeline {
+    pub fn finish(mut self) -> Timeline {
         self.flush();
         Timeline {
             chunks: self.chunks,

@@ -44,7 +44,7 @@ pub fn recover(
 ) -> Result<Recovered, RecoverError> {
     let last = log.last_position();
     let (snapshot, skipped_snapshots) = match snapshots {
-        Some(s) => s.load_newest::<BTreeMap<SiteId, Inbox>>(last),
+        Some(s) => s.load_newest(last),
         None => (None, Vec::new()),
     };
     let (snapshot_position, mut sites) = match snapshot {
