@@ -117,6 +117,23 @@ ROWS = [
          project="replica_ingest_duplicate", floor="floor_btreeset_contains", sqlite=NA,
          per=True, floor_name="`BTreeSet::contains` of the id",
          sqlite_name="n/a (no database in decoding)"),
+    dict(group="server", label="inboxd: durable Send Message over loopback HTTP (per request)",
+         project="inboxd_send_message", floor="floor_http_json",
+         sqlite="sqlite_insert_per_request", per=True,
+         floor_name="the same HTTP + JSON, nothing stored",
+         sqlite_name="axum handler: INSERT per request, WAL, synchronous=FULL"),
+    dict(group="append_postgres", label="durable append to PostgreSQL, one process (per event)",
+         project=("postgres_1_process", "64_appenders"),
+         floor=("floor_insert_autocommit", "64_connections"), sqlite=NA, per=True,
+         size="64 appenders",
+         floor_name="64 connections, one autocommit `INSERT` each, no ordering",
+         sqlite_name="n/a (a file database is not shared by processes; see the append rows)"),
+    dict(group="append_postgres", label="durable append to PostgreSQL, two processes (per event)",
+         project=("postgres_2_processes", "64_appenders"),
+         floor=("floor_insert_autocommit", "64_connections"), sqlite=NA, per=True,
+         size="64 appenders",
+         floor_name="64 connections, one autocommit `INSERT` each, no ordering",
+         sqlite_name="n/a (a file database is not shared by processes; see the append rows)"),
 ]
 
 
