@@ -27,13 +27,12 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use inbox_benches::{conversation, quick_mode, text_message};
+use inbox_benches::{conversation, quick_mode, text_message, time_threads};
 use inbox_core::{Event, EventEnvelope, EventId, SCHEMA_VERSION, SiteId, Timestamp};
 use inbox_store::{EventLog, ExpectedVersion, PostgresLog};
 use uuid::Uuid;
@@ -60,70 +59,41 @@ fn envelope(site: &SiteId, i: u64) -> EventEnvelope {
 
 /// `APPENDERS` threads, spread over `logs`, each appending `iters` events to its own site.
 fn run_appenders(logs: &[&PostgresLog], iters: u64) -> Duration {
-    let barrier = Barrier::new(APPENDERS + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..APPENDERS)
-            .map(|t| {
-                let barrier = &barrier;
-                let log = logs[t % logs.len()];
-                scope.spawn(move || {
-                    let site = site(t);
-                    let mut version = log.site_version(&site);
-                    let events: Vec<EventEnvelope> =
-                        (0..iters).map(|k| envelope(&site, version + k)).collect();
-                    barrier.wait();
-                    for e in &events {
-                        version = log
-                            .append(
-                                &site,
-                                ExpectedVersion::Exactly(version),
-                                std::slice::from_ref(e),
-                            )
-                            .unwrap()
-                            .site_version;
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in handles {
-            h.join().unwrap();
+    time_threads(0..APPENDERS, |t, _| {
+        let log = logs[t % logs.len()];
+        let site = site(t);
+        let mut version = log.site_version(&site);
+        let events: Vec<EventEnvelope> = (0..iters).map(|k| envelope(&site, version + k)).collect();
+        move || {
+            for e in &events {
+                version = log
+                    .append(
+                        &site,
+                        ExpectedVersion::Exactly(version),
+                        std::slice::from_ref(e),
+                    )
+                    .unwrap()
+                    .site_version;
+            }
         }
-        start.elapsed()
     })
 }
 
 /// The floor: `APPENDERS` connections, one autocommit `INSERT` each per iteration.
 fn run_floor(url: &str, iters: u64) -> Duration {
     let body = inbox_store::encode_event(&envelope(&site(0), 0).event).unwrap();
-    let barrier = Barrier::new(APPENDERS + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..APPENDERS)
-            .map(|t| {
-                let barrier = &barrier;
-                let body = body.clone();
-                scope.spawn(move || {
-                    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-                    let insert = c
-                        .prepare(
-                            "INSERT INTO floor_events (site, version, body) VALUES ($1, $2, $3)",
-                        )
-                        .unwrap();
-                    let name = site(t).0;
-                    barrier.wait();
-                    for i in 0..iters {
-                        c.execute(&insert, &[&name, &(i as i64), &body]).unwrap();
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in handles {
-            h.join().unwrap();
+    time_threads(0..APPENDERS, |t, _| {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        let insert = c
+            .prepare("INSERT INTO floor_events (site, version, body) VALUES ($1, $2, $3)")
+            .unwrap();
+        let name = site(t).0;
+        let body = body.clone();
+        move || {
+            for i in 0..iters {
+                c.execute(&insert, &[&name, &(i as i64), &body]).unwrap();
+            }
         }
-        start.elapsed()
     })
 }
 

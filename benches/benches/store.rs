@@ -35,7 +35,6 @@ use std::hint::black_box;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{
@@ -43,6 +42,7 @@ use criterion::{
 };
 use inbox_benches::{
     BASE_SEQUENCE, bench_dir, conversation, pow10, quick_mode, sqlite, start_event, text_message,
+    time_threads,
 };
 use inbox_core::{
     Event, EventEnvelope, EventId, Inbox, InboxConfig, SCHEMA_VERSION, SiteId, Timestamp,
@@ -169,41 +169,28 @@ fn may_run(ids: &[&str]) -> bool {
 /// `threads` threads each append `iters` events, one per append, to their own site; returns
 /// the time from their common start until the last one finished.
 fn run_appenders(log: &FileLog, threads: usize, iters: u64) -> Duration {
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    let site = site(t);
-                    let mut version = log.site_version(&site);
-                    // Build the events before the start: the bench times the log, not this.
-                    let events: Vec<EventEnvelope> = (0..iters)
-                        .map(|k| {
-                            let i = version + k;
-                            envelope(&site, i, message_event(i, 100))
-                        })
-                        .collect();
-                    barrier.wait();
-                    for e in &events {
-                        let done = log
-                            .append(
-                                &site,
-                                ExpectedVersion::Exactly(version),
-                                std::slice::from_ref(e),
-                            )
-                            .unwrap();
-                        version = done.site_version;
-                    }
-                })
+    time_threads(0..threads, |t, _| {
+        let site = site(t);
+        let mut version = log.site_version(&site);
+        // Build the events before the start: the bench times the log, not this.
+        let events: Vec<EventEnvelope> = (0..iters)
+            .map(|k| {
+                let i = version + k;
+                envelope(&site, i, message_event(i, 100))
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in handles {
-            h.join().unwrap();
+        move || {
+            for e in &events {
+                let done = log
+                    .append(
+                        &site,
+                        ExpectedVersion::Exactly(version),
+                        std::slice::from_ref(e),
+                    )
+                    .unwrap();
+                version = done.site_version;
+            }
         }
-        start.elapsed()
     })
 }
 
@@ -349,40 +336,25 @@ fn append(c: &mut Criterion) {
 /// conversation (rows `next..next + iters` of it); returns the time from their common start
 /// until the last one finished.
 fn run_sqlite_appenders(conns: &mut [Connection], next: u64, iters: u64) -> Duration {
-    let barrier = Barrier::new(conns.len() + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = conns
-            .iter_mut()
-            .enumerate()
-            .map(|(t, conn)| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    let conversation = sqlite::key(conversation(1_000_000 + t as u64));
-                    // Built before the start: the bench times the database, not this.
-                    let rows: Vec<sqlite::Row> = (next..next + iters)
-                        .map(|k| {
-                            let seq = BASE_SEQUENCE + i64::try_from(k).unwrap();
-                            sqlite::Row {
-                                conversation,
-                                sequence: seq,
-                                id: seq,
-                                body: inbox_benches::text40(k),
-                            }
-                        })
-                        .collect();
-                    barrier.wait();
-                    for r in &rows {
-                        sqlite::insert_one(conn, black_box(r)).unwrap();
-                    }
-                })
+    time_threads(conns.iter_mut(), |t, conn| {
+        let conversation = sqlite::key(conversation(1_000_000 + t as u64));
+        // Built before the start: the bench times the database, not this.
+        let rows: Vec<sqlite::Row> = (next..next + iters)
+            .map(|k| {
+                let seq = BASE_SEQUENCE + i64::try_from(k).unwrap();
+                sqlite::Row {
+                    conversation,
+                    sequence: seq,
+                    id: seq,
+                    body: inbox_benches::text40(k),
+                }
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in handles {
-            h.join().unwrap();
+        move || {
+            for r in &rows {
+                sqlite::insert_one(conn, black_box(r)).unwrap();
+            }
         }
-        start.elapsed()
     })
 }
 

@@ -399,6 +399,44 @@ pub fn merge_vecs<T>(a: Vec<T>, b: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) -> 
     }
 }
 
+/// Runs one thread per item of `inputs`. Each first calls `prepare(index, input)` (untimed:
+/// building its events, opening its connection) and then, once every thread is prepared,
+/// the work that returned; answers the time from that common start until the last thread
+/// finished. The way the append benches measure concurrent appenders.
+pub fn time_threads<T, W>(
+    inputs: impl IntoIterator<Item = T>,
+    prepare: impl Fn(usize, T) -> W + Sync,
+) -> std::time::Duration
+where
+    T: Send,
+    W: FnOnce() + Send,
+{
+    let inputs: Vec<T> = inputs.into_iter().collect();
+    let barrier = std::sync::Barrier::new(inputs.len() + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(t, input)| {
+                let (barrier, prepare) = (&barrier, &prepare);
+                scope.spawn(move || {
+                    let work = prepare(t, input);
+                    barrier.wait();
+                    work();
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = std::time::Instant::now();
+        for h in handles {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        start.elapsed()
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
