@@ -344,7 +344,7 @@ impl Outbox {
                             break;
                         }
                         Err(why) if attempt + 1 >= MAX_ATTEMPTS => {
-                            tracing::error!(url = %target.url, event_id = %a.id, %why, attempts = attempt + 1, file = %target.dead_path.display(), "webhook delivery set aside after too many attempts");
+                            tracing::error!(url = %target.url, event_id = %a.id, %why, attempts = attempt + 1, kept_in = %self.dead_letter_place(&target, a), "webhook delivery set aside after too many attempts");
                             self.dead_letter(&target, a, &why).await;
                             break;
                         }
@@ -470,6 +470,15 @@ impl Outbox {
         };
         if let Some(e) = failed {
             tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; deliveries after a restart may repeat");
+        }
+    }
+
+    /// Where a dead letter is kept: the URL's file, or its row in the shared database.
+    fn dead_letter_place(&self, target: &Target, a: &Announcement) -> String {
+        if self.shared.is_some() {
+            format!("inbox_kv row dead-letter:{}:{}", target.id, a.id)
+        } else {
+            target.dead_path.display().to_string()
         }
     }
 
