@@ -75,7 +75,7 @@ pub const CHANNEL: &str = "inbox_events";
 /// Batches one transaction takes at most.
 const MAX_GROUP: usize = 1024;
 /// Rows one replay query fetches at a time.
-const REPLAY_CHUNK: i64 = 10_000;
+const REPLAY_CHUNK: usize = 10_000;
 /// The advisory lock key the migrations run under (any constant; "inbox" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0069_6e62_6f78;
 
@@ -747,30 +747,45 @@ impl EventLog for PostgresLog {
     ) -> Result<(), ReadError> {
         let mut from = from_position.max(1);
         loop {
-            let rows = self
-                .with_client(|c| {
-                    c.query(
-                        &format!(
-                            "SELECT {COLUMNS} FROM inbox_events WHERE position >= $1 \
-                             ORDER BY position LIMIT $2"
-                        ),
-                        &[&to_i64(from), &REPLAY_CHUNK],
-                    )
-                })
-                .map_err(|e| read_error(&e))?;
-            let n = rows.len();
-            for row in &rows {
-                let event = decode_row(row)?;
+            let events = self.read_all(from, REPLAY_CHUNK)?;
+            let n = events.len();
+            for event in events {
                 from = event.position + 1;
-                self.seen.fetch_max(event.position, Ordering::Relaxed);
                 if f(event).is_break() {
                     return Ok(());
                 }
             }
-            if i64::try_from(n).unwrap_or(0) < REPLAY_CHUNK {
+            if n < REPLAY_CHUNK {
                 return Ok(());
             }
         }
+    }
+
+    /// One query with `LIMIT max` (the trait's default would replay in chunks of
+    /// `REPLAY_CHUNK` and drop what is past `max`; the follower calls this on every wake).
+    fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .with_client(|c| {
+                c.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM inbox_events WHERE position >= $1 \
+                         ORDER BY position LIMIT $2"
+                    ),
+                    &[
+                        &to_i64(from_position.max(1)),
+                        &i64::try_from(max).unwrap_or(i64::MAX),
+                    ],
+                )
+            })
+            .map_err(|e| read_error(&e))?;
+        let events = Self::decode_rows(&rows)?;
+        if let Some(last) = events.last() {
+            self.seen.fetch_max(last.position, Ordering::Relaxed);
+        }
+        Ok(events)
     }
 
     /// Asks the database; if it cannot be reached, 0 (an append expecting that version is
