@@ -1,0 +1,161 @@
+//! Merge edges: the fast path of a live conversation merged once, and the recomputation of a
+//! connected component from the edge set when merges conflict or form a cycle.
+
+use super::*;
+
+impl Inbox {
+    pub(super) fn add_merge_edge(
+        &mut self,
+        source: ConversationId,
+        target: ConversationId,
+        stamp: Sequence,
+    ) {
+        if source == target {
+            self.anomalies.insert(
+                AnomalyKey::SelfMerge(source),
+                Anomaly::SelfMerge {
+                    conversation: source,
+                },
+            );
+            return;
+        }
+        let edges = self.merge_edges.get(&source);
+        if edges
+            .and_then(|m| m.get(&target))
+            .is_some_and(|s| *s >= stamp)
+        {
+            return; // already known
+        }
+        let had_edges = edges.is_some_and(|m| !m.is_empty());
+        self.merge_edges
+            .entry(source)
+            .or_default()
+            .insert(target, stamp);
+        self.merged_from.entry(target).or_default().insert(source);
+        if !had_edges && self.root_of(target) != source {
+            // The common case: a live conversation merges into another tree.
+            let survivor = self.root_of(target);
+            let moved = match self.conversations.get_mut(&source) {
+                Some(rec) => {
+                    rec.parent = Some(target);
+                    std::mem::take(&mut rec.messages)
+                }
+                None => Timeline::default(),
+            };
+            let rec = self.ensure_conversation(survivor);
+            let kept = std::mem::take(&mut rec.messages);
+            rec.messages = Timeline::merge(kept, moved);
+        } else {
+            self.recompute_component(source);
+        }
+    }
+
+    /// The slow path, for conflicting or cyclic merges (only seen with events from outside):
+    /// recompute parents for every conversation connected to `seed` from the edge set alone,
+    /// then put every message of those conversations back under its new root.
+    fn recompute_component(&mut self, seed: ConversationId) {
+        let mut component = BTreeSet::new();
+        let mut stack = vec![seed];
+        while let Some(n) = stack.pop() {
+            if !component.insert(n) {
+                continue;
+            }
+            if let Some(out) = self.merge_edges.get(&n) {
+                stack.extend(out.keys().copied());
+            }
+            if let Some(inc) = self.merged_from.get(&n) {
+                stack.extend(inc.iter().copied());
+            }
+        }
+        // Each source's winning edge: the latest stamp, then the larger target id.
+        let mut winner: BTreeMap<ConversationId, (Sequence, ConversationId)> = BTreeMap::new();
+        for n in &component {
+            self.anomalies.remove(&AnomalyKey::Merge(*n));
+            self.anomalies.remove(&AnomalyKey::Cycle(*n));
+            if let Some(out) = self.merge_edges.get(n) {
+                if let Some((t, s)) = out.iter().max_by_key(|(t, s)| (**s, **t)) {
+                    winner.insert(*n, (*s, *t));
+                }
+                if out.len() > 1
+                    && let Some((_, chosen)) = winner.get(n)
+                {
+                    self.anomalies.insert(
+                        AnomalyKey::Merge(*n),
+                        Anomaly::ConflictingMergeTargets {
+                            source: *n,
+                            targets: out.keys().copied().collect(),
+                            chosen: *chosen,
+                        },
+                    );
+                }
+            }
+        }
+        let mut parent: BTreeMap<ConversationId, ConversationId> =
+            winner.iter().map(|(n, (_, t))| (*n, *t)).collect();
+        // Break cycles of the functional graph at their oldest edge.
+        let mut done: BTreeSet<ConversationId> = BTreeSet::new();
+        for start in &component {
+            let mut path: Vec<ConversationId> = Vec::new();
+            let mut on_path: BTreeSet<ConversationId> = BTreeSet::new();
+            let mut cur = *start;
+            loop {
+                if done.contains(&cur) {
+                    break;
+                }
+                if on_path.contains(&cur) {
+                    let from = path.iter().position(|n| *n == cur).unwrap_or(0);
+                    let cycle: Vec<ConversationId> = path.get(from..).unwrap_or_default().to_vec();
+                    if let Some(breaker) = cycle
+                        .iter()
+                        .min_by_key(|n| (winner.get(n).map(|w| w.0), **n))
+                        .copied()
+                    {
+                        parent.remove(&breaker);
+                        let mut members = cycle.clone();
+                        members.sort();
+                        self.anomalies.insert(
+                            AnomalyKey::Cycle(breaker),
+                            Anomaly::MergeCycle {
+                                members,
+                                broken_at: breaker,
+                            },
+                        );
+                    }
+                    break;
+                }
+                on_path.insert(cur);
+                path.push(cur);
+                match parent.get(&cur) {
+                    Some(p) => cur = *p,
+                    None => break,
+                }
+            }
+            done.extend(path);
+        }
+        // Re-home every message of the component.
+        let mut all: Vec<Entry> = Vec::new();
+        for n in &component {
+            let rec = self.ensure_conversation(*n);
+            rec.parent = parent.get(n).copied();
+            all.extend(std::mem::take(&mut rec.messages).into_entries());
+        }
+        let mut roots: BTreeMap<ConversationId, ConversationId> = BTreeMap::new();
+        let mut groups: BTreeMap<ConversationId, Vec<Entry>> = BTreeMap::new();
+        for e in all {
+            let p = e.msg.conversation_id;
+            let root = match roots.get(&p) {
+                Some(r) => *r,
+                None => {
+                    let r = self.root_of(p);
+                    roots.insert(p, r);
+                    r
+                }
+            };
+            groups.entry(root).or_default().push(e);
+        }
+        for (root, mut entries) in groups {
+            entries.sort_by(Entry::cmp);
+            self.ensure_conversation(root).messages = Timeline::from_sorted(entries);
+        }
+    }
+}
