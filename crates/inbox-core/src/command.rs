@@ -204,6 +204,11 @@ pub enum Rejection {
         /// The message.
         message_id: MessageId,
     },
+    /// The site's sequence clock is at its maximum (`i64::MAX`), so nothing that needs a new
+    /// moment (a message, a merge, a registration) can be recorded. Only reachable through an
+    /// observed event carrying the maximal sequence.
+    #[error("the site's sequence clock is exhausted: nothing more can be recorded")]
+    ClockExhausted,
     /// The message has no postback button with this interaction id.
     #[error("message {message_id} has no postback button {interaction_id:?}")]
     InteractionNotFound {

@@ -7,6 +7,8 @@
 //! Convergence: every change carries the contact's resulting `revision`, and the directory
 //! keeps the highest revision it has seen, so applying a change twice, or late, is harmless.
 
+use std::collections::BTreeMap;
+
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -437,12 +439,35 @@ pub struct ContactPage {
 }
 
 /// The contact list, with indexes by email and phone and the aliases of merged contacts.
+///
+/// Merges are kept as claims (a source may be said to be merged into several targets by
+/// events from outside): a source counts as merged into the smallest target claimed, and a
+/// cycle of such merges is broken at its smallest contact, which stays live. The record of a
+/// contact merged away is kept aside (not listed, not indexed), so that the rule can bring it
+/// back when a later claim breaks a cycle there.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactDirectory {
+    /// Live contacts.
     contacts: OrdMap<ContactId, Contact>,
+    /// Records of contacts merged away.
+    hidden: OrdMap<ContactId, Contact>,
     by_email: OrdMap<String, OrdSet<ContactId>>,
     by_phone: OrdMap<String, OrdSet<ContactId>>,
+    /// Source -> every target it was merged into.
+    claims: OrdMap<ContactId, OrdSet<ContactId>>,
+    /// Target -> every source merged into it.
+    claimed_by: OrdMap<ContactId, OrdSet<ContactId>>,
+    /// Source -> the target that counts (cycles broken).
     merged_into: OrdMap<ContactId, ContactId>,
+}
+
+/// What folding one contact merge claim changed, for the anomalies the inbox reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClaimOutcome {
+    /// Every contact connected to the claim by merges (its component), sorted.
+    pub component: Vec<ContactId>,
+    /// The cycles of the component (members sorted) and the contact each keeps live.
+    pub cycles: Vec<(Vec<ContactId>, ContactId)>,
 }
 
 /// Normalises an email for comparison: trimmed and lowercased.
@@ -491,7 +516,7 @@ impl ContactDirectory {
     /// Follows merges: the live contact an id now stands for (the id itself when it was never
     /// merged away).
     pub fn resolve(&self, mut id: ContactId) -> ContactId {
-        // Merge chains are acyclic (a merge target must be live), but bound the walk anyway.
+        // Cycles of merges are broken when they are folded, but bound the walk anyway.
         for _ in 0..=self.merged_into.len() {
             match self.merged_into.get(&id) {
                 Some(next) if *next != id => id = *next,
@@ -501,9 +526,42 @@ impl ContactDirectory {
         id
     }
 
-    /// The contact an id was merged into, if it was.
+    /// The contact an id counts as merged into, if it does.
     pub fn merged_into(&self, id: ContactId) -> Option<ContactId> {
         self.merged_into.get(&id).copied()
+    }
+
+    /// Every target `id` was said to be merged into (more than one only through events from
+    /// outside).
+    pub fn merge_claims(&self, id: ContactId) -> impl Iterator<Item = ContactId> + '_ {
+        self.claims
+            .get(&id)
+            .into_iter()
+            .flat_map(|t| t.iter().copied())
+    }
+
+    /// `live` and every contact that resolves to it, in id order.
+    pub fn tree_of(&self, live: ContactId) -> Vec<ContactId> {
+        let mut out = vec![live];
+        let mut i = 0;
+        while let Some(n) = out.get(i).copied() {
+            i += 1;
+            for s in self.claimed_by.get(&n).into_iter().flatten() {
+                if self.merged_into.get(s) == Some(&n) && !out.contains(s) {
+                    out.push(*s);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether any fact names this id as a contact of its own (a record, live or merged
+    /// away, or a merge of it).
+    fn is_known(&self, id: ContactId) -> bool {
+        self.contacts.contains_key(&id)
+            || self.hidden.contains_key(&id)
+            || self.claims.contains_key(&id)
     }
 
     /// How many live contacts.
@@ -528,7 +586,7 @@ impl ContactDirectory {
         draft: ContactDraft,
         now: Timestamp,
     ) -> Result<Contact, CreateContactError> {
-        if self.contacts.contains_key(&id) || self.merged_into.contains_key(&id) {
+        if self.is_known(id) {
             return Err(CreateContactError::AlreadyExists(id));
         }
         if draft.name.is_empty() && draft.emails.is_empty() && draft.phones.is_empty() {
@@ -687,34 +745,104 @@ impl ContactDirectory {
     }
 
     /// Stores a contact unless a higher revision of it is already here (idempotent, and
-    /// convergent when changes arrive out of order). Merged-away ids are never revived.
+    /// convergent when changes arrive out of order: the highest revision wins, ties by the
+    /// total order). The record of a contact merged away is kept aside, not listed.
     pub fn upsert(&mut self, contact: Contact) {
-        if self.merged_into.contains_key(&contact.id) {
+        let merged = self.merged_into.contains_key(&contact.id);
+        let kept = if merged {
+            self.hidden.get(&contact.id)
+        } else {
+            self.contacts.get(&contact.id)
+        };
+        if kept.is_some_and(|k| *k >= contact) {
             return;
         }
-        if let Some(existing) = self.contacts.get(&contact.id) {
-            if existing.revision > contact.revision
-                || (existing.revision == contact.revision && *existing >= contact)
-            {
-                return;
-            }
-            let old = existing.clone();
+        if merged {
+            self.hidden.insert(contact.id, contact);
+            return;
+        }
+        if let Some(old) = self.contacts.get(&contact.id).cloned() {
             self.unindex(&old);
         }
         self.index(&contact);
         self.contacts.insert(contact.id, contact);
     }
 
-    /// Records that `source` was merged into `target`: it leaves the list and its id becomes
-    /// an alias. Idempotent.
-    pub fn remove_merged(&mut self, source: ContactId, target: ContactId) {
+    /// Folds the fact that `source` was merged into `target`: the claim is kept, and which
+    /// target counts is recomputed for every contact connected to it by merges (the smallest
+    /// target claimed; a cycle broken at its smallest contact). Records move between the
+    /// list and the side as contacts stop or start counting as merged away. Idempotent.
+    pub(crate) fn add_merge_claim(&mut self, source: ContactId, target: ContactId) -> ClaimOutcome {
         if source == target {
-            return;
+            return ClaimOutcome::default();
         }
-        if let Some(old) = self.contacts.remove(&source) {
-            self.unindex(&old);
+        self.claims.entry(source).or_default().insert(target);
+        self.claimed_by.entry(target).or_default().insert(source);
+        let mut component: Vec<ContactId> = vec![source];
+        let mut i = 0;
+        while let Some(n) = component.get(i).copied() {
+            i += 1;
+            let next = self
+                .claims
+                .get(&n)
+                .into_iter()
+                .chain(self.claimed_by.get(&n))
+                .flat_map(|s| s.iter().copied());
+            for m in next.collect::<Vec<_>>() {
+                if !component.contains(&m) {
+                    component.push(m);
+                }
+            }
         }
-        self.merged_into.insert(source, target);
+        component.sort();
+        let claimed: BTreeMap<ContactId, ContactId> = component
+            .iter()
+            .filter_map(|n| {
+                let t = self.claims.get(n)?.get_min()?;
+                Some((*n, *t))
+            })
+            .collect();
+        let mut cycles: Vec<(Vec<ContactId>, ContactId)> = Vec::new();
+        for start in &component {
+            let mut walked = vec![*start];
+            let mut cur = *start;
+            while let Some(next) = claimed.get(&cur).copied() {
+                if next == *start {
+                    walked.sort();
+                    if let Some(kept) = walked.first().copied()
+                        && !cycles.iter().any(|(m, _)| *m == walked)
+                    {
+                        cycles.push((walked, kept));
+                    }
+                    break;
+                }
+                if walked.contains(&next) {
+                    break; // a cycle further on, found from one of its own members
+                }
+                walked.push(next);
+                cur = next;
+            }
+        }
+        for n in &component {
+            let kept_live = cycles.iter().any(|(_, kept)| kept == n);
+            match claimed.get(n).copied().filter(|_| !kept_live) {
+                Some(t) => {
+                    self.merged_into.insert(*n, t);
+                    if let Some(record) = self.contacts.remove(n) {
+                        self.unindex(&record);
+                        self.hidden.insert(*n, record);
+                    }
+                }
+                None => {
+                    self.merged_into.remove(n);
+                    if let Some(record) = self.hidden.remove(n) {
+                        self.index(&record);
+                        self.contacts.insert(*n, record);
+                    }
+                }
+            }
+        }
+        ClaimOutcome { component, cycles }
     }
 
     fn index(&mut self, c: &Contact) {

@@ -18,8 +18,9 @@ use crate::participant::ParticipantId;
 /// The version of the serialized shape of [`Event`] that this build writes.
 ///
 /// 1: the first; 2: `ParticipantErased` gained `up_to`, and `Message` lists `content` and
-/// `badges` last. `inbox-store` reads every version and upcasts it.
-pub const SCHEMA_VERSION: u16 = 2;
+/// `badges` last; 3: `MemberRegistered` gained `stamp`. `inbox-store` reads every version and
+/// upcasts it.
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// An event with its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub enum Event {
         contact: ContactId,
         /// The email it logs in with.
         login_email: Option<String>,
+        /// When, on the site's sequence clock. An erasure of the contact covers the
+        /// registrations stamped at or before its `up_to`, and only those (a member
+        /// registered after a privacy request keeps its login email).
+        stamp: Sequence,
     },
     /// A contact was created.
     ContactCreated {

@@ -124,17 +124,23 @@ impl Sequence {
     /// The smallest sequence; below every issued one.
     pub const ZERO: Sequence = Sequence(0);
 
-    /// The next sequence the clock issues at `now`, given the last one issued or seen.
+    /// The next sequence the clock issues at `now`, given the last one issued or seen:
+    /// `now`, or one past `last` when the clock has not moved ahead of it. `None` when `last`
+    /// is `i64::MAX` and the clock can go no further (only an observed event can put it
+    /// there); the engine then refuses with `Rejection::ClockExhausted` rather than issue a
+    /// sequence twice.
     ///
     /// ```
     /// # use inbox_core::{Sequence, Timestamp};
     /// let now = Timestamp::from_micros(1_000);
-    /// assert_eq!(Sequence::next_after(Sequence(5), now), Sequence(1_000));
+    /// assert_eq!(Sequence::next_after(Sequence(5), now), Some(Sequence(1_000)));
     /// // A clock that did not move (or went back) still gives a strictly larger value.
-    /// assert_eq!(Sequence::next_after(Sequence(2_000), now), Sequence(2_001));
+    /// assert_eq!(Sequence::next_after(Sequence(2_000), now), Some(Sequence(2_001)));
+    /// assert_eq!(Sequence::next_after(Sequence(i64::MAX), now), None);
     /// ```
-    pub fn next_after(last: Sequence, now: Timestamp) -> Sequence {
-        Sequence(now.as_micros().max(last.0.saturating_add(1)))
+    pub fn next_after(last: Sequence, now: Timestamp) -> Option<Sequence> {
+        let bumped = last.0.checked_add(1)?;
+        Some(Sequence(now.as_micros().max(bumped)))
     }
 }
 

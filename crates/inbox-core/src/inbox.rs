@@ -111,6 +111,14 @@ pub enum Anomaly {
         /// The id.
         message_id: MessageId,
     },
+    /// Contact merges formed a cycle (each merged into the next); it was broken at its
+    /// smallest contact, which stays live.
+    ContactMergeCycle {
+        /// The contacts on the cycle, sorted.
+        members: Vec<ContactId>,
+        /// The contact that stays live.
+        kept: ContactId,
+    },
     /// Conflicting facts about one participant; the smallest candidate is kept.
     ConflictingIdentity {
         /// Whose.
@@ -127,6 +135,7 @@ enum AnomalyKey {
     Cycle(ConversationId),
     Message(MessageId),
     Identity(u8, ParticipantId),
+    ContactCycle(ContactId),
 }
 
 /// A recorded postback click.
@@ -144,11 +153,29 @@ pub struct Interaction {
     pub interacted_by: Sender,
 }
 
+/// One `MemberRegistered` fact, as the state keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Registration {
+    contact: ContactId,
+    stamp: Sequence,
+    login_email: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ConversationRecord {
     participant: Option<ParticipantId>,
     parent: Option<ConversationId>,
     messages: Timeline,
+}
+
+/// The more advanced of two participants: member > contact > visitor, among equals the
+/// smaller id.
+fn more_advanced(a: ParticipantId, b: ParticipantId) -> ParticipantId {
+    if (b.rank(), std::cmp::Reverse(b)) > (a.rank(), std::cmp::Reverse(a)) {
+        b
+    } else {
+        a
+    }
 }
 
 /// The sequence a message id stands for when the two are issued from one clock.
@@ -172,8 +199,11 @@ pub struct Inbox {
     conversations: OrdMap<ConversationId, ConversationRecord>,
     owners: OrdMap<ParticipantId, ConversationId>,
     visitors: OrdMap<VisitorId, ContactId>,
-    members: OrdMap<MemberId, Member>,
-    member_of_contact: OrdMap<ContactId, MemberId>,
+    /// Every registration of each member (the one on the smallest contact counts).
+    registrations: OrdMap<MemberId, OrdSet<Registration>>,
+    /// Members by the contact of their registration that counts, as registered (a member's
+    /// contact is what that resolves to, so it follows contact merges).
+    members_by_contact: OrdMap<ContactId, OrdSet<MemberId>>,
     contacts: ContactDirectory,
     /// Where each message was sent (its provenance): the index behind deduplication by id
     /// and lookup by id. Derived from the messages (an image does not carry it).
@@ -182,14 +212,16 @@ pub struct Inbox {
     /// from one clock, so for its own messages this stays empty and the index holds 24 bytes
     /// an entry instead of 32.
     odd_sequences: OrdMap<MessageId, Sequence>,
-    merge_edges: OrdMap<ConversationId, OrdMap<ConversationId, Sequence>>,
+    /// Every merge of each source: `(stamp, target)`. A merge delivered again with another
+    /// stamp is another fact; which target counts depends on the moment asked about.
+    merge_edges: OrdMap<ConversationId, OrdSet<(Sequence, ConversationId)>>,
     merged_from: OrdMap<ConversationId, OrdSet<ConversationId>>,
     /// Conversations erased by a privacy request, with the sequence up to which their
     /// messages are redacted.
     erased: OrdMap<ConversationId, Sequence>,
-    // Contacts a privacy request erased: their member's login email is forgotten, also when
-    // the registration is folded after the erasure (convergence).
-    erased_contacts: OrdSet<ContactId>,
+    /// Contacts a privacy request erased, with its `up_to`: the login emails registered on
+    /// them at or before it are forgotten, whenever the registration is folded.
+    erased_contacts: OrdMap<ContactId, Sequence>,
     interactions: OrdSet<Interaction>,
     anomalies: OrdMap<AnomalyKey, Anomaly>,
     last_sequence: Sequence,
@@ -291,15 +323,15 @@ impl Inbox {
             conversations: OrdMap::new(),
             owners: OrdMap::new(),
             visitors: OrdMap::new(),
-            members: OrdMap::new(),
-            member_of_contact: OrdMap::new(),
+            registrations: OrdMap::new(),
+            members_by_contact: OrdMap::new(),
             contacts: ContactDirectory::default(),
             message_index: MessageIndex::default(),
             odd_sequences: OrdMap::new(),
             merge_edges: OrdMap::new(),
             merged_from: OrdMap::new(),
             erased: OrdMap::new(),
-            erased_contacts: OrdSet::new(),
+            erased_contacts: OrdMap::new(),
             interactions: OrdSet::new(),
             anomalies: OrdMap::new(),
             last_sequence: Sequence::ZERO,

@@ -112,7 +112,7 @@ impl Spec {
 
     /// The sequence (and, here, the message id and merge stamp) the engine issues now.
     fn now_sequence(&self) -> Sequence {
-        Sequence::next_after(self.inbox.last_sequence(), self.now())
+        Sequence::next_after(self.inbox.last_sequence(), self.now()).unwrap()
     }
 
     /// Decides and applies a command that must be accepted; the clock then moves on.
@@ -646,6 +646,7 @@ fn visitor_becomes_contact_then_member_and_every_id_finds_one_conversation() {
             member,
             contact: jo,
             login_email: Some("jo@example.com".to_owned()),
+            stamp,
         },
         started(member_conversation, ParticipantId::Member(member)),
         Event::ConversationsMerged {
@@ -798,6 +799,7 @@ fn visitor_identified_as_a_contact_that_is_already_a_member_joins_the_member_con
     let member = member_id(1);
     let mut spec = given_commands([create_contact(jo, "Jo", "jo@example.com")]);
     // A contact with no conversation registers: nothing to merge, no conversation yet.
+    let stamp = spec.now_sequence();
     spec.when(Command::RegisterMember {
         member,
         contact: jo,
@@ -807,6 +809,7 @@ fn visitor_identified_as_a_contact_that_is_already_a_member_joins_the_member_con
         member,
         contact: jo,
         login_email: None,
+        stamp,
     }]);
 
     let visitor_conversation = ConversationId(spec.next_id());

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | 1 | first version |
 //! | 2 | `ParticipantErased` gained `up_to` (v1 erasures covered every message, so they upcast to `up_to = i64::MAX`); `Message` lists `content` and `badges` last |
+//! | 3 | `MemberRegistered` gained `stamp` (older registrations upcast to `Sequence::ZERO`: every erasure of their contact covers them, as it did when they were written) |
 
 use inbox_core::{Event, EventEnvelope, EventId, SiteId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,8 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
 pub fn decode_event(schema_version: u16, bytes: &[u8]) -> Result<Event, CodecError> {
     match schema_version {
         1 => Ok(postcard::from_bytes::<v1::Event>(bytes)?.upcast()),
-        2 => Ok(postcard::from_bytes(bytes)?),
+        2 => Ok(postcard::from_bytes::<v2::Event>(bytes)?.upcast()),
+        3 => Ok(postcard::from_bytes(bytes)?),
         v => Err(CodecError::UnknownVersion(v)),
     }
 }
@@ -320,6 +322,7 @@ pub mod v1 {
                     member,
                     contact,
                     login_email,
+                    stamp: Sequence::ZERO,
                 },
                 Event::ContactCreated { contact } => E::ContactCreated { contact },
                 Event::ContactsMerged { target, sources } => E::ContactsMerged { target, sources },
@@ -345,6 +348,132 @@ pub mod v1 {
                     participant,
                     conversations,
                     up_to: Sequence(i64::MAX),
+                    contact,
+                },
+            }
+        }
+    }
+}
+
+/// The frozen shapes of schema version 2: the current ones, but for `MemberRegistered`.
+#[doc(hidden)]
+pub mod v2 {
+    use inbox_core::contacts::Contact;
+    use inbox_core::message::Sender;
+    use inbox_core::{
+        AppId, ContactId, ConversationId, MemberId, Message, MessageId, ParticipantId, Sequence,
+        VisitorId,
+    };
+    use serde::{Deserialize, Serialize};
+
+    /// `Event` as version 2 had it.
+    #[allow(missing_docs)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub enum Event {
+        ConversationStarted {
+            conversation_id: ConversationId,
+            participant: ParticipantId,
+        },
+        MessageSent {
+            message: Message,
+        },
+        ConversationsMerged {
+            sources: Vec<ConversationId>,
+            target: ConversationId,
+            stamp: Sequence,
+        },
+        VisitorIdentified {
+            visitor: VisitorId,
+            contact: ContactId,
+        },
+        MemberRegistered {
+            member: MemberId,
+            contact: ContactId,
+            login_email: Option<String>,
+        },
+        ContactCreated {
+            contact: Contact,
+        },
+        ContactsMerged {
+            target: Contact,
+            sources: Vec<ContactId>,
+        },
+        ButtonInteracted {
+            conversation_id: ConversationId,
+            message_id: MessageId,
+            interaction_id: String,
+            app_id: Option<AppId>,
+            interacted_by: Sender,
+        },
+        ParticipantErased {
+            participant: ParticipantId,
+            conversations: Vec<ConversationId>,
+            up_to: Sequence,
+            contact: Option<Contact>,
+        },
+    }
+
+    impl Event {
+        /// The same fact in the current shape.
+        pub fn upcast(self) -> inbox_core::Event {
+            use inbox_core::Event as E;
+            match self {
+                Event::ConversationStarted {
+                    conversation_id,
+                    participant,
+                } => E::ConversationStarted {
+                    conversation_id,
+                    participant,
+                },
+                Event::MessageSent { message } => E::MessageSent { message },
+                Event::ConversationsMerged {
+                    sources,
+                    target,
+                    stamp,
+                } => E::ConversationsMerged {
+                    sources,
+                    target,
+                    stamp,
+                },
+                Event::VisitorIdentified { visitor, contact } => {
+                    E::VisitorIdentified { visitor, contact }
+                }
+                // A registration written before stamps: every erasure of its contact covers
+                // it, as version 2's rule said.
+                Event::MemberRegistered {
+                    member,
+                    contact,
+                    login_email,
+                } => E::MemberRegistered {
+                    member,
+                    contact,
+                    login_email,
+                    stamp: Sequence::ZERO,
+                },
+                Event::ContactCreated { contact } => E::ContactCreated { contact },
+                Event::ContactsMerged { target, sources } => E::ContactsMerged { target, sources },
+                Event::ButtonInteracted {
+                    conversation_id,
+                    message_id,
+                    interaction_id,
+                    app_id,
+                    interacted_by,
+                } => E::ButtonInteracted {
+                    conversation_id,
+                    message_id,
+                    interaction_id,
+                    app_id,
+                    interacted_by,
+                },
+                Event::ParticipantErased {
+                    participant,
+                    conversations,
+                    up_to,
+                    contact,
+                } => E::ParticipantErased {
+                    participant,
+                    conversations,
+                    up_to,
                     contact,
                 },
             }

@@ -324,6 +324,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "(inboxd) a Wix webhook names a site that the emulator writes",
     ),
     (
+        "SEQUENCE_CLOCK_EXHAUSTED",
+        409,
+        "(inboxd) the site's sequence clock is at its maximum, so no message, merge or registration can be recorded (only an observed event with the maximal sequence puts it there)",
+    ),
+    (
         "PAYLOAD_TOO_LARGE",
         413,
         "(inboxd) a request body over 1 MiB",
@@ -490,6 +495,9 @@ impl From<Rejection> for WixError {
             }
             Rejection::InteractionNotFound { .. } => {
                 WixError::application(404, "INTERACTION_NOT_FOUND", text)
+            }
+            Rejection::ClockExhausted => {
+                WixError::application(409, "SEQUENCE_CLOCK_EXHAUSTED", text)
             }
         }
     }

@@ -562,10 +562,12 @@ impl Delivery {
                 let participant = match message.sender {
                     Sender::Member { member, contact } => {
                         if let Some(contact) = contact {
+                            // The message proves the registration existed by its sequence.
                             events.push(Event::MemberRegistered {
                                 member,
                                 contact,
                                 login_email: None,
+                                stamp: message.sequence,
                             });
                         }
                         Some(ParticipantId::Member(member))

@@ -913,10 +913,10 @@ impl Identity {
                 member: MemberId::from_uuid(m),
                 contact,
             }
-        } else if let Some(v) = id(&self.anonymous_visitor_id) {
-            core_msg::Sender::Visitor(VisitorId::from_uuid(v))
         } else if let Some(c) = contact {
             core_msg::Sender::Contact(c)
+        } else if let Some(v) = id(&self.anonymous_visitor_id) {
+            core_msg::Sender::Visitor(VisitorId::from_uuid(v))
         } else if let Some(u) = id(&self.wix_user_id) {
             core_msg::Sender::WixUser(WixUserId::from_uuid(u))
         } else if let Some(a) = id(&self.app_id) {

@@ -53,7 +53,7 @@ impl Inbox {
                     .map(|c| self.root_of(*c))
                     .into_iter()
                     .collect();
-                self.fold_conversations(&mut events, target, from, ctx, ids);
+                self.fold_conversations(&mut events, target, from, ctx, ids)?;
                 Ok(events)
             }
             Command::RegisterMember {
@@ -65,8 +65,8 @@ impl Inbox {
                 if self.contacts.get(live).is_none() {
                     return Err(Rejection::ContactNotFound(*contact));
                 }
-                if let Some(existing) = self.members.get(member) {
-                    if self.contacts.resolve(existing.contact_id) == live {
+                if let Some(existing) = self.member(*member) {
+                    if existing.contact_id == live {
                         return Ok(Vec::new());
                     }
                     return Err(Rejection::MemberAlreadyExists {
@@ -74,16 +74,19 @@ impl Inbox {
                         contact: existing.contact_id,
                     });
                 }
-                if let Some(other) = self.member_of_contact.get(&live) {
+                if let Some(other) = self.member_of(live) {
                     return Err(Rejection::ContactAlreadyMember {
                         contact: live,
-                        member: *other,
+                        member: other,
                     });
                 }
+                let stamp = Sequence::next_after(self.last_sequence, ctx.now)
+                    .ok_or(Rejection::ClockExhausted)?;
                 let mut events = vec![Event::MemberRegistered {
                     member: *member,
                     contact: live,
                     login_email: login_email.clone(),
+                    stamp,
                 }];
                 let from: Vec<ConversationId> = self
                     .owners
@@ -97,7 +100,7 @@ impl Inbox {
                     from,
                     ctx,
                     ids,
-                );
+                )?;
                 Ok(events)
             }
             Command::CreateContact { contact_id, draft } => {
@@ -121,8 +124,8 @@ impl Inbox {
                     target: merged,
                     sources: sources.clone(),
                 }];
-                let survivor = match self.member_of_contact.get(target) {
-                    Some(m) => ParticipantId::Member(*m),
+                let survivor = match self.member_of(*target) {
+                    Some(m) => ParticipantId::Member(m),
                     None => ParticipantId::Contact(*target),
                 };
                 let from: Vec<ConversationId> = sources
@@ -130,7 +133,7 @@ impl Inbox {
                     .filter_map(|s| self.owners.get(&ParticipantId::Contact(*s)))
                     .map(|c| self.root_of(*c))
                     .collect();
-                self.fold_conversations(&mut events, survivor, from, ctx, ids);
+                self.fold_conversations(&mut events, survivor, from, ctx, ids)?;
                 Ok(events)
             }
             Command::InteractWithButton {
@@ -178,7 +181,7 @@ impl Inbox {
                 };
                 let contact = match self.advanced_identity(*participant) {
                     ParticipantId::Contact(c) => Some(c),
-                    ParticipantId::Member(m) => self.members.get(&m).map(|m| m.contact_id),
+                    ParticipantId::Member(m) => self.member(m).map(|m| m.contact_id),
                     ParticipantId::Visitor(_) => None,
                 }
                 .and_then(|c| self.contacts.get(self.contacts.resolve(c)))
@@ -226,12 +229,17 @@ impl Inbox {
             },
         };
         // The hybrid logical clock: strictly above everything seen, and never behind `now`.
-        let mut sequence = Sequence::next_after(self.last_sequence, ctx.now);
-        let mut id = MessageId(u64::try_from(sequence.0).unwrap_or_default());
-        while self.message_index.contains_key(id) {
-            sequence = Sequence(sequence.0.saturating_add(1));
-            id = MessageId(u64::try_from(sequence.0).unwrap_or_default());
-        }
+        // The id is the sequence's number; where an observed message already took that id,
+        // the next free one (each step passes a message, so this ends).
+        let mut sequence =
+            Sequence::next_after(self.last_sequence, ctx.now).ok_or(Rejection::ClockExhausted)?;
+        let id = loop {
+            let id = MessageId(u64::try_from(sequence.0).map_err(|_| Rejection::ClockExhausted)?);
+            if !self.message_index.contains_key(id) {
+                break id;
+            }
+            sequence = Sequence(sequence.0.checked_add(1).ok_or(Rejection::ClockExhausted)?);
+        };
         let message = Message {
             id,
             sequence,
@@ -262,7 +270,7 @@ impl Inbox {
         from: Vec<ConversationId>,
         ctx: &Context,
         ids: &mut dyn IdSource,
-    ) {
+    ) -> Result<(), Rejection> {
         let existing = self.owners.get(&target).map(|c| self.root_of(*c));
         let mut sources: Vec<ConversationId> = Vec::new();
         for c in from {
@@ -271,8 +279,10 @@ impl Inbox {
             }
         }
         if sources.is_empty() {
-            return;
+            return Ok(());
         }
+        let stamp =
+            Sequence::next_after(self.last_sequence, ctx.now).ok_or(Rejection::ClockExhausted)?;
         let survivor = match existing {
             Some(c) => c,
             None => {
@@ -287,8 +297,9 @@ impl Inbox {
         events.push(Event::ConversationsMerged {
             sources,
             target: survivor,
-            stamp: Sequence::next_after(self.last_sequence, ctx.now),
+            stamp,
         });
+        Ok(())
     }
 
     fn check_participant(&self, p: ParticipantId) -> Result<(), Rejection> {
@@ -302,7 +313,7 @@ impl Inbox {
                 }
             }
             ParticipantId::Member(m) => {
-                if self.members.contains_key(&m) {
+                if self.registrations.contains_key(&m) {
                     Ok(())
                 } else {
                     Err(Rejection::MemberNotFound(m))
@@ -324,10 +335,7 @@ impl Inbox {
         let merged = self
             .contacts
             .plan_merge(target, expected_revision, sources, now)?;
-        if let Some(member_source) = sources
-            .iter()
-            .find(|s| self.member_of_contact.contains_key(*s))
-        {
+        if let Some(member_source) = sources.iter().find(|s| self.member_of(**s).is_some()) {
             return Err(MergeContactsError::SourceIsMember(*member_source));
         }
         Ok(merged)

@@ -28,14 +28,13 @@ impl Inbox {
                 conversation_id,
                 participant,
             } => {
+                // Started for several participants (events from outside): it belongs to the
+                // most advanced of them.
                 let rec = self.ensure_conversation(*conversation_id);
-                match rec.participant {
-                    None => rec.participant = Some(*participant),
-                    Some(p) if p != *participant => {
-                        rec.participant = Some(p.min(*participant));
-                    }
-                    Some(_) => {}
-                }
+                rec.participant = Some(match rec.participant {
+                    Some(p) => more_advanced(p, *participant),
+                    None => *participant,
+                });
                 self.set_unique(
                     0,
                     *participant,
@@ -74,58 +73,25 @@ impl Inbox {
                 member,
                 contact,
                 login_email,
+                stamp,
             } => {
-                self.set_unique(
-                    2,
-                    ParticipantId::Member(*member),
-                    contact.as_uuid(),
-                    |s| s.members.get(member).map(|m| m.contact_id.as_uuid()),
-                    |s, v| {
-                        // The login email must not depend on arrival order either: it is the
-                        // greatest one registered with the winning contact (an email over
-                        // none), and none once that contact is erased.
-                        let winner = ContactId(v);
-                        let kept = s
-                            .members
-                            .get(member)
-                            .filter(|m| m.contact_id == winner)
-                            .and_then(|m| m.login_email.clone());
-                        let given = login_email.clone().filter(|_| *contact == winner);
-                        s.members.insert(
-                            *member,
-                            Member {
-                                id: *member,
-                                contact_id: winner,
-                                login_email: kept
-                                    .max(given)
-                                    .filter(|_| !s.erased_contacts.contains(&winner)),
-                            },
-                        );
-                    },
-                );
-                self.set_unique(
-                    3,
-                    ParticipantId::Contact(*contact),
-                    member.as_uuid(),
-                    |s| s.member_of_contact.get(contact).map(|m| m.as_uuid()),
-                    |s, v| {
-                        s.member_of_contact.insert(*contact, MemberId(v));
+                self.bump(*stamp);
+                self.register(
+                    *member,
+                    Registration {
+                        contact: *contact,
+                        stamp: *stamp,
+                        login_email: login_email.clone(),
                     },
                 );
             }
             Event::ContactCreated { contact } => self.contacts.upsert(contact.clone()),
             Event::ContactsMerged { target, sources } => {
                 self.contacts.upsert(target.clone());
-                // A contact merged into two targets (events from outside): the smallest target
-                // wins whatever the arrival order, and the conflict is reported.
                 for s in sources.iter().filter(|s| **s != target.id) {
-                    self.set_unique(
-                        4,
-                        ParticipantId::Contact(*s),
-                        target.id.as_uuid(),
-                        |st| st.contacts.merged_into(*s).map(|c| c.as_uuid()),
-                        |st, v| st.contacts.remove_merged(*s, ContactId(v)),
-                    );
+                    let outcome = self.contacts.add_merge_claim(*s, target.id);
+                    self.report_contact_merges(*s, &outcome);
+                    self.refresh_member_conflicts(&outcome.component);
                 }
             }
             Event::ButtonInteracted {
@@ -149,24 +115,16 @@ impl Inbox {
                 contact,
                 ..
             } => {
+                // An erasure records the past: it does not move the clock (a version-1
+                // erasure, upcast to `up_to = i64::MAX`, would otherwise exhaust it).
                 if let Some(c) = contact {
                     self.contacts.upsert(c.clone());
-                    // The login email is personal data too (a conversation shows it as the
-                    // member's name when the contact has none).
-                    self.erased_contacts.insert(c.id);
-                    let of_contact: Vec<MemberId> = self
-                        .members
-                        .values()
-                        .filter(|m| m.contact_id == c.id)
-                        .map(|m| m.id)
-                        .collect();
-                    for id in of_contact {
-                        if let Some(m) = self.members.get_mut(&id) {
-                            m.login_email = None;
-                        }
-                    }
+                    let bound = self
+                        .erased_contacts
+                        .get(&c.id)
+                        .map_or(*up_to, |b| (*b).max(*up_to));
+                    self.erased_contacts.insert(c.id, bound);
                 }
-                self.bump(*up_to);
                 let mut roots = BTreeSet::new();
                 for c in conversations {
                     self.ensure_conversation(*c);
@@ -177,6 +135,113 @@ impl Inbox {
                 for root in roots {
                     self.redact_erased_in(root);
                 }
+            }
+        }
+    }
+
+    /// Folds one registration of a member. The one on the smallest contact counts; several
+    /// contacts are a conflict, reported.
+    fn register(&mut self, member: MemberId, registration: Registration) {
+        let before = self
+            .registrations
+            .get(&member)
+            .and_then(|r| r.get_min())
+            .map(|r| r.contact);
+        let regs = self.registrations.entry(member).or_default();
+        regs.insert(registration);
+        let contacts: BTreeSet<ContactId> = regs.iter().map(|r| r.contact).collect();
+        let after = contacts.first().copied();
+        let key = AnomalyKey::Identity(2, ParticipantId::Member(member));
+        if contacts.len() > 1 {
+            self.anomalies.insert(
+                key,
+                Anomaly::ConflictingIdentity {
+                    participant: ParticipantId::Member(member),
+                    candidates: contacts.iter().map(|c| c.as_uuid()).collect(),
+                },
+            );
+        }
+        if before == after {
+            return;
+        }
+        let mut touched = Vec::new();
+        if let Some(old) = before {
+            if let Some(set) = self.members_by_contact.get_mut(&old) {
+                set.remove(&member);
+                if set.is_empty() {
+                    self.members_by_contact.remove(&old);
+                }
+            }
+            touched.push(old);
+        }
+        if let Some(new) = after {
+            self.members_by_contact
+                .entry(new)
+                .or_default()
+                .insert(member);
+            touched.push(new);
+        }
+        let touched: Vec<ContactId> = touched
+            .into_iter()
+            .flat_map(|c| self.contacts.tree_of(self.contacts.resolve(c)))
+            .collect();
+        self.refresh_member_conflicts(&touched);
+    }
+
+    /// Reports what one contact merge claim made of its component: a source claimed by
+    /// several targets, and the cycles broken.
+    fn report_contact_merges(
+        &mut self,
+        source: ContactId,
+        outcome: &crate::contacts::ClaimOutcome,
+    ) {
+        let targets: Vec<uuid::Uuid> = self
+            .contacts
+            .merge_claims(source)
+            .map(|t| t.as_uuid())
+            .collect();
+        if targets.len() > 1 {
+            self.anomalies.insert(
+                AnomalyKey::Identity(4, ParticipantId::Contact(source)),
+                Anomaly::ConflictingIdentity {
+                    participant: ParticipantId::Contact(source),
+                    candidates: targets,
+                },
+            );
+        }
+        for c in &outcome.component {
+            self.anomalies.remove(&AnomalyKey::ContactCycle(*c));
+        }
+        for (members, kept) in &outcome.cycles {
+            self.anomalies.insert(
+                AnomalyKey::ContactCycle(*kept),
+                Anomaly::ContactMergeCycle {
+                    members: members.clone(),
+                    kept: *kept,
+                },
+            );
+        }
+    }
+
+    /// Recomputes, for these contacts, the report of several members on one live contact
+    /// (members follow their contact's merges, so a merge can make two meet).
+    fn refresh_member_conflicts(&mut self, contacts: &[ContactId]) {
+        for c in contacts {
+            self.anomalies
+                .remove(&AnomalyKey::Identity(3, ParticipantId::Contact(*c)));
+        }
+        let live: BTreeSet<ContactId> =
+            contacts.iter().map(|c| self.contacts.resolve(*c)).collect();
+        for l in live {
+            let members = self.members_of(l);
+            if members.len() > 1 {
+                self.anomalies.insert(
+                    AnomalyKey::Identity(3, ParticipantId::Contact(l)),
+                    Anomaly::ConflictingIdentity {
+                        participant: ParticipantId::Contact(l),
+                        candidates: members.iter().map(|m| m.as_uuid()).collect(),
+                    },
+                );
             }
         }
     }

@@ -34,7 +34,9 @@ use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use super::{AnomalyKey, ConversationRecord, Inbox, InboxConfig, Interaction, natural_sequence};
+use super::{
+    AnomalyKey, ConversationRecord, Inbox, InboxConfig, Interaction, Registration, natural_sequence,
+};
 use crate::Anomaly;
 use crate::contacts::ContactDirectory;
 use crate::ids::{
@@ -42,12 +44,12 @@ use crate::ids::{
 };
 use crate::index::MessageIndex;
 use crate::message::{Badge, Channel, ChannelSet, Content, Direction, Message, Sender, Visibility};
-use crate::participant::{Member, ParticipantId};
+use crate::participant::ParticipantId;
 use crate::timeline::{Builder, Entry, Timeline};
 
 /// The version of the serialized form of images. A store writes it beside the pieces and
 /// skips an image of another version (it replays the log instead).
-pub const IMAGE_VERSION: u16 = 1;
+pub const IMAGE_VERSION: u16 = 2;
 
 /// An inbox taken apart for writing: serialize [`Image::head`] and each of [`Image::parts`]
 /// on its own, keep them in order.
@@ -66,13 +68,12 @@ pub struct ImageHead<'a> {
     config: &'a InboxConfig,
     owners: &'a OrdMap<ParticipantId, ConversationId>,
     visitors: &'a OrdMap<VisitorId, ContactId>,
-    members: &'a OrdMap<MemberId, Member>,
-    member_of_contact: &'a OrdMap<ContactId, MemberId>,
+    registrations: &'a OrdMap<MemberId, OrdSet<Registration>>,
     contacts: &'a ContactDirectory,
-    merge_edges: &'a OrdMap<ConversationId, OrdMap<ConversationId, Sequence>>,
+    merge_edges: &'a OrdMap<ConversationId, OrdSet<(Sequence, ConversationId)>>,
     merged_from: &'a OrdMap<ConversationId, OrdSet<ConversationId>>,
     erased: &'a OrdMap<ConversationId, Sequence>,
-    erased_contacts: &'a OrdSet<ContactId>,
+    erased_contacts: &'a OrdMap<ContactId, Sequence>,
     interactions: &'a OrdSet<Interaction>,
     anomalies: &'a OrdMap<AnomalyKey, Anomaly>,
     last_sequence: Sequence,
@@ -84,13 +85,12 @@ pub struct DecodedHead {
     config: InboxConfig,
     owners: OrdMap<ParticipantId, ConversationId>,
     visitors: OrdMap<VisitorId, ContactId>,
-    members: OrdMap<MemberId, Member>,
-    member_of_contact: OrdMap<ContactId, MemberId>,
+    registrations: OrdMap<MemberId, OrdSet<Registration>>,
     contacts: ContactDirectory,
-    merge_edges: OrdMap<ConversationId, OrdMap<ConversationId, Sequence>>,
+    merge_edges: OrdMap<ConversationId, OrdSet<(Sequence, ConversationId)>>,
     merged_from: OrdMap<ConversationId, OrdSet<ConversationId>>,
     erased: OrdMap<ConversationId, Sequence>,
-    erased_contacts: OrdSet<ContactId>,
+    erased_contacts: OrdMap<ContactId, Sequence>,
     interactions: OrdSet<Interaction>,
     anomalies: OrdMap<AnomalyKey, Anomaly>,
     last_sequence: Sequence,
@@ -151,8 +151,7 @@ impl Inbox {
             config: &self.config,
             owners: &self.owners,
             visitors: &self.visitors,
-            members: &self.members,
-            member_of_contact: &self.member_of_contact,
+            registrations: &self.registrations,
             contacts: &self.contacts,
             merge_edges: &self.merge_edges,
             merged_from: &self.merged_from,
@@ -249,8 +248,8 @@ impl Inbox {
             conversations,
             owners: head.owners,
             visitors: head.visitors,
-            members: head.members,
-            member_of_contact: head.member_of_contact,
+            members_by_contact: members_by_contact(&head.registrations),
+            registrations: head.registrations,
             contacts: head.contacts,
             message_index,
             odd_sequences: odd.into_iter().collect(),
@@ -702,6 +701,19 @@ impl<'de> Visitor<'de> for MessagesSeed<'_> {
         }
         Ok(out.finish())
     }
+}
+
+/// Members by the contact of their registration that counts: derived, so rebuilt on load.
+fn members_by_contact(
+    registrations: &OrdMap<MemberId, OrdSet<Registration>>,
+) -> OrdMap<ContactId, OrdSet<MemberId>> {
+    let mut out: OrdMap<ContactId, OrdSet<MemberId>> = OrdMap::new();
+    for (m, regs) in registrations {
+        if let Some(r) = regs.get_min() {
+            out.entry(r.contact).or_default().insert(*m);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

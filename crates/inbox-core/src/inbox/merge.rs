@@ -20,17 +20,14 @@ impl Inbox {
             return;
         }
         let edges = self.merge_edges.get(&source);
-        if edges
-            .and_then(|m| m.get(&target))
-            .is_some_and(|s| *s >= stamp)
-        {
+        if edges.is_some_and(|m| m.contains(&(stamp, target))) {
             return; // already known
         }
         let had_edges = edges.is_some_and(|m| !m.is_empty());
         self.merge_edges
             .entry(source)
             .or_default()
-            .insert(target, stamp);
+            .insert((stamp, target));
         self.merged_from.entry(target).or_default().insert(source);
         if !had_edges && self.root_of(target) != source {
             // The common case: a live conversation merges into another tree.
@@ -61,7 +58,7 @@ impl Inbox {
                 continue;
             }
             if let Some(out) = self.merge_edges.get(&n) {
-                stack.extend(out.keys().copied());
+                stack.extend(out.iter().map(|(_, t)| *t));
             }
             if let Some(inc) = self.merged_from.get(&n) {
                 stack.extend(inc.iter().copied());
@@ -72,22 +69,23 @@ impl Inbox {
         for n in &component {
             self.anomalies.remove(&AnomalyKey::Merge(*n));
             self.anomalies.remove(&AnomalyKey::Cycle(*n));
-            if let Some(out) = self.merge_edges.get(n) {
-                if let Some((t, s)) = out.iter().max_by_key(|(t, s)| (**s, **t)) {
-                    winner.insert(*n, (*s, *t));
-                }
-                if out.len() > 1
-                    && let Some((_, chosen)) = winner.get(n)
-                {
-                    self.anomalies.insert(
-                        AnomalyKey::Merge(*n),
-                        Anomaly::ConflictingMergeTargets {
-                            source: *n,
-                            targets: out.keys().copied().collect(),
-                            chosen: *chosen,
-                        },
-                    );
-                }
+            let Some(out) = self.merge_edges.get(n) else {
+                continue;
+            };
+            let Some(latest) = out.get_max().copied() else {
+                continue;
+            };
+            winner.insert(*n, latest);
+            let targets: BTreeSet<ConversationId> = out.iter().map(|(_, t)| *t).collect();
+            if targets.len() > 1 {
+                self.anomalies.insert(
+                    AnomalyKey::Merge(*n),
+                    Anomaly::ConflictingMergeTargets {
+                        source: *n,
+                        targets: targets.into_iter().collect(),
+                        chosen: latest.1,
+                    },
+                );
             }
         }
         let mut parent: BTreeMap<ConversationId, ConversationId> =

@@ -1,4 +1,13 @@
 //! List Messages and the pinned set of a cursor (invariant 8).
+//!
+//! A cursor is pinned to its first page's moment, the watermark. A later page holds the
+//! messages stamped at or below the watermark whose provenance had the anchor on its way to
+//! its root in the merge forest *as of the watermark*: the forest of the merges stamped at or
+//! below it, resolved by the same rules as the live one (the latest such merge of a source
+//! counts; a cycle breaks at its oldest merge). The live forest is not consulted, so a merge
+//! delivered again with a later stamp, or one that closes a cycle and so breaks it elsewhere,
+//! changes nothing a cursor already pages over. Those messages normally all live in the root
+//! read; when a later merge has moved some elsewhere, they are gathered from there.
 
 use super::*;
 
@@ -33,50 +42,57 @@ impl Inbox {
         let Some(v) = self.conversations.get(&root).map(|r| &r.messages) else {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         };
-        let mut pinned = PinnedSet::new(self, anchor, watermark);
         // Nothing was ever merged into the conversation read: every message in it was sent to
         // it, so no message needs its provenance checked (nor its memory touched, unless the
         // visibility filter needs it).
         let unmerged = anchor == root && self.merged_from.get(&root).is_none_or(|s| s.is_empty());
-        let mut qualifies = |e: &Entry| {
+        let pinned = if unmerged {
+            BTreeSet::new()
+        } else {
+            self.pinned(anchor, watermark)
+        };
+        let qualifies = |e: &Entry| {
             e.seq <= watermark
                 && (!participant_only || e.msg.is_visible_to_participant())
-                && (unmerged || pinned.contains(e.msg.conversation_id))
+                && (unmerged || pinned.contains(&e.msg.conversation_id))
         };
-        let mut messages: Vec<&Message> = Vec::with_capacity(limit.min(v.len()));
-        let mut more = false;
-        if descending {
-            let end = match after {
-                None => v.partition_point(|e| e.seq <= watermark),
-                Some(k) => v.partition_point(|e| e.key() < k),
-            };
-            for e in v.iter_before_rev(end) {
-                if qualifies(e) {
-                    if messages.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    messages.push(&e.msg);
-                }
+        let homes: BTreeSet<ConversationId> = pinned.iter().map(|c| self.root_of(*c)).collect();
+        let (messages, more) = if homes.iter().all(|h| *h == root) {
+            if descending {
+                let end = match after {
+                    None => v.partition_point(|e| e.seq <= watermark),
+                    Some(k) => v.partition_point(|e| e.key() < k),
+                };
+                take_page(v.iter_before_rev(end), &qualifies, limit)
+            } else {
+                let start = match after {
+                    None => v.partition_point(|_| false),
+                    Some(k) => v.partition_point(|e| e.key() <= k),
+                };
+                let upto_watermark = v.iter_from(start).take_while(|e| e.seq <= watermark);
+                take_page(upto_watermark, &qualifies, limit)
             }
         } else {
-            let start = match after {
-                None => v.partition_point(|_| false),
-                Some(k) => v.partition_point(|e| e.key() <= k),
+            // A later merge moved some of what the cursor covers out of this root: gather
+            // it from every conversation that now holds any of it.
+            let mut gathered: Vec<&Entry> = homes
+                .iter()
+                .filter_map(|h| self.conversations.get(h))
+                .flat_map(|r| r.messages.iter())
+                .filter(|e| qualifies(e))
+                .collect();
+            gathered.sort_by(|a, b| Entry::cmp(a, b));
+            let keep = |e: &&Entry| match after {
+                None => true,
+                Some(k) if descending => e.key() < k,
+                Some(k) => e.key() > k,
             };
-            for e in v.iter_from(start) {
-                if e.seq > watermark {
-                    break;
-                }
-                if qualifies(e) {
-                    if messages.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    messages.push(&e.msg);
-                }
+            if descending {
+                take_page(gathered.into_iter().rev().filter(keep), &qualifies, limit)
+            } else {
+                take_page(gathered.into_iter().filter(keep), &qualifies, limit)
             }
-        }
+        };
         let next_cursor = match (more, messages.last()) {
             (true, Some(last)) => Some(
                 CursorState {
@@ -96,71 +112,73 @@ impl Inbox {
             conversation_id: root,
         })
     }
-}
 
-/// Which provenance conversations a cursor covers: those whose merge path into the anchor
-/// consists of merges stamped at or before the watermark. Memoised per page.
-struct PinnedSet<'a> {
-    inbox: &'a Inbox,
-    anchor: ConversationId,
-    watermark: Sequence,
-    last: Option<(ConversationId, bool)>,
-    memo: BTreeMap<ConversationId, bool>,
-}
-
-impl<'a> PinnedSet<'a> {
-    fn new(inbox: &'a Inbox, anchor: ConversationId, watermark: Sequence) -> Self {
-        PinnedSet {
-            inbox,
-            anchor,
-            watermark,
-            last: None,
-            memo: BTreeMap::new(),
+    /// The conversations a cursor covers: the anchor and everything whose path to its root,
+    /// in the merge forest as of `watermark`, passes through the anchor.
+    fn pinned(&self, anchor: ConversationId, watermark: Sequence) -> BTreeSet<ConversationId> {
+        let mut set = BTreeSet::from([anchor]);
+        let mut queue = vec![anchor];
+        while let Some(n) = queue.pop() {
+            for s in self.merged_from.get(&n).into_iter().flatten() {
+                if !set.contains(s) && self.parent_as_of(*s, watermark) == Some(n) {
+                    set.insert(*s);
+                    queue.push(*s);
+                }
+            }
         }
+        set
     }
 
-    fn contains(&mut self, provenance: ConversationId) -> bool {
-        if provenance == self.anchor {
-            return true;
-        }
-        if let Some((p, answer)) = self.last
-            && p == provenance
-        {
-            return answer;
-        }
-        let answer = match self.memo.get(&provenance) {
-            Some(a) => *a,
-            None => {
-                let a = self.walk(provenance);
-                self.memo.insert(provenance, a);
-                a
-            }
-        };
-        self.last = Some((provenance, answer));
-        answer
-    }
-
-    fn walk(&self, provenance: ConversationId) -> bool {
-        let mut cur = provenance;
-        for _ in 0..=self.inbox.conversations.len() {
-            if cur == self.anchor {
-                return true;
-            }
-            let Some(parent) = self.inbox.conversations.get(&cur).and_then(|r| r.parent) else {
-                return false;
-            };
-            let stamp = self
-                .inbox
-                .merge_edges
-                .get(&cur)
-                .and_then(|m| m.get(&parent))
+    /// The parent of `c` in the merge forest as of `moment`: the target of its latest merge
+    /// stamped at or before it (ties: the larger target), unless `c` is where a cycle of such
+    /// merges is broken (the member whose merge is the oldest, ties by the smaller id).
+    fn parent_as_of(&self, c: ConversationId, moment: Sequence) -> Option<ConversationId> {
+        let winner = |n: ConversationId| {
+            self.merge_edges
+                .get(&n)?
+                .iter()
+                .rev()
+                .find(|(stamp, _)| *stamp <= moment)
                 .copied()
-                .unwrap_or(Sequence(i64::MAX));
-            if stamp > self.watermark {
-                return false;
+        };
+        let (_, first) = winner(c)?;
+        let mut seen = BTreeSet::from([c]);
+        let mut cycle = vec![c];
+        let mut cur = first;
+        loop {
+            if cur == c {
+                let breaker = cycle
+                    .iter()
+                    .min_by_key(|n| (winner(**n).map(|w| w.0), **n))
+                    .copied();
+                return (breaker != Some(c)).then_some(first);
             }
-            cur = parent;
+            if !seen.insert(cur) {
+                return Some(first); // `c` leads into a cycle it is not on
+            }
+            cycle.push(cur);
+            match winner(cur) {
+                Some((_, next)) => cur = next,
+                None => return Some(first),
+            }
         }
-        false
     }
+}
+
+/// The first `limit` entries that qualify, and whether another one follows.
+fn take_page<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+    qualifies: &impl Fn(&Entry) -> bool,
+    limit: usize,
+) -> (Vec<&'a Message>, bool) {
+    let mut messages: Vec<&Message> = Vec::with_capacity(limit.min(64));
+    for e in entries {
+        if qualifies(e) {
+            if messages.len() == limit {
+                return (messages, true);
+            }
+            messages.push(&e.msg);
+        }
+    }
+    (messages, false)
 }

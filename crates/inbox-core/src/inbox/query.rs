@@ -46,8 +46,9 @@ impl Inbox {
         out
     }
 
-    /// The most advanced identity of a participant: member > contact > visitor, following
-    /// identifications and contact merges.
+    /// The most advanced identity of a participant: member > contact > visitor. A visitor
+    /// goes to the contact it was identified as, a contact to the live contact it resolves
+    /// to and then to that contact's member, a registered member to its contact's member.
     pub fn advanced_identity(&self, p: ParticipantId) -> ParticipantId {
         let contact = match p {
             ParticipantId::Visitor(v) => match self.visitors.get(&v) {
@@ -55,13 +56,47 @@ impl Inbox {
                 None => return p,
             },
             ParticipantId::Contact(c) => c,
-            ParticipantId::Member(_) => return p,
+            ParticipantId::Member(m) => match self.registered_contact(m) {
+                Some(c) => c,
+                None => return p,
+            },
         };
         let contact = self.contacts.resolve(contact);
-        match self.member_of_contact.get(&contact) {
-            Some(m) => ParticipantId::Member(*m),
+        match self.member_of(contact) {
+            Some(m) => ParticipantId::Member(m),
             None => ParticipantId::Contact(contact),
         }
+    }
+
+    /// The contact of a member's registration that counts (the smallest), as registered.
+    fn registered_contact(&self, m: MemberId) -> Option<ContactId> {
+        self.registrations
+            .get(&m)
+            .and_then(|r| r.get_min())
+            .map(|r| r.contact)
+    }
+
+    /// The members whose contact is `live` (theirs resolves to it), in id order.
+    pub(super) fn members_of(&self, live: ContactId) -> Vec<MemberId> {
+        if self.contacts.resolve(live) != live {
+            return Vec::new(); // merged away: its members are its survivor's
+        }
+        let mut out: Vec<MemberId> = self
+            .contacts
+            .tree_of(live)
+            .iter()
+            .filter_map(|c| self.members_by_contact.get(c))
+            .flat_map(|ms| ms.iter().copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The member of a contact: the smallest whose contact it is (more than one only through
+    /// events from outside, reported).
+    pub fn member_of(&self, live: ContactId) -> Option<MemberId> {
+        self.members_of(live).first().copied()
     }
 
     /// The live conversation of a participant, by any id they have or had.
@@ -102,10 +137,7 @@ impl Inbox {
             .map(|p| self.advanced_identity(p));
         let contact_id = participant.and_then(|p| match p {
             ParticipantId::Contact(c) => Some(c),
-            ParticipantId::Member(m) => self
-                .members
-                .get(&m)
-                .map(|m| self.contacts.resolve(m.contact_id)),
+            ParticipantId::Member(m) => self.member(m).map(|m| m.contact_id),
             ParticipantId::Visitor(_) => None,
         });
         let contact = contact_id.and_then(|c| self.contacts.get(c));
@@ -118,9 +150,7 @@ impl Inbox {
         }
         let name = contact.and_then(|c| c.name.display()).or_else(|| {
             match participant {
-                Some(ParticipantId::Member(m)) => {
-                    self.members.get(&m).and_then(|m| m.login_email.clone())
-                }
+                Some(ParticipantId::Member(m)) => self.member(m).and_then(|m| m.login_email),
                 _ => None,
             }
             .or_else(|| contact.and_then(|c| c.primary_email().map(str::to_owned)))
@@ -180,9 +210,34 @@ impl Inbox {
         &self.contacts
     }
 
-    /// A member.
-    pub fn member(&self, id: MemberId) -> Option<&Member> {
-        self.members.get(&id)
+    /// A member: its contact is the live contact its registration resolves to (a member
+    /// follows its contact's merges); its login email is the greatest registered on that
+    /// contact that no erasure covers.
+    pub fn member(&self, id: MemberId) -> Option<Member> {
+        let regs = self.registrations.get(&id)?;
+        let on = regs.get_min()?.contact;
+        let login_email = regs
+            .iter()
+            .filter(|r| r.contact == on && !self.registration_erased(r))
+            .filter_map(|r| r.login_email.clone())
+            .max();
+        Some(Member {
+            id,
+            contact_id: self.contacts.resolve(on),
+            login_email,
+        })
+    }
+
+    /// Whether an erasure covers a registration: one stamped at or after it, of a contact
+    /// that is the same live contact as the registration's.
+    fn registration_erased(&self, r: &Registration) -> bool {
+        if self.erased_contacts.is_empty() {
+            return false;
+        }
+        let live = self.contacts.resolve(r.contact);
+        self.erased_contacts
+            .iter()
+            .any(|(erased, up_to)| r.stamp <= *up_to && self.contacts.resolve(*erased) == live)
     }
 
     /// The contact a visitor became, if it did.
@@ -211,7 +266,7 @@ impl Inbox {
             ParticipantId::Contact(c) => Sender::Contact(c),
             ParticipantId::Member(m) => Sender::Member {
                 member: m,
-                contact: self.members.get(&m).map(|m| m.contact_id),
+                contact: self.registered_contact(m).map(|c| self.contacts.resolve(c)),
             },
         }
     }
