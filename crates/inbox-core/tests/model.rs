@@ -54,3 +54,31 @@ proptest! {
         check(Population::Mixed, &steps, &seeds)?;
     }
 }
+
+/// The generators reach every hard case: many mixed histories together hit each of them at
+/// least once, so a change that makes them stop (a weight set to zero, a pool grown too big
+/// for ids to collide) fails here rather than going unnoticed.
+#[test]
+fn the_generators_reach_every_hard_case() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    use std::collections::BTreeSet;
+
+    let mut config = Config::with_cases(1);
+    config.rng_seed = RngSeed::Fixed(inbox_testkit::FIXED_SEED);
+    let mut runner = TestRunner::new(config);
+    let mut reached: BTreeSet<&'static str> = BTreeSet::new();
+    for population in [Population::Mixed, Population::Observed, Population::Decided] {
+        let strategy = history(population, 60);
+        for _ in 0..300 {
+            let steps = strategy.new_tree(&mut runner).unwrap().current();
+            let run = Runner::run(population, &steps, &[1]).unwrap();
+            reached.extend(run.reached().iter().copied());
+        }
+    }
+    let missed: Vec<&&str> = inbox_testkit::runner::HARD_CASES
+        .iter()
+        .filter(|c| !reached.contains(**c))
+        .collect();
+    assert!(missed.is_empty(), "never reached: {missed:?}");
+}

@@ -537,6 +537,16 @@ impl Model {
         self.d().now.root(id)
     }
 
+    /// The conversation `id` counts as merged into, if any (its parent in the live forest).
+    pub fn merged_into(&self, id: ConversationId) -> Option<ConversationId> {
+        self.d().now.parent.get(&id).copied()
+    }
+
+    /// How many merges lead from `id` to its root.
+    pub fn merge_depth(&self, id: ConversationId) -> usize {
+        self.d().now.path(id).len() - 1
+    }
+
     /// Every conversation whose root is `root`, `root` included, in id order.
     pub fn tree_of(&self, root: ConversationId) -> Vec<ConversationId> {
         let d = self.d();

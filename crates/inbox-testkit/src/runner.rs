@@ -32,6 +32,31 @@ use crate::history::{
 };
 use crate::model::{Cursor, Model, PageRequest};
 
+/// Every hard case [`Runner::reached`] can name; a test of the generators checks that many
+/// generated histories together reach all of them.
+pub const HARD_CASES: &[&str] = &[
+    "a command refused",
+    "a command refused because the clock is exhausted",
+    "a decided message skipped an id an observed one took",
+    "a button click accepted",
+    "a message at an extreme sequence",
+    "a sequence tie across conversations",
+    "a merge delivered again",
+    "a merge after an erasure",
+    "an erasure of a merged conversation",
+    "a merge at or below an open cursor's watermark",
+    "a page with messages a later merge moved elsewhere",
+    "a listing paged to its end",
+    "a listing paged to its end past late facts",
+    "a conversation merged into several targets",
+    "a cycle of conversation merges",
+    "a conversation merged into itself",
+    "two versions of a message",
+    "a cycle of contact merges",
+    "conflicting identity facts",
+    "a chain of three or more merges",
+];
+
 /// Where the virtual clock starts (2023-11-14T22:13:20Z).
 pub const START: i64 = 1_700_000_000_000_000;
 
@@ -164,6 +189,7 @@ pub struct Runner {
     last_opened: Option<usize>,
     observed_events: u128,
     steps: usize,
+    reached: BTreeSet<&'static str>,
 }
 
 fn mismatch(step: usize, what: impl Into<String>) -> Mismatch {
@@ -190,6 +216,7 @@ impl Runner {
             last_opened: None,
             observed_events: 0,
             steps: 0,
+            reached: BTreeSet::new(),
         }
     }
 
@@ -206,6 +233,12 @@ impl Runner {
     /// Every event applied so far, in order, repeats included.
     pub fn log(&self) -> &[EventEnvelope] {
         &self.log
+    }
+
+    /// The hard cases this history reached (names from [`HARD_CASES`]): what a test of the
+    /// generators counts, so that they cannot silently stop reaching them.
+    pub fn reached(&self) -> &BTreeSet<&'static str> {
+        &self.reached
     }
 
     fn fail(&self, what: impl Into<String>) -> Mismatch {
@@ -439,7 +472,13 @@ impl Runner {
             )));
         }
         match got {
-            Err(_) => {
+            Err(r) => {
+                self.reached
+                    .insert(if r == inbox_core::Rejection::ClockExhausted {
+                        "a command refused because the clock is exhausted"
+                    } else {
+                        "a command refused"
+                    });
                 if self.engine != before {
                     return Err(self.fail(format!("refused {command:?} changed the state")));
                 }
@@ -449,6 +488,10 @@ impl Runner {
                     // 3 and 10: a decided message is above everything before it and keeps
                     // the conversation it was sent to.
                     if let Event::MessageSent { message } = &e.event {
+                        if Some(message.sequence) > Sequence::next_after(clock_before, ctx.now) {
+                            self.reached
+                                .insert("a decided message skipped an id an observed one took");
+                        }
                         if message.sequence <= clock_before {
                             return Err(self.fail(format!(
                                 "decided message {:?} has sequence {:?}, not above the clock {clock_before:?}",
@@ -462,6 +505,9 @@ impl Runner {
                         {
                             return Err(self.fail("a decided message lost its provenance"));
                         }
+                    }
+                    if matches!(e.event, Event::ButtonInteracted { .. }) {
+                        self.reached.insert("a button click accepted");
                     }
                     self.note(e);
                     self.model.apply(&e.event);
@@ -657,6 +703,14 @@ impl Runner {
             }
             Event::MessageSent { message } => {
                 named.push(message.conversation_id);
+                if [i64::MAX, i64::MIN].contains(&message.sequence.0) {
+                    self.reached.insert("a message at an extreme sequence");
+                }
+                if self.model.messages().any(|m| {
+                    m.sequence == message.sequence && m.conversation_id != message.conversation_id
+                }) {
+                    self.reached.insert("a sequence tie across conversations");
+                }
                 let known = self.messages.contains(&message.id);
                 if !known {
                     self.messages.push(message.id);
@@ -675,12 +729,24 @@ impl Runner {
             } => {
                 named.extend(sources.iter().copied());
                 named.push(*target);
-                if !self.merges.contains(&(sources.clone(), *target)) {
+                if self.merges.contains(&(sources.clone(), *target)) {
+                    self.reached.insert("a merge delivered again");
+                } else {
                     self.merges.push((sources.clone(), *target));
+                }
+                if self
+                    .log
+                    .iter()
+                    .any(|e| matches!(e.event, Event::ParticipantErased { .. }))
+                {
+                    self.reached.insert("a merge after an erasure");
                 }
                 Some(*stamp)
             }
             Event::ParticipantErased { conversations, .. } => {
+                if conversations.len() > 1 {
+                    self.reached.insert("an erasure of a merged conversation");
+                }
                 named.extend(conversations.iter().copied());
                 None
             }
@@ -695,6 +761,10 @@ impl Runner {
             for l in self.listings.iter_mut().flatten() {
                 if at <= l.model_cursor.watermark {
                     l.late = true;
+                    if matches!(e.event, Event::ConversationsMerged { .. }) {
+                        self.reached
+                            .insert("a merge at or below an open cursor's watermark");
+                    }
                 }
             }
         }
@@ -781,6 +851,14 @@ impl Runner {
         {
             return Err(self.fail("a participant-visible page shows a business-only message"));
         }
+        if page
+            .messages
+            .iter()
+            .any(|m| self.model.root_of(m.conversation_id) != page.conversation_id)
+        {
+            self.reached
+                .insert("a page with messages a later merge moved elsewhere");
+        }
         let ids = ids_of(page.messages.iter().copied());
         let mut listing = match open {
             Some(l) => l,
@@ -819,6 +897,11 @@ impl Runner {
             _ => {
                 // 8. Stable paging: with nothing at or below the watermark arriving since the
                 // first page, the pages hold exactly what was there then, once each, in order.
+                self.reached.insert(if listing.late {
+                    "a listing paged to its end past late facts"
+                } else {
+                    "a listing paged to its end"
+                });
                 if !listing.late && listing.got != listing.then {
                     return Err(self.fail(format!(
                         "paging {:?} gave {:?}, but at the first page the listing was {:?}",
@@ -856,8 +939,28 @@ impl Runner {
 
     /// Compares the engine with the model on every query ([`agree`]); for a decided history,
     /// also what only holds there.
-    pub fn check_state(&self) -> Result<(), Mismatch> {
+    pub fn check_state(&mut self) -> Result<(), Mismatch> {
         agree(&self.engine, &self.model).map_err(|what| self.fail(what))?;
+        for a in self.engine.anomalies() {
+            self.reached.insert(match a {
+                inbox_core::Anomaly::ConflictingMergeTargets { .. } => {
+                    "a conversation merged into several targets"
+                }
+                inbox_core::Anomaly::MergeCycle { .. } => "a cycle of conversation merges",
+                inbox_core::Anomaly::SelfMerge { .. } => "a conversation merged into itself",
+                inbox_core::Anomaly::ConflictingMessage { .. } => "two versions of a message",
+                inbox_core::Anomaly::ContactMergeCycle { .. } => "a cycle of contact merges",
+                inbox_core::Anomaly::ConflictingIdentity { .. } => "conflicting identity facts",
+            });
+        }
+        if self
+            .model
+            .conversations()
+            .into_iter()
+            .any(|c| self.model.merge_depth(c) >= 3)
+        {
+            self.reached.insert("a chain of three or more merges");
+        }
         if self.population == Population::Decided {
             self.check_decided()?;
         }
