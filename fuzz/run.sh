@@ -2,15 +2,18 @@
 # Runs every fuzz target of issue 7 for a bounded time on the nightly toolchain (CI calls
 # this from `.ci/run`). First each target replays its committed crashers
 # (fuzz/regressions/<target>/*) so they stay fixed, then fuzzes for FUZZ_SECONDS (default
-# 30) from the seed corpus (fuzz/seeds/<target>, committed, read-only; regenerate with
-# `python3 fuzz/seeds/make_seeds.py`) plus a scratch corpus (fuzz/work/<target>, ignored by
-# git, kept between local runs; new inputs go there).
+# 30) from the seed corpus (fuzz/seeds/<target>, committed, read-only: the hand-made seeds of
+# `python3 fuzz/seeds/make_seeds.py`, and for `stateful` a corpus minimized from long runs,
+# see docs/TESTING.md) plus a scratch corpus (fuzz/work/<target>, ignored by git, kept
+# between local runs; new inputs go there).
 #
 # Environment:
 #   FUZZ_SECONDS    seconds per target (default 30)
 #   FUZZ_TARGETS    space-separated subset of targets (default: all)
 #   FUZZ_SANITIZER  passed to `cargo fuzz --sanitizer` (default: cargo-fuzz's, address)
 #   FUZZ_ARGS       extra libFuzzer flags, e.g. "-runs=1000000"
+#   FUZZ_SEED       libFuzzer's -seed (default: libFuzzer picks one and prints it); CI sets it
+#                   from the commit, so each commit explores from another start, reproducibly
 #
 # Exit status: non-zero when a committed crasher fails again or fuzzing finds a crash,
 # a leak or a timeout; the crashing input is in fuzz/artifacts/<target>/. To keep it as a
@@ -28,6 +31,9 @@ if [ -n "${FUZZ_SANITIZER:-}" ]; then
 fi
 # shellcheck disable=SC2206
 EXTRA_ARGS=(${FUZZ_ARGS:-})
+if [ -n "${FUZZ_SEED:-}" ]; then
+    EXTRA_ARGS+=("-seed=$FUZZ_SEED")
+fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz/run.sh: the nightly toolchain is required (rustup toolchain install nightly)" >&2

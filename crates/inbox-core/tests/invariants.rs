@@ -40,23 +40,13 @@ use inbox_core::{
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use uuid::Uuid;
 
 /// Cases per property when `PROPTEST_CASES` is not set.
 const DEFAULT_CASES: u32 = 256;
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_CASES);
-    let mut config = ProptestConfig::with_cases(cases);
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = RngSeed::Fixed(0x1b0c_5eed_2024);
-    }
-    config
+    inbox_testkit::proptest_config(DEFAULT_CASES)
 }
 
 // ---------------------------------------------------------------------------------------------

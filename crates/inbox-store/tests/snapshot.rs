@@ -165,6 +165,19 @@ proptest! {
         prop_assert!(back == resumed, "the rebuilt state folds differently");
     }
 
+    /// The states of the reference model's hard histories (contact merge claims and cycles,
+    /// members on merged-away contacts, merges delivered again, erasures) through an image.
+    #[test]
+    fn an_image_rebuilds_the_states_of_hard_histories(
+        steps in inbox_testkit::history(inbox_testkit::Population::Mixed, 60),
+        parts in 1usize..4,
+    ) {
+        let run = inbox_testkit::Runner::run(inbox_testkit::Population::Mixed, &steps, &[])
+            .map_err(|m| TestCaseError::fail(m.to_string()))?;
+        let back = through_image(run.engine(), parts).map_err(TestCaseError::fail)?;
+        prop_assert!(&back == run.engine(), "image of {} parts differs", parts);
+    }
+
     /// The same through the snapshot files, for several sites.
     #[test]
     fn a_snapshot_reads_back_every_site(

@@ -6,9 +6,92 @@
 //!
 //! * [`Model`] is the specification as code: a set of events and the plainest rules over it,
 //!   every query computed from scratch. It shares no data structure with the engine.
+//! * [`history`] generates histories ([`Step`]s) of decided commands, observed events or both,
+//!   built to reach the hard cases: merge chains, conflicts and cycles, re-stamped merges,
+//!   stamps at a cursor's watermark, ties, erasures around identity changes, extremes.
+//! * [`Runner`] plays a history on the engine and the model side by side and reports the first
+//!   [`Mismatch`]; [`agree`] compares any engine state with a model.
 //!
 //! Nothing here is compiled into a default build of the engine: depend on this crate from
 //! `[dev-dependencies]`.
+//!
+//! # Checking your own projection
+//!
+//! A service that embeds the engine often keeps a read model of its own, fed by the events:
+//! here, a search index of message texts. Whatever order the events arrive in, with repeats,
+//! it must answer what the model answers: the version of each message that counts (the
+//! smallest), and nothing of what a privacy erasure covers.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use inbox_core::message::{BasicItem, ContentBody};
+//! use inbox_core::{ConversationId, Event, Message, MessageId, Sequence};
+//! use inbox_testkit::{history, shuffled_with_duplicates, Population, Runner};
+//! use proptest::prelude::*;
+//!
+//! /// The service's projection: message id -> its text, for search.
+//! #[derive(Default)]
+//! struct SearchIndex {
+//!     versions: BTreeMap<MessageId, Message>,
+//!     erased: Vec<(Vec<ConversationId>, Sequence)>,
+//! }
+//!
+//! impl SearchIndex {
+//!     fn fold(&mut self, event: &Event) {
+//!         match event {
+//!             Event::MessageSent { message } => {
+//!                 let kept = self.versions.entry(message.id).or_insert_with(|| message.clone());
+//!                 if message < kept {
+//!                     *kept = message.clone();
+//!                 }
+//!             }
+//!             Event::ParticipantErased { conversations, up_to, .. } => {
+//!                 self.erased.push((conversations.clone(), *up_to));
+//!             }
+//!             _ => {}
+//!         }
+//!     }
+//!
+//!     fn text(&self, id: MessageId) -> Option<&str> {
+//!         let m = self.versions.get(&id)?;
+//!         let covered = self.erased.iter().any(|(cs, up_to)| {
+//!             cs.contains(&m.conversation_id) && m.sequence <= *up_to
+//!         });
+//!         if covered { None } else { searchable(&m.content.body) }
+//!     }
+//! }
+//!
+//! fn searchable(body: &ContentBody) -> Option<&str> {
+//!     match body {
+//!         ContentBody::Basic(items) => items.iter().find_map(|i| match i {
+//!             BasicItem::Text(t) => Some(&**t),
+//!             _ => None,
+//!         }),
+//!         _ => None,
+//!     }
+//! }
+//!
+//! proptest! {
+//!     #![proptest_config(inbox_testkit::proptest_config(32))]
+//!     fn the_index_agrees_with_the_model(
+//!         steps in history(Population::Mixed, 40),
+//!         seed in any::<u64>(),
+//!     ) {
+//!         // Run the history (the engine and the model agree on it), then feed the log to
+//!         // the projection shuffled, with repeats.
+//!         let run = Runner::run(Population::Mixed, &steps, &[seed])
+//!             .map_err(|m| TestCaseError::fail(m.to_string()))?;
+//!         let mut index = SearchIndex::default();
+//!         for e in shuffled_with_duplicates(run.log(), seed) {
+//!             index.fold(&e.event);
+//!         }
+//!         for m in run.model().messages() {
+//!             prop_assert_eq!(index.text(m.id), searchable(&m.content.body));
+//!         }
+//!     }
+//! }
+//! # fn main() { the_index_agrees_with_the_model(); }
+//! ```
 
 #![deny(missing_docs)]
 
