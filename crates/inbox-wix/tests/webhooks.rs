@@ -13,7 +13,8 @@ use expect_test::expect;
 use inbox_core::contacts::{ContactDraft, ContactEmail, EntryTag};
 use inbox_core::message::{ButtonDraft, ContentDraft, TemplateDraft};
 use inbox_core::{
-    Command, Direction, Event, InboxConfig, MessageDraft, ParticipantId, SendAs, SiteId, Timestamp,
+    Command, Direction, Event, Inbox, InboxConfig, MessageDraft, ParticipantId, SendAs, SiteId,
+    Timestamp,
 };
 use inbox_wix::webhook::{
     Delivery, Ingested, Replica, WebhookError, WebhookEvent, WebhookSigner, announcements,
@@ -434,8 +435,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Runs the ops on an emulator and returns every announcement as its delivery.
-fn deliveries(ops: &[Op]) -> Vec<Delivery> {
+/// Runs the ops on an emulator and returns every announcement as its delivery, with the
+/// emulator's state.
+fn emulated(ops: &[Op]) -> (Vec<Delivery>, Inbox) {
     let mut w = World::new();
     for c in 0..3u128 {
         w.run(&Command::CreateContact {
@@ -538,7 +540,39 @@ fn deliveries(ops: &[Op]) -> Vec<Delivery> {
             }
         }
     }
-    out
+    (out, w.inbox)
+}
+
+/// The replica holds what the emulator announced, grouped and ordered as the emulator holds
+/// it: each of the emulator's live conversations with messages has the same messages, in the
+/// same order, in the replica; and the replica agrees with the reference model of the events
+/// it folded.
+fn replica_matches_emulator(
+    replica: &Replica,
+    emulator: &Inbox,
+    ds: &[Delivery],
+) -> Result<(), String> {
+    let ids = |inbox: &Inbox, c| inbox.messages_of(c).map(|m| m.id).collect::<Vec<_>>();
+    for c in emulator.live_conversations() {
+        let want = ids(emulator, c);
+        if !want.is_empty() && ids(replica.inbox(), c) != want {
+            return Err(format!(
+                "{c:?}: the replica holds {:?}, the emulator {want:?}",
+                ids(replica.inbox(), c)
+            ));
+        }
+    }
+    for c in replica.inbox().live_conversations() {
+        let got = ids(replica.inbox(), c);
+        if !got.is_empty() && ids(emulator, c) != got {
+            return Err(format!(
+                "{c:?}: the replica holds {got:?}, the emulator not"
+            ));
+        }
+    }
+    let events: Vec<Event> = ds.iter().flat_map(Delivery::core_events).collect();
+    let model = inbox_testkit::Model::of(replica.inbox().config().clone(), &events);
+    inbox_testkit::agree(replica.inbox(), &model)
 }
 
 fn fold(deliveries: &[Delivery]) -> Replica {
@@ -564,9 +598,10 @@ proptest! {
         repeats in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
         seed in any::<u64>(),
     ) {
-        let ds = deliveries(&ops);
+        let (ds, emulator) = emulated(&ops);
         prop_assume!(!ds.is_empty());
         let in_order = fold(&ds);
+        replica_matches_emulator(&in_order, &emulator, &ds).map_err(TestCaseError::fail)?;
         let mut shuffled = ds.clone();
         for r in &repeats {
             shuffled.push(ds[r.index(ds.len())].clone());
@@ -608,19 +643,10 @@ fn the_replica_orders_each_conversation_as_the_emulator_does() {
             },
         })
         .collect();
-    let mut ds = deliveries(&ops);
+    let (mut ds, emulator) = emulated(&ops);
     ds.reverse();
     let replica = fold(&ds);
-    // Every live conversation of the replica lists its messages by sequence, and the
-    // merges it was told about grouped the same messages as the emulator's.
-    for conv in replica.inbox().live_conversations() {
-        let seqs: Vec<_> = replica
-            .inbox()
-            .messages_of(conv)
-            .map(|m| m.sequence)
-            .collect();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    }
+    replica_matches_emulator(&replica, &emulator, &ds).unwrap();
     let events: Vec<Event> = ds.iter().flat_map(Delivery::core_events).collect();
     assert!(
         events
