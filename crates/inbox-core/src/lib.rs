@@ -44,6 +44,24 @@ pub use inbox::{
 pub use message::{Direction, Message, MessageDraft, MessageRejection, Sender, Visibility};
 pub use participant::{Member, Participant, ParticipantId};
 
+/// The proptest configuration of the unit tests: `PROPTEST_CASES` cases (default 256) from
+/// `PROPTEST_RNG_SEED`, or a fixed seed when it is unset, so every run is reproducible (the
+/// integration tests use `inbox_testkit::proptest_config`, the same rule).
+#[cfg(test)]
+fn test_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(256);
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0x1b0c_5eed_2024);
+    let mut config = proptest::test_runner::Config::with_cases(cases);
+    config.rng_seed = proptest::test_runner::RngSeed::Fixed(seed);
+    config
+}
+
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

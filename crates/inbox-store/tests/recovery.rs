@@ -292,9 +292,7 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
-    ))]
+    #![proptest_config(inbox_testkit::proptest_config(24))]
 
     /// Invariant 6 at the store: rebuilding from the file log, with or without snapshots,
     /// gives the live state.

@@ -137,9 +137,7 @@ fn through_image(inbox: &Inbox, parts: usize) -> Result<Inbox, String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
-    ))]
+    #![proptest_config(inbox_testkit::proptest_config(64))]
 
     /// Whatever the state holds, its image (in any number of parts) rebuilds it exactly, and
     /// the rebuilt state goes on folding events like the original.

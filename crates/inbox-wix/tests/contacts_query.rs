@@ -1256,7 +1256,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 static PEOPLE: LazyLock<(Inbox, Vec<ContactId>)> = LazyLock::new(people);
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(inbox_testkit::proptest_config(2000))]
 
     /// Whatever the JSON, the parser answers without panicking; an error has one of the
     /// codes; a query it accepts, the core runs.

@@ -292,9 +292,7 @@ where
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
-    ))]
+    #![proptest_config(inbox_testkit::proptest_config(256))]
 
     #[test]
     fn send_message_requests_round_trip(req in send_request()) {

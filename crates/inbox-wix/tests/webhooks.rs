@@ -585,9 +585,7 @@ fn fold(deliveries: &[Delivery]) -> Replica {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
-    ))]
+    #![proptest_config(inbox_testkit::proptest_config(64))]
 
     /// Any set of deliveries, shuffled and with repeats, folds to the state of folding them
     /// in order once.
