@@ -187,6 +187,54 @@ mod tests {
         ConversationId::from_uuid(uuid::Uuid::from_u128(u128::from(i)))
     }
 
+    /// The layout's invariant: every chunk but the last holds `CHUNK..=2 * CHUNK` pairs (a
+    /// chunk is filled to `CHUNK` before the next is started, and split in halves past
+    /// `2 * CHUNK`), the last `1..=2 * CHUNK`, and `len` counts them.
+    fn check_layout(index: &MessageIndex) -> Result<(), String> {
+        let n = index.chunks.len();
+        for (i, c) in index.chunks.iter().enumerate() {
+            let low = if i + 1 == n { 1 } else { CHUNK };
+            if c.len() < low || c.len() > 2 * CHUNK {
+                return Err(format!("chunk {i} of {n} holds {}", c.len()));
+            }
+        }
+        let total: usize = index.chunks.iter().map(|c| c.len()).sum();
+        if total != index.len {
+            return Err(format!("len {} but {total} pairs", index.len));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ids_in_order_fill_each_chunk_to_its_target() {
+        let mut index = MessageIndex::default();
+        for k in 0..1000u64 {
+            index.insert_new(MessageId(k), conv(0));
+        }
+        let sizes: Vec<usize> = index.chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [128, 128, 128, 128, 128, 128, 128, 104]);
+        let built =
+            MessageIndex::from_sorted((0..1000u32).map(|k| (MessageId(u64::from(k)), conv(0))));
+        let sizes: Vec<usize> = built.chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [128, 128, 128, 128, 128, 128, 128, 104]);
+    }
+
+    #[test]
+    fn indexes_with_other_pairs_are_unequal_and_debug_lists_the_pairs() {
+        let one = MessageIndex::from_sorted([(MessageId(1), conv(0))].into_iter());
+        let other = MessageIndex::from_sorted([(MessageId(1), conv(1))].into_iter());
+        let two = MessageIndex::from_sorted(
+            [(MessageId(1), conv(0)), (MessageId(2), conv(0))].into_iter(),
+        );
+        assert!(one != other);
+        assert!(one != two);
+        assert!(one == one.clone());
+        assert_eq!(
+            format!("{one:?}"),
+            "{MessageId(1): ConversationId(00000000-0000-0000-0000-000000000000)}"
+        );
+    }
+
     proptest! {
         // Reproducible: a fixed seed unless PROPTEST_RNG_SEED moves it (CI does, per commit).
         #![proptest_config(crate::test_config())]
@@ -210,6 +258,7 @@ mod tests {
                 }
             }
             prop_assert_eq!(index.len(), model.len());
+            check_layout(&index).map_err(TestCaseError::fail)?;
             prop_assert!(index.iter().copied().eq(model.iter().map(|(k, v)| (*k, *v))));
             for k in 0..3000 {
                 prop_assert_eq!(index.get(MessageId(k)), model.get(&MessageId(k)).copied());
@@ -218,6 +267,7 @@ mod tests {
             prop_assert!(kept.iter().copied().eq(frozen.into_iter()));
             // Equality sees the pairs, not the layout.
             let rebuilt = MessageIndex::from_sorted(model.clone().into_iter());
+            check_layout(&rebuilt).map_err(TestCaseError::fail)?;
             prop_assert!(rebuilt == index);
             // Two halves appended are the whole.
             let pivot = MessageId(1500);

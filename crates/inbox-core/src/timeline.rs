@@ -450,6 +450,30 @@ mod tests {
         t.iter().map(|e| e.seq.0).collect()
     }
 
+    /// The layout's invariant: no chunk is empty or holds more than `2 * CHUNK` entries, each
+    /// chunk is sorted and below the next, and `len` counts the entries.
+    fn check_layout(t: &Timeline) -> Result<(), String> {
+        let mut total = 0;
+        for (i, c) in t.chunks.iter().enumerate() {
+            if c.is_empty() || c.len() > 2 * CHUNK {
+                return Err(format!("chunk {i} holds {}", c.len()));
+            }
+            total += c.len();
+        }
+        let keys: Vec<_> = t.iter().map(Entry::key).collect();
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("entries out of order".into());
+        }
+        if total != t.len {
+            return Err(format!("len {} but {total} entries", t.len));
+        }
+        Ok(())
+    }
+
+    fn sizes(t: &Timeline) -> Vec<usize> {
+        t.chunks.iter().map(|c| c.len()).collect()
+    }
+
     fn build(seqs: &[i64]) -> Timeline {
         let mut s: Vec<i64> = seqs.to_vec();
         s.sort_unstable();
@@ -471,6 +495,7 @@ mod tests {
             }
             prop_assert_eq!(keys(&t), model.clone());
             prop_assert_eq!(t.len(), model.len());
+            check_layout(&t).map_err(TestCaseError::fail)?;
             for s in &model {
                 prop_assert!(t.find((Sequence(*s), MessageId(*s as u64))).is_some());
             }
@@ -488,6 +513,7 @@ mod tests {
             let merged = Timeline::merge(ta, tb);
             prop_assert_eq!(keys(&merged), model.clone());
             prop_assert_eq!(merged.len(), model.len());
+            check_layout(&merged).map_err(TestCaseError::fail)?;
             if let Some((ka, kb)) = keep {
                 // A snapshot taken before is untouched.
                 prop_assert_eq!(keys(&ka).len() + keys(&kb).len(), model.len());
@@ -508,7 +534,61 @@ mod tests {
             prop_assert!(t.remove((Sequence(victim), MessageId(victim as u64))).is_some());
             model.retain(|x| *x != victim);
             prop_assert_eq!(keys(&t), model);
+            check_layout(&t).map_err(TestCaseError::fail)?;
+            // Removing everything leaves no empty chunk behind.
+            for k in keys(&t) {
+                prop_assert!(t.remove((Sequence(k), MessageId(k as u64))).is_some());
+            }
+            prop_assert!(t.is_empty() && t.chunks.is_empty());
         }
+    }
+
+    #[test]
+    fn entries_in_order_fill_each_chunk_to_its_target_and_a_full_one_splits_in_halves() {
+        let mut t = Timeline::default();
+        for s in 0..200 {
+            t.insert(entry(s * 4));
+        }
+        assert_eq!(sizes(&t), [64, 64, 64, 8]);
+        assert_eq!(
+            sizes(&build(&(0..200).collect::<Vec<_>>())),
+            [64, 64, 64, 8]
+        );
+        // The first chunk holds 0, 4, .., 252: fill it to twice the target, then one more,
+        // and it splits in halves.
+        for s in 0..63 {
+            assert!(t.insert(entry(s * 4 + 1)));
+        }
+        assert!(t.insert(entry(2)));
+        assert_eq!(sizes(&t), [128, 64, 64, 8]);
+        assert!(t.insert(entry(6)));
+        assert_eq!(sizes(&t), [64, 65, 64, 64, 8]);
+        check_layout(&t).unwrap();
+    }
+
+    #[test]
+    fn an_interleaved_merge_moves_whole_chunks_that_go_before_the_other_side() {
+        // Ten chunks of even keys; the odd 301 falls into the third, 1301 after the last.
+        let a = build(&(0..640).map(|k| k * 2).collect::<Vec<_>>());
+        let b = build(&[301, 1301]);
+        let before: Vec<Chunk> = a.chunks.iter().cloned().collect();
+        let m = Timeline::merge(a, b);
+        for (i, c) in before.iter().enumerate().filter(|(i, _)| *i != 2) {
+            assert!(
+                m.chunks.iter().any(|d| Arc::ptr_eq(c, d)),
+                "chunk {i} was rewritten"
+            );
+        }
+        assert!(!m.chunks.iter().any(|d| Arc::ptr_eq(&before[2], d)));
+        assert_eq!(m.len(), 642);
+        check_layout(&m).unwrap();
+    }
+
+    #[test]
+    fn timelines_with_other_entries_are_unequal() {
+        assert!(build(&[1, 2]) != build(&[1, 3]));
+        assert!(build(&[1, 2]) != build(&[1]));
+        assert!(build(&[1, 2]) == build(&[2, 1]));
     }
 
     #[test]
