@@ -542,18 +542,16 @@ impl ContactDirectory {
 
     /// `live` and every contact that resolves to it, in id order.
     pub fn tree_of(&self, live: ContactId) -> Vec<ContactId> {
-        let mut out = vec![live];
-        let mut i = 0;
-        while let Some(n) = out.get(i).copied() {
-            i += 1;
+        let mut seen = std::collections::BTreeSet::from([live]);
+        let mut queue = vec![live];
+        while let Some(n) = queue.pop() {
             for s in self.claimed_by.get(&n).into_iter().flatten() {
-                if self.merged_into.get(s) == Some(&n) && !out.contains(s) {
-                    out.push(*s);
+                if self.merged_into.get(s) == Some(&n) && seen.insert(*s) {
+                    queue.push(*s);
                 }
             }
         }
-        out.sort();
-        out
+        seen.into_iter().collect()
     }
 
     /// Whether any fact names this id as a contact of its own (a record, live or merged
@@ -776,8 +774,22 @@ impl ContactDirectory {
         if source == target {
             return ClaimOutcome::default();
         }
+        let first_claim = self.claims.get(&source).is_none_or(|t| t.is_empty());
         self.claims.entry(source).or_default().insert(target);
         self.claimed_by.entry(target).or_default().insert(source);
+        if first_claim && self.resolve(target) != source {
+            // The common case: a contact merged once, into one that does not lead back to
+            // it. Only its own target changes, and no cycle can form.
+            self.merged_into.insert(source, target);
+            if let Some(record) = self.contacts.remove(&source) {
+                self.unindex(&record);
+                self.hidden.insert(source, record);
+            }
+            return ClaimOutcome {
+                component: vec![source],
+                cycles: Vec::new(),
+            };
+        }
         let mut component: Vec<ContactId> = vec![source];
         let mut i = 0;
         while let Some(n) = component.get(i).copied() {

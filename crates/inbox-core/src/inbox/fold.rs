@@ -91,7 +91,18 @@ impl Inbox {
                 for s in sources.iter().filter(|s| **s != target.id) {
                     let outcome = self.contacts.add_merge_claim(*s, target.id);
                     self.report_contact_merges(*s, &outcome);
-                    self.refresh_member_conflicts(&outcome.component);
+                    // Which members share a live contact changes only where members are.
+                    let touched: Vec<ContactId> = outcome
+                        .component
+                        .iter()
+                        .flat_map(|c| self.contacts.tree_of(*c))
+                        .collect();
+                    if touched
+                        .iter()
+                        .any(|c| self.members_by_contact.contains_key(c))
+                    {
+                        self.refresh_member_conflicts(&touched);
+                    }
                 }
             }
             Event::ButtonInteracted {

@@ -78,8 +78,8 @@ impl Inbox {
 
     /// The members whose contact is `live` (theirs resolves to it), in id order.
     pub(super) fn members_of(&self, live: ContactId) -> Vec<MemberId> {
-        if self.contacts.resolve(live) != live {
-            return Vec::new(); // merged away: its members are its survivor's
+        if self.members_by_contact.is_empty() || self.contacts.resolve(live) != live {
+            return Vec::new(); // no members at all, or merged away (its members are its survivor's)
         }
         let mut out: Vec<MemberId> = self
             .contacts
