@@ -29,15 +29,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use inbox_core::contacts::{ContactDraft, ContactEmail, ContactName, EntryTag};
-use inbox_core::message::{
-    BasicItem, ButtonDraft, ContentDraft, Form, FormField, Minimal, System, TemplateDraft,
-};
 use inbox_core::{
-    AppId, Caller, Command, ContactId, Context, ConversationId, CursorError, Direction, Event,
-    EventEnvelope, EventId, Inbox, InboxConfig, ListMessages, ListMessagesError, MemberId, Message,
-    MessageDraft, MessageId, ParticipantId, SCHEMA_VERSION, SendAs, Sequence, SequentialIds,
-    SiteId, SortOrder, Timestamp, Visibility, VisibilityFilter, VisitorId, WixUserId,
+    AppId, Caller, Command, ContactId, Context, ConversationId, CursorError, Event, EventEnvelope,
+    EventId, Inbox, InboxConfig, ListMessages, ListMessagesError, MemberId, Message, MessageDraft,
+    MessageId, ParticipantId, SCHEMA_VERSION, SendAs, Sequence, SequentialIds, SiteId, SortOrder,
+    Timestamp, Visibility, VisibilityFilter, VisitorId, WixUserId,
 };
+use inbox_testkit::history::{ContentKind as Kind, TextKind};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -232,18 +230,6 @@ enum Who {
     Member(u8),
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Text,
-    Template,
-    Minimal,
-    Form,
-    /// Refused: no content type.
-    Empty,
-    /// Refused: apps cannot send `system`.
-    System,
-}
-
 #[derive(Clone, Debug)]
 enum Op {
     CreateContact {
@@ -379,67 +365,12 @@ fn draft(
     to_participant: bool,
     n: usize,
 ) -> MessageDraft {
-    let content = match kind {
-        Kind::Text => ContentDraft {
-            basic: Some(vec![BasicItem::Text(format!("text {n}").into())]),
-            ..ContentDraft::default()
-        },
-        Kind::Template => ContentDraft {
-            template: Some(TemplateDraft {
-                title: Some(format!("pick {n}")),
-                text_lines: vec!["one of".into()],
-                buttons: vec![
-                    ButtonDraft {
-                        label: "OK".into(),
-                        launch_url: None,
-                        interaction_id: Some("ok".into()),
-                    },
-                    ButtonDraft {
-                        label: "Site".into(),
-                        launch_url: Some("https://example.com".into()),
-                        interaction_id: None,
-                    },
-                ],
-                ..TemplateDraft::default()
-            }),
-            ..ContentDraft::default()
-        },
-        Kind::Minimal => ContentDraft {
-            minimal: Some(Minimal {
-                text: format!("joined {n}").into(),
-                ..Minimal::default()
-            }),
-            ..ContentDraft::default()
-        },
-        Kind::Form => ContentDraft {
-            form: Some(Form {
-                fields: vec![FormField {
-                    name: "size".into(),
-                    value: format!("{n}").into(),
-                }],
-                ..Form::default()
-            }),
-            ..ContentDraft::default()
-        },
-        Kind::Empty => ContentDraft::default(),
-        Kind::System => ContentDraft {
-            system: Some(System {
-                text: "not for apps".into(),
-                ..System::default()
-            }),
-            ..ContentDraft::default()
-        },
-    };
-    MessageDraft {
-        content,
+    inbox_testkit::runner::draft(
+        kind,
+        TextKind::Short(u8::try_from(n % 256).unwrap_or(0)),
         visibility,
-        direction: Some(if to_participant {
-            Direction::BusinessToParticipant
-        } else {
-            Direction::ParticipantToBusiness
-        }),
-        ..MessageDraft::default()
-    }
+        to_participant,
+    )
 }
 
 /// The naive reference model of a command history: who is whom (a union-find over every id a

@@ -284,17 +284,11 @@ fn one_primary(flags: Vec<bool>) -> Vec<bool> {
     (0..flags.len()).map(|i| Some(i) == first_primary).collect()
 }
 
-fn primary_emails(emails: &mut [ContactEmail]) {
-    let flags = one_primary(emails.iter().map(|e| e.primary).collect());
-    for (e, p) in emails.iter_mut().zip(flags) {
-        e.primary = p;
-    }
-}
-
-fn primary_phones(phones: &mut [ContactPhone]) {
-    let flags = one_primary(phones.iter().map(|e| e.primary).collect());
-    for (e, p) in phones.iter_mut().zip(flags) {
-        e.primary = p;
+/// Applies [`one_primary`] to the entries' `primary` flags.
+fn one_primary_of<T>(items: &mut [T], flag: fn(&mut T) -> &mut bool) {
+    let flags = one_primary(items.iter_mut().map(|i| *flag(i)).collect());
+    for (item, p) in items.iter_mut().zip(flags) {
+        *flag(item) = p;
     }
 }
 
@@ -1310,8 +1304,8 @@ impl Model {
             }
         }
         let mut phones = draft.phones.clone();
-        primary_emails(&mut emails);
-        primary_phones(&mut phones);
+        one_primary_of(&mut emails, |e| &mut e.primary);
+        one_primary_of(&mut phones, |p| &mut p.primary);
         Ok(Contact {
             id,
             revision: 1,
@@ -1405,8 +1399,8 @@ impl Model {
                 e.primary = Some(normalize_email(&e.email)) == first_source_primary;
             }
         }
-        primary_emails(&mut merged.emails);
-        primary_phones(&mut merged.phones);
+        one_primary_of(&mut merged.emails, |e| &mut e.primary);
+        one_primary_of(&mut merged.phones, |p| &mut p.primary);
         merged.revision = current.revision.saturating_add(1);
         merged.updated_date = now.max(current.updated_date);
         Ok(merged)

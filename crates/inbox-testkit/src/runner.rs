@@ -429,7 +429,17 @@ impl Runner {
                 send_as,
             } => Command::SendMessage {
                 conversation_id: self.conversation_ref(*conversation),
-                message: draft(*kind, *text, *visibility, *to_participant),
+                message: draft(
+                    *kind,
+                    *text,
+                    match visibility % 7 {
+                        0 | 5 => None,
+                        1 => Some(Visibility::BusinessAndParticipant),
+                        4 => Some(Visibility::Unknown),
+                        _ => Some(Visibility::Business),
+                    },
+                    *to_participant,
+                ),
                 send_as: match send_as % 3 {
                     0 => SendAs::Caller,
                     1 => SendAs::Participant,
@@ -1188,63 +1198,15 @@ fn pick<T: Copy + Default>(items: &[T], i: u8) -> T {
         .unwrap_or_default()
 }
 
-fn ids_of<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Vec<MessageId> {
-    messages.into_iter().map(|m| m.id).collect()
-}
-
-fn preview(n: usize) -> String {
-    "é".repeat(n)
-}
-
-fn text_of(text: TextKind) -> String {
-    match text {
-        TextKind::Short(n) => format!("text {n}"),
-        TextKind::Empty => String::new(),
-        TextKind::MaximalPreview | TextKind::OverlongPreview => "with a preview".to_owned(),
-    }
-}
-
-fn observed_content(text: TextKind) -> Content {
-    let mut content = Content::text(text_of(text));
-    let n = match text {
-        TextKind::MaximalPreview => Some(inbox_core::message::MAX_PREVIEW_TEXT),
-        TextKind::OverlongPreview => Some(inbox_core::message::MAX_PREVIEW_TEXT + 1),
-        _ => None,
-    };
-    if let Some(n) = n {
-        content.extras = Some(Box::new(ContentExtras {
-            preview_text: Some(preview(n).into()),
-            title: None,
-        }));
-    }
-    content
-}
-
-fn observed_contact(c: u8, revision: u8, email: Option<u8>) -> Contact {
-    let revision = u64::from(revision.clamp(1, 5));
-    Contact {
-        id: contact(c),
-        revision,
-        created_date: Timestamp::from_micros(START),
-        updated_date: Timestamp::from_micros(START + i64::try_from(revision).unwrap_or(0)),
-        name: ContactName {
-            first: Some(format!("observed {}", c % CONTACTS)),
-            last: None,
-        },
-        emails: email
-            .map(|e| ContactEmail {
-                email: pick(&EMAILS, e).trim().to_owned(),
-                tag: EntryTag::Main,
-                primary: true,
-            })
-            .into_iter()
-            .collect(),
-        phones: Vec::new(),
-    }
-}
-
-/// The draft a send step asks for.
-fn draft(kind: ContentKind, text: TextKind, visibility: u8, to_participant: bool) -> MessageDraft {
+/// A message draft of this content and text: a template has a postback button `"ok"` and a
+/// launch button; `visibility` as given (`None`: the default); the direction from
+/// `to_participant`. What a send step asks for, and a helper for other generators.
+pub fn draft(
+    kind: ContentKind,
+    text: TextKind,
+    visibility: Option<Visibility>,
+    to_participant: bool,
+) -> MessageDraft {
     let body = text_of(text);
     let mut content = match kind {
         ContentKind::Text => ContentDraft {
@@ -1304,17 +1266,67 @@ fn draft(kind: ContentKind, text: TextKind, visibility: u8, to_participant: bool
     };
     MessageDraft {
         content,
-        visibility: match visibility % 7 {
-            0 | 5 => None,
-            1 => Some(Visibility::BusinessAndParticipant),
-            4 => Some(Visibility::Unknown),
-            _ => Some(Visibility::Business),
-        },
+        visibility,
         direction: Some(if to_participant {
             Direction::BusinessToParticipant
         } else {
             Direction::ParticipantToBusiness
         }),
         ..MessageDraft::default()
+    }
+}
+
+fn ids_of<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Vec<MessageId> {
+    messages.into_iter().map(|m| m.id).collect()
+}
+
+fn preview(n: usize) -> String {
+    "é".repeat(n)
+}
+
+fn text_of(text: TextKind) -> String {
+    match text {
+        TextKind::Short(n) => format!("text {n}"),
+        TextKind::Empty => String::new(),
+        TextKind::MaximalPreview | TextKind::OverlongPreview => "with a preview".to_owned(),
+    }
+}
+
+fn observed_content(text: TextKind) -> Content {
+    let mut content = Content::text(text_of(text));
+    let n = match text {
+        TextKind::MaximalPreview => Some(inbox_core::message::MAX_PREVIEW_TEXT),
+        TextKind::OverlongPreview => Some(inbox_core::message::MAX_PREVIEW_TEXT + 1),
+        _ => None,
+    };
+    if let Some(n) = n {
+        content.extras = Some(Box::new(ContentExtras {
+            preview_text: Some(preview(n).into()),
+            title: None,
+        }));
+    }
+    content
+}
+
+fn observed_contact(c: u8, revision: u8, email: Option<u8>) -> Contact {
+    let revision = u64::from(revision.clamp(1, 5));
+    Contact {
+        id: contact(c),
+        revision,
+        created_date: Timestamp::from_micros(START),
+        updated_date: Timestamp::from_micros(START + i64::try_from(revision).unwrap_or(0)),
+        name: ContactName {
+            first: Some(format!("observed {}", c % CONTACTS)),
+            last: None,
+        },
+        emails: email
+            .map(|e| ContactEmail {
+                email: pick(&EMAILS, e).trim().to_owned(),
+                tag: EntryTag::Main,
+                primary: true,
+            })
+            .into_iter()
+            .collect(),
+        phones: Vec::new(),
     }
 }
