@@ -19,6 +19,10 @@ use crate::ids::{ConversationId, MessageId, Sequence};
 const VERSION: u8 = 1;
 const BODY_LEN: usize = 43;
 const LEN: usize = BODY_LEN + 8;
+/// The length of a cursor's text: base64url of `LEN` bytes, unpadded (`LEN` is a multiple of
+/// three, so four characters for every three bytes).
+const TEXT_LEN: usize = LEN / 3 * 4;
+const _: () = assert!(LEN % 3 == 0);
 
 /// Why a cursor was refused. All are client errors (HTTP 400 at the boundary).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -76,7 +80,7 @@ impl CursorState {
     pub(crate) fn decode(text: &str, key: &[u8; 16]) -> Result<CursorState, CursorError> {
         // Refuse a wrong length before decoding anything: a cursor is client input, and a
         // megabyte of it should cost nothing.
-        if text.len() != LEN.div_ceil(3) * 4 - (3 - LEN % 3) % 3 {
+        if text.len() != TEXT_LEN {
             return Err(CursorError::Malformed);
         }
         let bytes = base64url_decode(text).ok_or(CursorError::Malformed)?;
@@ -173,11 +177,15 @@ pub(crate) fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
         round(&mut v);
         v[0] ^= m;
     }
+    // The last word: the tail's bytes, and the message length (mod 256) in the top byte.
     let mut last = [0u8; 8];
     for (dst, src) in last.iter_mut().zip(tail) {
         *dst = *src;
     }
-    let m = u64::from_le_bytes(last) | ((data.len() as u64 & 0xff) << 56);
+    if let Some(top) = last.last_mut() {
+        *top = (data.len() % 256) as u8;
+    }
+    let m = u64::from_le_bytes(last);
     v[3] ^= m;
     round(&mut v);
     round(&mut v);
@@ -207,7 +215,7 @@ fn base64url_encode(bytes: &[u8]) -> String {
             chunk.get(1).copied().unwrap_or(0),
             chunk.get(2).copied().unwrap_or(0),
         ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
             let idx = (n >> (18 - 6 * i)) & 63;
@@ -244,9 +252,10 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
         for i in 0..produced {
             out.push((n >> (16 - 8 * i)) as u8);
         }
-        // Canonical form only: the unused low bits of the last character must be zero.
+        // Canonical form only: the unused low bits of the last character must be zero (a
+        // whole chunk of four has none).
         let unused_bits = 24 - 8 * produced as u32;
-        if chunk.len() < 4 && n & ((1 << unused_bits) - 1) != 0 {
+        if n & ((1 << unused_bits) - 1) != 0 {
             return None;
         }
     }
@@ -275,6 +284,9 @@ mod tests {
             assert_eq!(base64url_decode(&text), Some(data));
         }
         assert_eq!(base64url_decode("a"), None);
+        // One character is never a whole byte, even one whose bits are all zero.
+        assert_eq!(base64url_decode("A"), None);
+        assert_eq!(base64url_decode("AAAAA"), None);
         assert_eq!(base64url_decode("ab+/"), None);
         assert_eq!(base64url_decode("AB"), None, "non-canonical trailing bits");
     }
