@@ -22,7 +22,7 @@ const LEN: usize = BODY_LEN + 8;
 /// The length of a cursor's text: base64url of `LEN` bytes, unpadded (`LEN` is a multiple of
 /// three, so four characters for every three bytes).
 const TEXT_LEN: usize = LEN / 3 * 4;
-const _: () = assert!(LEN % 3 == 0);
+const _: () = assert!(LEN.is_multiple_of(3));
 
 /// Why a cursor was refused. All are client errors (HTTP 400 at the boundary).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
