@@ -33,7 +33,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use inbox_benches::{conversation, quick_mode, text_message, time_threads};
-use inbox_core::{Event, EventEnvelope, EventId, SCHEMA_VERSION, SiteId, Timestamp};
+use inbox_core::{Event, EventEnvelope, EventId, SiteId, Timestamp};
 use inbox_store::{EventLog, ExpectedVersion, PostgresLog};
 use uuid::Uuid;
 
@@ -44,17 +44,16 @@ fn site(t: usize) -> SiteId {
 }
 
 fn envelope(site: &SiteId, i: u64) -> EventEnvelope {
-    EventEnvelope {
-        event_id: EventId::from_uuid(Uuid::from_u128(
+    EventEnvelope::new(
+        site.clone(),
+        EventId::from_uuid(Uuid::from_u128(
             (u128::from(i) << 32) ^ u128::from(site.0.len() as u64),
         )),
-        schema_version: SCHEMA_VERSION,
-        site: site.clone(),
-        recorded_at: Timestamp::from_micros(1_700_000_000_000_000),
-        event: Event::MessageSent {
+        Timestamp::from_micros(1_700_000_000_000_000),
+        Event::MessageSent {
             message: text_message(i as i64 + 1, conversation(0), i),
         },
-    }
+    )
 }
 
 /// `APPENDERS` threads, spread over `logs`, each appending `iters` events to its own site.

@@ -44,9 +44,7 @@ use inbox_benches::{
     BASE_SEQUENCE, bench_dir, conversation, pow10, quick_mode, sqlite, start_event, text_message,
     time_threads,
 };
-use inbox_core::{
-    Event, EventEnvelope, EventId, Inbox, InboxConfig, SCHEMA_VERSION, SiteId, Timestamp,
-};
+use inbox_core::{Event, EventEnvelope, EventId, Inbox, InboxConfig, SiteId, Timestamp};
 use inbox_store::{
     EventLog, ExpectedVersion, FileLog, FileLogOptions, Snapshots, recover, write_snapshot,
 };
@@ -93,13 +91,12 @@ fn site(i: usize) -> SiteId {
 
 /// The envelope of event number `i` of a site.
 fn envelope(site: &SiteId, i: u64, event: Event) -> EventEnvelope {
-    EventEnvelope {
-        event_id: EventId::from_uuid(Uuid::from_u128((0xE0_u128 << 64) | u128::from(i))),
-        schema_version: SCHEMA_VERSION,
-        site: site.clone(),
-        recorded_at: Timestamp::from_micros(BASE_SEQUENCE + i64::try_from(i).unwrap()),
+    EventEnvelope::new(
+        site.clone(),
+        EventId::from_uuid(Uuid::from_u128((0xE0_u128 << 64) | u128::from(i))),
+        Timestamp::from_micros(BASE_SEQUENCE + i64::try_from(i).unwrap()),
         event,
-    }
+    )
 }
 
 /// The `i`-th message event of a site: a 40-character text to one of `conversations`.

@@ -54,8 +54,8 @@ use inbox_benches::{
     BASE_SEQUENCE, conversation, new_inbox, pow10, quick_mode, start_event, text_message, visitor,
 };
 use inbox_core::{
-    ConversationId, Direction, Event, EventEnvelope, EventId, Inbox, InboxConfig, Message,
-    SCHEMA_VERSION, Sender, SiteId, Timestamp,
+    ConversationId, Direction, Event, EventEnvelope, EventId, Inbox, InboxConfig, Message, Sender,
+    SiteId, Timestamp,
 };
 use inbox_wix::webhook::{
     Delivery, Ingested, Replica, WebhookEvent, WebhookSigner, WebhookVerifier, announcements,
@@ -123,13 +123,12 @@ fn visitor_message(k: u64) -> Message {
 /// The recorded event of message `k`, as a server records it.
 fn envelope(k: u64) -> EventEnvelope {
     let m = visitor_message(k);
-    EventEnvelope {
-        event_id: EventId::from_uuid(Uuid::from_u128((0xD0_u128 << 64) | u128::from(k))),
-        schema_version: SCHEMA_VERSION,
-        site: SiteId::new(SITE),
-        recorded_at: m.created_date,
-        event: Event::MessageSent { message: m },
-    }
+    EventEnvelope::new(
+        SiteId::new(SITE),
+        EventId::from_uuid(Uuid::from_u128((0xD0_u128 << 64) | u128::from(k))),
+        m.created_date,
+        Event::MessageSent { message: m },
+    )
 }
 
 /// The inbox the announcements are computed against: the visitors' conversations started.

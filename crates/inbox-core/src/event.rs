@@ -123,6 +123,20 @@ pub enum Event {
     },
 }
 
+impl EventEnvelope {
+    /// An envelope in the current schema version: `event` of `site`, under `event_id` (the
+    /// same id for every delivery and retry of this one fact), recorded at `recorded_at`.
+    pub fn new(site: SiteId, event_id: EventId, recorded_at: Timestamp, event: Event) -> Self {
+        EventEnvelope {
+            event_id,
+            schema_version: SCHEMA_VERSION,
+            site,
+            recorded_at,
+            event,
+        }
+    }
+}
+
 impl Event {
     /// A short stable name, for logs and metrics.
     pub fn kind(&self) -> &'static str {

@@ -28,7 +28,7 @@ use thiserror::Error;
 use crate::command::{Caller, Command, Context, IdSource, Rejection, SendAs};
 use crate::contacts::{Contact, ContactDirectory, ContactName, MergeContactsError, SortOrder};
 use crate::cursor::{CursorError, CursorState};
-use crate::event::{Event, EventEnvelope, SCHEMA_VERSION};
+use crate::event::{Event, EventEnvelope};
 use crate::ids::{
     AppId, ContactId, ConversationId, EventId, MemberId, MessageId, Sequence, SiteId, Timestamp,
     VisitorId,

@@ -32,8 +32,8 @@ use inbox_core::contacts::{ContactDraft, ContactEmail, ContactName, EntryTag};
 use inbox_core::{
     AppId, Caller, Command, ContactId, Context, ConversationId, CursorError, Event, EventEnvelope,
     EventId, Inbox, InboxConfig, ListMessages, ListMessagesError, MemberId, Message, MessageDraft,
-    MessageId, ParticipantId, SCHEMA_VERSION, SendAs, Sequence, SequentialIds, SiteId, SortOrder,
-    Timestamp, Visibility, VisibilityFilter, VisitorId, WixUserId,
+    MessageId, ParticipantId, SendAs, Sequence, SequentialIds, SiteId, SortOrder, Timestamp,
+    Visibility, VisibilityFilter, VisitorId, WixUserId,
 };
 use inbox_testkit::history::{ContentKind as Kind, TextKind};
 use proptest::collection::vec;
@@ -1075,15 +1075,14 @@ fn check_idempotence(run: &Run, which: u8) -> Result<(), TestCaseError> {
     same_state("whole log again", &again, &run.inbox)?;
     if let Some(s) = pick(&run.sends, which) {
         let mut redelivered = run.inbox.clone();
-        redelivered.apply(&EventEnvelope {
-            event_id: EventId::from_uuid(uuid(0x99, 1)),
-            schema_version: SCHEMA_VERSION,
-            site: SiteId::new("site-a"),
-            recorded_at: Timestamp::from_micros(START - 1),
-            event: Event::MessageSent {
+        redelivered.apply(&EventEnvelope::new(
+            SiteId::new("site-a"),
+            EventId::from_uuid(uuid(0x99, 1)),
+            Timestamp::from_micros(START - 1),
+            Event::MessageSent {
                 message: s.message.clone(),
             },
-        });
+        ));
         same_state("message sent again", &redelivered, &run.inbox)?;
         prop_assert_eq!(redelivered.message_count(), run.sends.len());
     }

@@ -12,8 +12,8 @@ use inbox_core::contacts::{Contact, ContactName};
 use inbox_core::message::{ChannelSet, Content, ContentBody};
 use inbox_core::{
     Anomaly, Command, Context, ConversationId, Direction, Event, EventEnvelope, EventId, Inbox,
-    ListMessages, Message, MessageDraft, MessageId, ParticipantId, Rejection, SCHEMA_VERSION,
-    SendAs, Sender, Sequence, SequentialIds, SortOrder, Timestamp, Visibility, VisibilityFilter,
+    ListMessages, Message, MessageDraft, MessageId, ParticipantId, Rejection, SendAs, Sender,
+    Sequence, SequentialIds, SortOrder, Timestamp, Visibility, VisibilityFilter,
 };
 use inbox_testkit::runner::{START, contact, member, observed_conversation, site_config, visitor};
 use inbox_testkit::{Model, agree};
@@ -23,13 +23,12 @@ use uuid::Uuid;
 // the harness
 
 fn envelope(i: usize, event: &Event) -> EventEnvelope {
-    EventEnvelope {
-        event_id: EventId::from_uuid(Uuid::from_u128((0x81 << 96) | i as u128)),
-        schema_version: SCHEMA_VERSION,
-        site: site_config().site,
-        recorded_at: Timestamp::from_micros(START),
-        event: event.clone(),
-    }
+    EventEnvelope::new(
+        site_config().site,
+        EventId::from_uuid(Uuid::from_u128((0x81 << 96) | i as u128)),
+        Timestamp::from_micros(START),
+        event.clone(),
+    )
 }
 
 /// Given these events, folded into the engine and into the model, which must agree.

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use inbox_core::{
     Caller, Command, Context, EventEnvelope, EventId, IdSource, Inbox, InboxConfig, Rejection,
-    SCHEMA_VERSION, SiteId, Timestamp,
+    SiteId, Timestamp,
 };
 use inbox_store::{
     AppendError, EventLog, ExpectedVersion, FileLog, PostgresLog, ReadError, StoredEvent,
@@ -509,12 +509,13 @@ impl Engine {
                 };
                 let envelopes: Vec<EventEnvelope> = events
                     .into_iter()
-                    .map(|event| EventEnvelope {
-                        event_id: EventId::from_uuid(Uuid::new_v4()),
-                        schema_version: SCHEMA_VERSION,
-                        site: site_id.clone(),
-                        recorded_at,
-                        event,
+                    .map(|event| {
+                        EventEnvelope::new(
+                            site_id.clone(),
+                            EventId::from_uuid(Uuid::new_v4()),
+                            recorded_at,
+                            event,
+                        )
                     })
                     .collect();
                 match self.submit(site_id, &mut site, &envelopes, &mut conflicts)? {

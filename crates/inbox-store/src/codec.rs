@@ -187,13 +187,12 @@ pub(crate) fn decode_record(
     Ok(StoredEvent {
         position: header.position,
         site_version: header.site_version,
-        envelope: EventEnvelope {
-            event_id: header.event_id,
-            schema_version: inbox_core::SCHEMA_VERSION,
-            site: SiteId::new(header.site),
-            recorded_at: header.recorded_at,
+        envelope: EventEnvelope::new(
+            SiteId::new(header.site),
+            header.event_id,
+            header.recorded_at,
             event,
-        },
+        ),
     })
 }
 

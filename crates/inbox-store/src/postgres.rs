@@ -415,13 +415,12 @@ fn decode_row(row: &Row) -> Result<StoredEvent, ReadError> {
     Ok(StoredEvent {
         position: to_u64(position),
         site_version: to_u64(site_version),
-        envelope: EventEnvelope {
-            event_id: EventId::from_uuid(event_id),
-            schema_version: inbox_core::SCHEMA_VERSION,
-            site: SiteId::new(site),
-            recorded_at: Timestamp::from_micros(recorded_at),
+        envelope: EventEnvelope::new(
+            SiteId::new(site),
+            EventId::from_uuid(event_id),
+            Timestamp::from_micros(recorded_at),
             event,
-        },
+        ),
     })
 }
 

@@ -20,8 +20,8 @@ use inbox_core::message::{
 use inbox_core::{
     AppId, Caller, Command, ContactId, Context, ConversationId, Direction, Event, EventEnvelope,
     EventId, Inbox, InboxConfig, ListMessages, MemberId, Message, MessageDraft, MessageId,
-    ParticipantId, SCHEMA_VERSION, SendAs, Sender, Sequence, SequentialIds, SiteId, Timestamp,
-    Visibility, VisibilityFilter, VisitorId, WixUserId,
+    ParticipantId, SendAs, Sender, Sequence, SequentialIds, SiteId, Timestamp, Visibility,
+    VisibilityFilter, VisitorId, WixUserId,
 };
 use thiserror::Error;
 use uuid::Uuid;
@@ -684,13 +684,12 @@ impl Runner {
 
     fn observe(&mut self, event: Event) {
         self.observed_events += 1;
-        let envelope = EventEnvelope {
-            event_id: EventId::from_uuid(Uuid::from_u128((0x7e << 64) | self.observed_events)),
-            schema_version: SCHEMA_VERSION,
-            site: site_config().site,
-            recorded_at: Timestamp::from_micros(self.now),
+        let envelope = EventEnvelope::new(
+            site_config().site,
+            EventId::from_uuid(Uuid::from_u128((0x7e << 64) | self.observed_events)),
+            Timestamp::from_micros(self.now),
             event,
-        };
+        );
         self.fold(envelope);
     }
 

@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use inbox_core::message::{Direction, Sender};
 use inbox_core::{
     AppId, ConversationId, Event, EventEnvelope, EventId, Inbox, InboxConfig, MessageId,
-    ParticipantId, SCHEMA_VERSION, Sequence, SiteId, Timestamp,
+    ParticipantId, Sequence, SiteId, Timestamp,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -621,12 +621,13 @@ impl Delivery {
         self.core_events()
             .into_iter()
             .enumerate()
-            .map(|(i, event)| EventEnvelope {
-                event_id: derived_id(self.event_id, i),
-                schema_version: SCHEMA_VERSION,
-                site: self.instance_id.clone(),
-                recorded_at,
-                event,
+            .map(|(i, event)| {
+                EventEnvelope::new(
+                    self.instance_id.clone(),
+                    derived_id(self.event_id, i),
+                    recorded_at,
+                    event,
+                )
             })
             .collect()
     }

@@ -352,12 +352,13 @@ impl Inbox {
         let events = self.decide(command, ctx, ids)?;
         let envelopes: Vec<EventEnvelope> = events
             .into_iter()
-            .map(|event| EventEnvelope {
-                event_id: EventId(ids.next_id()),
-                schema_version: SCHEMA_VERSION,
-                site: self.config.site.clone(),
-                recorded_at: ctx.now,
-                event,
+            .map(|event| {
+                EventEnvelope::new(
+                    self.config.site.clone(),
+                    EventId(ids.next_id()),
+                    ctx.now,
+                    event,
+                )
             })
             .collect();
         for e in &envelopes {

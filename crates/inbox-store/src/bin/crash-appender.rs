@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use inbox_core::message::{ChannelSet, Content, Direction, Sender, Visibility};
 use inbox_core::{
-    ConversationId, Event, EventEnvelope, EventId, Message, MessageId, SCHEMA_VERSION, Sequence,
-    SiteId, Timestamp,
+    ConversationId, Event, EventEnvelope, EventId, Message, MessageId, Sequence, SiteId, Timestamp,
 };
 use inbox_store::{EventLog, ExpectedVersion, FileLog};
 use uuid::Uuid;
@@ -48,12 +47,11 @@ fn main() {
                                 | (u128::from(t) << 64)
                                 | u128::from(i * 4 + k);
                             let seq = i64::try_from(i * 4 + k + 1).unwrap_or(i64::MAX);
-                            EventEnvelope {
-                                event_id: EventId::from_uuid(Uuid::from_u128(id)),
-                                schema_version: SCHEMA_VERSION,
-                                site: site.clone(),
-                                recorded_at: Timestamp::from_micros(seq),
-                                event: Event::MessageSent {
+                            EventEnvelope::new(
+                                site.clone(),
+                                EventId::from_uuid(Uuid::from_u128(id)),
+                                Timestamp::from_micros(seq),
+                                Event::MessageSent {
                                     message: Message {
                                         id: MessageId(id as u64),
                                         sequence: Sequence(seq),
@@ -74,7 +72,7 @@ fn main() {
                                         badges: Box::new([]),
                                     },
                                 },
-                            }
+                            )
                         })
                         .collect();
                     if let Err(e) = log.append(&site, ExpectedVersion::Any, &batch) {

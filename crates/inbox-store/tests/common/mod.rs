@@ -9,8 +9,8 @@
 
 use inbox_core::message::{ChannelSet, Content, Direction, Sender, Visibility};
 use inbox_core::{
-    ConversationId, Event, EventEnvelope, EventId, Message, MessageId, ParticipantId,
-    SCHEMA_VERSION, Sequence, SiteId, Timestamp, VisitorId,
+    ConversationId, Event, EventEnvelope, EventId, Message, MessageId, ParticipantId, Sequence,
+    SiteId, Timestamp, VisitorId,
 };
 use uuid::Uuid;
 
@@ -23,13 +23,12 @@ pub fn conversation(n: u64) -> ConversationId {
 }
 
 pub fn envelope(site: &SiteId, id: u128, event: Event) -> EventEnvelope {
-    EventEnvelope {
-        event_id: EventId::from_uuid(Uuid::from_u128(id)),
-        schema_version: SCHEMA_VERSION,
-        site: site.clone(),
-        recorded_at: Timestamp::from_micros(1_700_000_000_000_000),
+    EventEnvelope::new(
+        site.clone(),
+        EventId::from_uuid(Uuid::from_u128(id)),
+        Timestamp::from_micros(1_700_000_000_000_000),
         event,
-    }
+    )
 }
 
 pub fn message(seq: i64, conv: ConversationId, text: &str) -> Event {
