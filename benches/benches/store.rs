@@ -44,9 +44,10 @@ use inbox_benches::{
     BASE_SEQUENCE, bench_dir, conversation, pow10, quick_mode, sqlite, start_event, text_message,
     time_threads,
 };
-use inbox_core::{Event, EventEnvelope, EventId, Inbox, InboxConfig, SiteId, Timestamp};
+use inbox_core::{Event, EventEnvelope, EventId, InboxConfig, SiteId, Timestamp};
 use inbox_store::{
-    EventLog, ExpectedVersion, FileLog, FileLogOptions, Snapshots, recover, write_snapshot,
+    EventLog, ExpectedVersion, FileLog, FileLogOptions, SiteState, Snapshots, recover,
+    write_snapshot,
 };
 use rusqlite::Connection;
 use tempfile::TempDir;
@@ -431,10 +432,10 @@ fn time_each<O>(iters: u64, mut routine: impl FnMut() -> O) -> Duration {
     total
 }
 
-fn messages_in(sites: &BTreeMap<SiteId, Inbox>, conversations: u64) -> usize {
+fn messages_in(sites: &BTreeMap<SiteId, SiteState>, conversations: u64) -> usize {
     sites
         .values()
-        .map(|inbox| {
+        .map(|SiteState { inbox, .. }| {
             (0..conversations)
                 .map(|i| inbox.messages_of(conversation(i)).count())
                 .sum::<usize>()

@@ -59,13 +59,15 @@
 //!         inbox.apply(e);
 //!     }
 //!     let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
-//!     write_snapshot(&snapshots, appended.last_position, &[(site.clone(), inbox)].into())?;
+//!     let state = inbox_store::SiteState { inbox, version: appended.site_version };
+//!     write_snapshot(&snapshots, appended.last_position, &[(site.clone(), state)].into())?;
 //! }
 //! // After a restart (or a crash):
 //! let (log, _report) = FileLog::open(dir.path().join("log"))?;
 //! let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
 //! let recovered = recover(&log, Some(&snapshots), &config)?;
-//! assert!(recovered.sites[&site].live_conversation_of(visitor).is_some());
+//! assert!(recovered.sites[&site].inbox.live_conversation_of(visitor).is_some());
+//! assert_eq!(recovered.sites[&site].version, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -97,7 +99,7 @@ pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTai
 pub use memory::MemoryLog;
 #[cfg(feature = "postgres")]
 pub use postgres::{Lease, Listener, PostgresError, PostgresLog};
-pub use recover::{RecoverError, Recovered, recover, write_snapshot};
+pub use recover::{RecoverError, Recovered, SiteState, recover, write_snapshot};
 pub use snapshot::{SkippedSnapshot, SnapshotError, Snapshots};
 
 /// An event as the log holds it.

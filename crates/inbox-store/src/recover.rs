@@ -8,11 +8,21 @@ use thiserror::Error;
 
 use crate::{EventLog, ReadError, SkippedSnapshot, SnapshotError, Snapshots};
 
+/// One site's state and its version: how many of the site's events the state holds (the
+/// version to append at next, `ExpectedVersion::Exactly(version)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteState {
+    /// The state.
+    pub inbox: Inbox,
+    /// The site's events it holds.
+    pub version: u64,
+}
+
 /// Every site's state, rebuilt.
 #[derive(Debug)]
 pub struct Recovered {
-    /// The state of each site that has events.
-    pub sites: BTreeMap<SiteId, Inbox>,
+    /// The state and version of each site that has events.
+    pub sites: BTreeMap<SiteId, SiteState>,
     /// The log position the state includes.
     pub position: u64,
     /// The snapshot it started from, if any.
@@ -52,9 +62,16 @@ pub fn recover(
             Some(position),
             sites
                 .into_iter()
-                .map(|(site, inbox)| {
+                .map(|(site, state)| {
                     let c = config(&site);
-                    (site, inbox.with_config(c))
+                    let inbox = state.inbox.with_config(c);
+                    (
+                        site,
+                        SiteState {
+                            inbox,
+                            version: state.version,
+                        },
+                    )
                 })
                 .collect(),
         ),
@@ -65,11 +82,14 @@ pub fn recover(
     log.replay(position + 1, &mut |stored| {
         position = stored.position;
         replayed += 1;
-        let site = stored.envelope.site;
-        sites
-            .entry(site)
-            .or_insert_with_key(|s| Inbox::new(config(s)))
-            .apply_owned(stored.envelope.event);
+        let site = sites
+            .entry(stored.envelope.site)
+            .or_insert_with_key(|s| SiteState {
+                inbox: Inbox::new(config(s)),
+                version: 0,
+            });
+        site.inbox.apply_owned(stored.envelope.event);
+        site.version = stored.site_version;
         ControlFlow::Continue(())
     })?;
     Ok(Recovered {
@@ -81,11 +101,11 @@ pub fn recover(
     })
 }
 
-/// Writes a snapshot of every site's state at `position`.
+/// Writes a snapshot of every site's state and version at `position`.
 pub fn write_snapshot(
     snapshots: &Snapshots,
     position: u64,
-    sites: &BTreeMap<SiteId, Inbox>,
+    sites: &BTreeMap<SiteId, SiteState>,
 ) -> Result<std::path::PathBuf, SnapshotError> {
     snapshots.write(position, sites)
 }

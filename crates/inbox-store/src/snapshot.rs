@@ -21,9 +21,13 @@ use inbox_core::image::{DecodedHead, DecodedPart, IMAGE_VERSION};
 use inbox_core::{Inbox, SiteId};
 use thiserror::Error;
 
-const MAGIC: &[u8; 8] = b"INBXSNP2";
+use crate::SiteState;
+
+const MAGIC: &[u8; 8] = b"INBXSNP3";
 /// The first format: one postcard payload of every site's state.
 const MAGIC_V1: &[u8; 8] = b"INBXSNP1";
+/// The second: as this one, but without each site's version.
+const MAGIC_V2: &[u8; 8] = b"INBXSNP2";
 /// Magic, position, image version, directory length, directory CRC.
 const HEADER: usize = 8 + 8 + 2 + 4 + 4;
 /// How many snapshots are kept: the newest, and one before it in case it is damaged.
@@ -37,8 +41,9 @@ const MAX_THREADS: usize = 8;
 
 /// A block's length and CRC32C.
 type BlockInfo = (u64, u32);
-/// The directory: each site with its blocks (the head first, then the parts).
-type Directory = Vec<(SiteId, Vec<BlockInfo>)>;
+/// The directory: each site with its version (how many of its events the state holds) and
+/// its blocks (the head first, then the parts).
+type Directory = Vec<(SiteId, u64, Vec<BlockInfo>)>;
 
 /// A directory of snapshots.
 #[derive(Clone, Debug)]
@@ -86,16 +91,18 @@ impl Snapshots {
         Ok(Snapshots { dir })
     }
 
-    /// Writes every site's state as the snapshot at `position`, durably, and prunes old ones.
+    /// Writes every site's state and version as the snapshot at `position`, durably, and
+    /// prunes old ones.
     pub fn write(
         &self,
         position: u64,
-        sites: &BTreeMap<SiteId, Inbox>,
+        sites: &BTreeMap<SiteId, SiteState>,
     ) -> Result<PathBuf, SnapshotError> {
         let encode = |e: postcard::Error| SnapshotError::Encode(e.to_string());
         let mut directory: Directory = Vec::with_capacity(sites.len());
         let mut blocks: Vec<Vec<u8>> = Vec::new();
-        for (site, inbox) in sites {
+        for (site, state) in sites {
+            let inbox = &state.inbox;
             let image = inbox.image(inbox.message_count().div_ceil(PART_MESSAGES));
             let mut infos = Vec::with_capacity(1 + image.parts.len());
             let head = postcard::to_allocvec(&image.head).map_err(encode)?;
@@ -106,7 +113,7 @@ impl Snapshots {
                 infos.push((bytes.len() as u64, crc32c::crc32c(&bytes)));
                 blocks.push(bytes);
             }
-            directory.push((site.clone(), infos));
+            directory.push((site.clone(), state.version, infos));
         }
         let dir_bytes = postcard::to_allocvec(&directory).map_err(encode)?;
         let dir_len = u32::try_from(dir_bytes.len())
@@ -180,7 +187,10 @@ impl Snapshots {
     pub fn load_newest(
         &self,
         max_position: u64,
-    ) -> (Option<(u64, BTreeMap<SiteId, Inbox>)>, Vec<SkippedSnapshot>) {
+    ) -> (
+        Option<(u64, BTreeMap<SiteId, SiteState>)>,
+        Vec<SkippedSnapshot>,
+    ) {
         let mut skipped = Vec::new();
         for (position, path) in self.list().into_iter().rev() {
             let skip = |reason: String| SkippedSnapshot {
@@ -225,7 +235,7 @@ struct Job {
     head: bool,
 }
 
-fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, Inbox>, String> {
+fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, SiteState>, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut header = [0u8; HEADER];
@@ -235,6 +245,12 @@ fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, Inbox>, String> {
         Some(m) if m == MAGIC => {}
         Some(m) if m == MAGIC_V1 => {
             return Err("written in an older format (INBXSNP1), no longer read".into());
+        }
+        Some(m) if m == MAGIC_V2 => {
+            return Err(
+                "written in an older format (INBXSNP2, without site versions), no longer read"
+                    .into(),
+            );
         }
         _ => return Err("not a snapshot (bad magic)".into()),
     }
@@ -268,9 +284,14 @@ fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, Inbox>, String> {
     }
     let mut jobs: Vec<Job> = Vec::new();
     let mut offset = HEADER as u64 + u64::from(dir_len);
-    for (n, (site, blocks)) in directory.iter().enumerate() {
+    for (n, (site, version, blocks)) in directory.iter().enumerate() {
         if blocks.is_empty() {
             return Err(format!("site {site} has no head block"));
+        }
+        if *version > position {
+            return Err(format!(
+                "site {site} is at version {version}, past the snapshot's position {position}"
+            ));
         }
         for (i, (len, crc)) in blocks.iter().enumerate() {
             let end = offset
@@ -292,7 +313,7 @@ fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, Inbox>, String> {
     }
     let mut decoded = decode_all(path, &jobs)?.into_iter();
     let mut sites = BTreeMap::new();
-    for (site, blocks) in directory {
+    for (site, version, blocks) in directory {
         let Some(Decoded::Head(head)) = decoded.next() else {
             return Err(format!("site {site}: the first block is not a head"));
         };
@@ -305,7 +326,7 @@ fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, Inbox>, String> {
         }
         let inbox = Inbox::from_image_with(*head, parts, &join_on_two_threads)
             .map_err(|e| format!("site {site}: {e}"))?;
-        sites.insert(site, inbox);
+        sites.insert(site, SiteState { inbox, version });
     }
     Ok(sites)
 }

@@ -20,7 +20,7 @@ use inbox_core::{
     SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
 };
 use inbox_store::{
-    EventLog, ExpectedVersion, FileLog, OpenError, Snapshots, recover, write_snapshot,
+    EventLog, ExpectedVersion, FileLog, OpenError, SiteState, Snapshots, recover, write_snapshot,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -226,14 +226,16 @@ fn run(
     ops: &[(u8, Op)],
     log: &dyn EventLog,
     snapshots: Option<(&Snapshots, usize)>,
-) -> BTreeMap<SiteId, Inbox> {
-    let mut live: BTreeMap<SiteId, Inbox> = BTreeMap::new();
+) -> BTreeMap<SiteId, SiteState> {
+    let mut live: BTreeMap<SiteId, SiteState> = BTreeMap::new();
     let mut ids = SequentialIds::starting_at(1 << 64);
     for (i, (s, op)) in ops.iter().enumerate() {
         let site = site(*s % 2);
-        let inbox = live
-            .entry(site.clone())
-            .or_insert_with(|| Inbox::new(config(&site)));
+        let state = live.entry(site.clone()).or_insert_with(|| SiteState {
+            inbox: Inbox::new(config(&site)),
+            version: 0,
+        });
+        let inbox = &mut state.inbox;
         let visitor = |v: u8| VisitorId::from_uuid(Uuid::from_u128(0x100 + u128::from(v)));
         let contact = |c: u8| ContactId::from_uuid(Uuid::from_u128(0x200 + u128::from(c)));
         let command = match op {
@@ -280,8 +282,10 @@ fn run(
             continue;
         }
         let version = log.site_version(&site);
-        log.append(&site, ExpectedVersion::Exactly(version), &events)
+        let appended = log
+            .append(&site, ExpectedVersion::Exactly(version), &events)
             .unwrap();
+        state.version = appended.site_version;
         if let Some((snaps, every)) = snapshots
             && i % every == every - 1
         {
@@ -304,19 +308,19 @@ proptest! {
             let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
             run(&ops, &log, Some((&snaps, every)))
         };
-        let live: BTreeMap<SiteId, Inbox> = live.into_iter().filter(|(s, _)| !s.0.is_empty()).collect();
+        let live: BTreeMap<SiteId, SiteState> = live.into_iter().filter(|(s, _)| !s.0.is_empty()).collect();
         let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
         let without = recover(&log, None, &config).unwrap();
         let with = recover(&log, Some(&snaps), &config).unwrap();
         prop_assert_eq!(without.position, log.last_position());
         prop_assert_eq!(with.position, log.last_position());
         prop_assert!(with.skipped_snapshots.is_empty());
-        for (site, inbox) in &live {
+        for (site, state) in &live {
             if log.site_version(site) == 0 {
                 continue;
             }
-            prop_assert!(without.sites.get(site) == Some(inbox), "replay without snapshot differs for {}", site);
-            prop_assert!(with.sites.get(site) == Some(inbox), "replay with snapshot differs for {}", site);
+            prop_assert!(without.sites.get(site) == Some(state), "replay without snapshot differs for {}", site);
+            prop_assert!(with.sites.get(site) == Some(state), "replay with snapshot differs for {}", site);
         }
     }
 }

@@ -23,7 +23,9 @@ use inbox_core::{
     ConversationId, Event, Inbox, InboxConfig, Message, MessageId, ParticipantId, Sequence, SiteId,
     Timestamp, VisitorId,
 };
-use inbox_store::{EventLog, ExpectedVersion, FileLog, Snapshots, recover, write_snapshot};
+use inbox_store::{
+    EventLog, ExpectedVersion, FileLog, SiteState, Snapshots, recover, write_snapshot,
+};
 use proptest::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
@@ -184,8 +186,11 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let snaps = Snapshots::new(dir.path()).unwrap();
-        let sites: BTreeMap<SiteId, Inbox> =
-            [(site(1), fold(&site(1), &a)), (site(2), fold(&site(2), &b))].into();
+        let sites: BTreeMap<SiteId, SiteState> = [
+            (site(1), SiteState { inbox: fold(&site(1), &a), version: 3 }),
+            (site(2), SiteState { inbox: fold(&site(2), &b), version: 4 }),
+        ]
+        .into();
         write_snapshot(&snaps, 7, &sites).unwrap();
         let (got, skipped) = snaps.load_newest(7);
         prop_assert!(skipped.is_empty(), "{:?}", skipped);
@@ -219,7 +224,8 @@ fn a_large_state_is_written_in_several_parts_and_reads_back() {
     });
     let dir = tempfile::tempdir().unwrap();
     let snaps = Snapshots::new(dir.path()).unwrap();
-    let sites: BTreeMap<SiteId, Inbox> = [(site.clone(), inbox)].into();
+    let sites: BTreeMap<SiteId, SiteState> =
+        [(site.clone(), SiteState { inbox, version: 1 })].into();
     write_snapshot(&snaps, 1, &sites).unwrap();
     let (got, skipped) = snaps.load_newest(1);
     assert!(skipped.is_empty(), "{skipped:?}");
@@ -230,11 +236,15 @@ fn a_large_state_is_written_in_several_parts_and_reads_back() {
 // Snapshots that must be skipped.
 
 /// A log of a few messages with a good snapshot at position `at`, and the live state.
-fn log_with_snapshot(dir: &Path, n: u64, at: u64) -> (FileLog, Snapshots, BTreeMap<SiteId, Inbox>) {
+fn log_with_snapshot(
+    dir: &Path,
+    n: u64,
+    at: u64,
+) -> (FileLog, Snapshots, BTreeMap<SiteId, SiteState>) {
     let (log, _) = FileLog::open(dir.join("log")).unwrap();
     let snaps = Snapshots::new(dir.join("snapshots")).unwrap();
     let s = site(1);
-    let mut live: BTreeMap<SiteId, Inbox> = BTreeMap::new();
+    let mut live: BTreeMap<SiteId, SiteState> = BTreeMap::new();
     for i in 0..n {
         let event = if i == 0 {
             started(conversation(1), 1)
@@ -244,9 +254,12 @@ fn log_with_snapshot(dir: &Path, n: u64, at: u64) -> (FileLog, Snapshots, BTreeM
         let e = envelope(&s, u128::from(i) + 1, event);
         log.append(&s, ExpectedVersion::Exactly(i), std::slice::from_ref(&e))
             .unwrap();
-        live.entry(s.clone())
-            .or_insert_with(|| Inbox::new(config(&s)))
-            .apply(&e);
+        let state = live.entry(s.clone()).or_insert_with(|| SiteState {
+            inbox: Inbox::new(config(&s)),
+            version: 0,
+        });
+        state.inbox.apply(&e);
+        state.version = i + 1;
         if i + 1 == at {
             write_snapshot(&snaps, at, &live).unwrap();
         }
@@ -267,7 +280,7 @@ fn only_snapshot(snaps_dir: &Path) -> PathBuf {
 fn assert_skipped_and_replayed(
     log: &FileLog,
     snaps: &Snapshots,
-    live: &BTreeMap<SiteId, Inbox>,
+    live: &BTreeMap<SiteId, SiteState>,
     path: &Path,
     why: &str,
 ) {
@@ -315,6 +328,38 @@ fn a_snapshot_of_the_first_format_is_skipped_and_the_log_replayed() {
     assert_skipped_and_replayed(&log, &snaps, &live, &path, "older format (INBXSNP1)");
 }
 
+/// The second format had no site versions (an engine could not append after loading it):
+/// skipped, and the log replayed, which gives the versions.
+#[test]
+fn a_snapshot_of_the_second_format_is_skipped_and_the_log_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, snaps, live) = log_with_snapshot(dir.path(), 12, 8);
+    let path = only_snapshot(&dir.path().join("snapshots"));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(b"INBXSNP2");
+    fs::write(&path, bytes).unwrap();
+    assert_skipped_and_replayed(
+        &log,
+        &snaps,
+        &live,
+        &path,
+        "INBXSNP2, without site versions",
+    );
+}
+
+/// A site whose version is past the snapshot's position cannot be: the snapshot is refused.
+#[test]
+fn a_site_version_past_the_position_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, snaps, live) = log_with_snapshot(dir.path(), 12, 8);
+    let path = only_snapshot(&dir.path().join("snapshots"));
+    let s = site(1);
+    let image = live[&s].inbox.image(1);
+    let blocks = vec![bytes(&image.head), bytes(&image.parts[0])];
+    write_raw_at_version(&path, 8, 9, &[(s, blocks)]);
+    assert_skipped_and_replayed(&log, &snaps, &live, &path, "past the snapshot's position");
+}
+
 #[test]
 fn a_snapshot_of_another_image_version_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
@@ -354,13 +399,23 @@ fn a_truncated_or_flipped_snapshot_is_skipped() {
 }
 
 /// Writes a snapshot file by hand: the header, the directory, the blocks, every checksum
-/// good (the layout of `docs/STORE-FORMAT.md`).
+/// good (the layout of `docs/STORE-FORMAT.md`), each site at version `position`.
 fn write_raw(path: &Path, position: u64, sites: &[(SiteId, Vec<Vec<u8>>)]) {
-    let directory: Vec<(SiteId, Vec<(u64, u32)>)> = sites
+    write_raw_at_version(path, position, position, sites);
+}
+
+fn write_raw_at_version(
+    path: &Path,
+    position: u64,
+    version: u64,
+    sites: &[(SiteId, Vec<Vec<u8>>)],
+) {
+    let directory: Vec<(SiteId, u64, Vec<(u64, u32)>)> = sites
         .iter()
         .map(|(s, blocks)| {
             (
                 s.clone(),
+                version,
                 blocks
                     .iter()
                     .map(|b| (b.len() as u64, crc32c::crc32c(b)))
@@ -369,7 +424,7 @@ fn write_raw(path: &Path, position: u64, sites: &[(SiteId, Vec<Vec<u8>>)]) {
         })
         .collect();
     let dir_bytes = postcard::to_allocvec(&directory).unwrap();
-    let mut bytes = b"INBXSNP2".to_vec();
+    let mut bytes = b"INBXSNP3".to_vec();
     bytes.extend_from_slice(&position.to_le_bytes());
     bytes.extend_from_slice(&IMAGE_VERSION.to_le_bytes());
     bytes.extend_from_slice(&(dir_bytes.len() as u32).to_le_bytes());
