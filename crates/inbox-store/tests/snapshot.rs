@@ -404,13 +404,16 @@ fn write_raw(path: &Path, position: u64, sites: &[(SiteId, Vec<Vec<u8>>)]) {
     write_raw_at_version(path, position, position, sites);
 }
 
+/// A snapshot's directory: each site, its version, and its blocks' lengths and checksums.
+type Directory = Vec<(SiteId, u64, Vec<(u64, u32)>)>;
+
 fn write_raw_at_version(
     path: &Path,
     position: u64,
     version: u64,
     sites: &[(SiteId, Vec<Vec<u8>>)],
 ) {
-    let directory: Vec<(SiteId, u64, Vec<(u64, u32)>)> = sites
+    let directory: Directory = sites
         .iter()
         .map(|(s, blocks)| {
             (
