@@ -61,7 +61,7 @@ fn run_appenders(logs: &[&PostgresLog], iters: u64) -> Duration {
     time_threads(0..APPENDERS, |t, _| {
         let log = logs[t % logs.len()];
         let site = site(t);
-        let mut version = log.site_version(&site);
+        let mut version = log.site_version(&site).unwrap();
         let events: Vec<EventEnvelope> = (0..iters).map(|k| envelope(&site, version + k)).collect();
         move || {
             for e in &events {
@@ -144,7 +144,7 @@ fn append_postgres(c: &mut Criterion) {
 
     // Checked once, outside the timing: every acknowledged append is there, each site's
     // versions dense, the positions dense.
-    let last = one.last_position();
+    let last = one.last_position().unwrap();
     let all = one.read_all(1, usize::MAX).unwrap();
     assert_eq!(all.len() as u64, last);
     assert!(
@@ -154,7 +154,7 @@ fn append_postgres(c: &mut Criterion) {
     );
     let mut total = 0;
     for t in 0..APPENDERS {
-        let v = one.site_version(&site(t));
+        let v = one.site_version(&site(t)).unwrap();
         total += v;
         assert_eq!(
             one.read_site(&site(t), 1, usize::MAX).unwrap().len() as u64,

@@ -213,7 +213,7 @@ impl Engine {
     /// Replays the whole log into the sites' states, queueing what the outbox has not
     /// delivered yet.
     fn replay(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<Opened, String> {
-        let total = self.log.last_position();
+        let total = self.log.last_position().map_err(|e| e.to_string())?;
         let undelivered_from = match &self.outbox {
             Some(o) => o
                 .start(total)

@@ -215,7 +215,16 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
     // Asking a shared log is a database query: off the async workers.
-    let events = blocking(move || Ok(state.engine.log().last_position())).await?;
+    let events = blocking(move || {
+        state.engine.log().last_position().map_err(|e| {
+            ApiError(WixError::application(
+                503,
+                "UNAVAILABLE",
+                format!("the event log cannot be read: {e}"),
+            ))
+        })
+    })
+    .await?;
     Ok(axum::Json(serde_json::json!({
         "status": "ok",
         "events": events,

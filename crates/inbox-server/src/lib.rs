@@ -210,7 +210,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         Arc::new(move || e.followed())
     } else {
         let log = engine.log().clone();
-        Arc::new(move || log.last_position())
+        // The file log answers from memory and cannot fail; were it to, nothing new is
+        // delivered until it answers again.
+        Arc::new(move || log.last_position().unwrap_or(0))
     };
     let workers = outbox.spawn_workers(watermark, rx.clone());
     let follower = if engine.is_shared() {

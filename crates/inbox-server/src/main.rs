@@ -262,7 +262,13 @@ fn replay(source: &Source) -> ExitCode {
         Err(code) => return code,
     };
     let elapsed = started.elapsed();
-    let events = inbox_store::EventLog::last_position(&**engine.log());
+    let events = match inbox_store::EventLog::last_position(&**engine.log()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("inboxd replay: the log cannot be read: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "replayed {events} events in {:.2} s ({:.0} events/s)",
         elapsed.as_secs_f64(),

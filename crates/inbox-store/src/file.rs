@@ -1075,15 +1075,15 @@ impl EventLog for FileLog {
         Ok(())
     }
 
-    fn site_version(&self, site: &SiteId) -> u64 {
+    fn site_version(&self, site: &SiteId) -> Result<u64, ReadError> {
         let state = self.lock();
-        state.sites.get(site).map_or(0, |v| {
+        Ok(state.sites.get(site).map_or(0, |v| {
             v.iter().take_while(|p| **p <= state.durable).count() as u64
-        })
+        }))
     }
 
-    fn last_position(&self) -> u64 {
-        self.lock().durable
+    fn last_position(&self) -> Result<u64, ReadError> {
+        Ok(self.lock().durable)
     }
 }
 

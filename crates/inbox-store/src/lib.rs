@@ -42,7 +42,7 @@
 //!     let ctx = Context::at(Timestamp::from_micros(1_700_000_000_000_000));
 //!     let events = inbox.decide(&command, &ctx, &mut SequentialIds::default())?;
 //!     // Optimistic: if another writer got there first, this is a Conflict: re-read, decide again.
-//!     let version = log.site_version(&site);
+//!     let version = log.site_version(&site)?;
 //!     let envelopes: Vec<_> = events
 //!         .into_iter()
 //!         .enumerate()
@@ -292,11 +292,12 @@ pub trait EventLog: Send + Sync {
         Ok(out)
     }
 
-    /// The site's version: how many events it has (0 for none).
-    fn site_version(&self, site: &SiteId) -> u64;
+    /// The site's version: how many durable events it has (0 for none). A log that must ask
+    /// a database says so when it cannot, rather than answer 0.
+    fn site_version(&self, site: &SiteId) -> Result<u64, ReadError>;
 
     /// The position of the last durable event (0 for an empty log).
-    fn last_position(&self) -> u64;
+    fn last_position(&self) -> Result<u64, ReadError>;
 }
 
 /// Checks a batch and the expected version against the site's current one; shared by every

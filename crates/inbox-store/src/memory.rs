@@ -105,11 +105,11 @@ impl EventLog for MemoryLog {
         Ok(())
     }
 
-    fn site_version(&self, site: &SiteId) -> u64 {
-        self.lock().sites.get(site).map_or(0, |v| v.len() as u64)
+    fn site_version(&self, site: &SiteId) -> Result<u64, ReadError> {
+        Ok(self.lock().sites.get(site).map_or(0, |v| v.len() as u64))
     }
 
-    fn last_position(&self) -> u64 {
-        self.lock().events.len() as u64
+    fn last_position(&self) -> Result<u64, ReadError> {
+        Ok(self.lock().events.len() as u64)
     }
 }

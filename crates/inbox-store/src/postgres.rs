@@ -787,9 +787,8 @@ impl EventLog for PostgresLog {
         Ok(events)
     }
 
-    /// Asks the database; if it cannot be reached, 0 (an append expecting that version is
-    /// then refused as a conflict, or fails, rather than overwrite anything).
-    fn site_version(&self, site: &SiteId) -> u64 {
+    /// Asks the database.
+    fn site_version(&self, site: &SiteId) -> Result<u64, ReadError> {
         self.with_client(|c| {
             c.query_opt(
                 "SELECT version FROM inbox_sites WHERE site = $1",
@@ -797,20 +796,17 @@ impl EventLog for PostgresLog {
             )
             .map(|r| r.map_or(0, |r| to_u64(r.get(0))))
         })
-        .unwrap_or(0)
+        .map_err(|e| ReadError::Database(e.to_string()))
     }
 
-    /// Asks the database; if it cannot be reached, the highest position this process has
-    /// seen.
-    fn last_position(&self) -> u64 {
-        match self.with_client(|c| c.query_one("SELECT position FROM inbox_head", &[])) {
-            Ok(row) => {
-                let p = to_u64(row.get(0));
-                self.seen.fetch_max(p, Ordering::Relaxed);
-                p
-            }
-            Err(_) => self.seen.load(Ordering::Relaxed),
-        }
+    /// Asks the database.
+    fn last_position(&self) -> Result<u64, ReadError> {
+        let row = self
+            .with_client(|c| c.query_one("SELECT position FROM inbox_head", &[]))
+            .map_err(|e| ReadError::Database(e.to_string()))?;
+        let p = to_u64(row.get(0));
+        self.seen.fetch_max(p, Ordering::Relaxed);
+        Ok(p)
     }
 }
 

@@ -52,7 +52,7 @@ pub fn recover(
     snapshots: Option<&Snapshots>,
     config: &dyn Fn(&SiteId) -> InboxConfig,
 ) -> Result<Recovered, RecoverError> {
-    let last = log.last_position();
+    let last = log.last_position()?;
     let (snapshot, skipped_snapshots) = match snapshots {
         Some(s) => s.load_newest(last),
         None => (None, Vec::new()),

@@ -109,7 +109,7 @@ fn every_acknowledged_append_survives_sigkill() {
         }
         // The log keeps accepting appends after the crash.
         let s = site(200);
-        let v = log.site_version(&s);
+        let v = log.site_version(&s).unwrap();
         log.append(
             &s,
             ExpectedVersion::Exactly(v),

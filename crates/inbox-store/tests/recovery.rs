@@ -57,7 +57,7 @@ fn a_record_cut_short_at_the_tail_is_cut_and_reported() {
         (seg.clone(), ends[4], 11)
     );
     assert_eq!(fs::metadata(&seg).unwrap().len(), ends[4]);
-    assert_eq!(log.last_position(), 5);
+    assert_eq!(log.last_position().unwrap(), 5);
     log.append(
         &site(1),
         ExpectedVersion::Exactly(5),
@@ -86,7 +86,7 @@ fn truncating_at_every_offset_of_the_last_record_loses_only_it() {
         let copy = tempfile::tempdir().unwrap();
         fs::write(segment(copy.path()), &full[..cut as usize]).unwrap();
         let (log, report) = FileLog::open(copy.path()).unwrap();
-        assert_eq!(log.last_position(), 2, "cut at {cut}");
+        assert_eq!(log.last_position().unwrap(), 2, "cut at {cut}");
         assert_eq!(report.torn_tail.unwrap().offset, ends[1]);
     }
 }
@@ -127,7 +127,7 @@ fn a_flipped_bit_in_the_last_record_is_a_torn_tail() {
     drop(f);
     let (log, report) = FileLog::open(dir.path()).unwrap();
     assert_eq!(report.torn_tail.unwrap().offset, ends[2]);
-    assert_eq!(log.last_position(), 3);
+    assert_eq!(log.last_position().unwrap(), 3);
 }
 
 #[test]
@@ -164,10 +164,10 @@ fn a_batch_cut_by_a_crash_is_dropped_whole() {
         let copy = tempfile::tempdir().unwrap();
         fs::write(segment(copy.path()), &full[..cut as usize]).unwrap();
         let (log, report) = FileLog::open(copy.path()).unwrap();
-        assert_eq!(log.last_position(), 2, "cut at {cut}");
+        assert_eq!(log.last_position().unwrap(), 2, "cut at {cut}");
         let torn = report.torn_tail.expect("torn");
         assert_eq!((torn.offset, torn.bytes), (ends[1], cut - ends[1]));
-        assert_eq!(log.site_version(&a), 2);
+        assert_eq!(log.site_version(&a).unwrap(), 2);
     }
 }
 
@@ -281,7 +281,7 @@ fn run(
         if events.is_empty() {
             continue;
         }
-        let version = log.site_version(&site);
+        let version = log.site_version(&site).unwrap();
         let appended = log
             .append(&site, ExpectedVersion::Exactly(version), &events)
             .unwrap();
@@ -289,7 +289,7 @@ fn run(
         if let Some((snaps, every)) = snapshots
             && i % every == every - 1
         {
-            write_snapshot(snaps, log.last_position(), &live).unwrap();
+            write_snapshot(snaps, log.last_position().unwrap(), &live).unwrap();
         }
     }
     live
@@ -312,11 +312,11 @@ proptest! {
         let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
         let without = recover(&log, None, &config).unwrap();
         let with = recover(&log, Some(&snaps), &config).unwrap();
-        prop_assert_eq!(without.position, log.last_position());
-        prop_assert_eq!(with.position, log.last_position());
+        prop_assert_eq!(without.position, log.last_position().unwrap());
+        prop_assert_eq!(with.position, log.last_position().unwrap());
         prop_assert!(with.skipped_snapshots.is_empty());
         for (site, state) in &live {
-            if log.site_version(site) == 0 {
+            if log.site_version(site).unwrap() == 0 {
                 continue;
             }
             prop_assert!(without.sites.get(site) == Some(state), "replay without snapshot differs for {}", site);
@@ -378,7 +378,7 @@ fn copy_dir(from: &Path, to: &Path, skip: &str) {
 fn append_n(log: &FileLog, sites: u8, from: u64, n: u64) {
     for i in from..from + n {
         let s = site((i % u64::from(sites)) as u8);
-        let v = log.site_version(&s);
+        let v = log.site_version(&s).unwrap();
         let batch: Vec<_> = (0..1 + i % 3)
             .map(|k| {
                 envelope(
@@ -403,7 +403,7 @@ fn a_checkpoint_spares_the_scan_and_changes_nothing() {
         let (log, _) = FileLog::open_with(dir.path(), options.clone()).unwrap();
         append_n(&log, 3, 0, 60);
         let covered = log.checkpoint().unwrap();
-        assert_eq!(covered, log.last_position());
+        assert_eq!(covered, log.last_position().unwrap());
         append_n(&log, 3, 60, 25); // after the checkpoint, across more roll-overs
         covered
     };
@@ -420,7 +420,10 @@ fn a_checkpoint_spares_the_scan_and_changes_nothing() {
     );
     assert_eq!(report.events, full_report.events);
     for s in 0..3 {
-        assert_eq!(with.site_version(&site(s)), without.site_version(&site(s)));
+        assert_eq!(
+            with.site_version(&site(s)).unwrap(),
+            without.site_version(&site(s)).unwrap()
+        );
         assert_eq!(
             with.read_site(&site(s), 2, 7).unwrap(),
             without.read_site(&site(s), 2, 7).unwrap()
@@ -453,7 +456,7 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_reported() {
     assert!(report.checkpoint_ignored.unwrap().contains("checksum"));
     assert_eq!(
         log.read_all(1, usize::MAX).unwrap().len() as u64,
-        log.last_position()
+        log.last_position().unwrap()
     );
     drop(log);
 
@@ -475,5 +478,5 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_reported() {
         report.torn_tail.is_some(),
         "the cut record is a torn tail of the full scan"
     );
-    assert!(log.last_position() > 0);
+    assert!(log.last_position().unwrap() > 0);
 }
