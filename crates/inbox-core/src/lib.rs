@@ -61,7 +61,3 @@ fn test_config() -> proptest::test_runner::Config {
     config.rng_seed = proptest::test_runner::RngSeed::Fixed(seed);
     config
 }
-
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

@@ -24,56 +24,46 @@
 //!
 //! # Example: an engine that survives restarts
 //!
-//! Decide against the state, append the events at the version decided against, apply them;
-//! on start-up, recover.
+//! [`Engine`] runs the write loop over any log: open (newest snapshot, then the log after
+//! it), execute (decide, submit at the version decided against, apply, wait until durable),
+//! read. On start-up after a crash it has every event `execute` acknowledged.
 //!
 //! ```
-//! use inbox_core::{Command, Context, Inbox, InboxConfig, ParticipantId, SequentialIds, SiteId, Timestamp, VisitorId};
-//! use inbox_store::{EventLog, ExpectedVersion, FileLog, Snapshots, recover, write_snapshot};
+//! use std::sync::Arc;
+//! use inbox_core::{Command, Context, InboxConfig, ParticipantId, SequentialIds, SiteId, Timestamp, VisitorId};
+//! use inbox_store::{Engine, EngineConfig, FileLog, Snapshots};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let site = SiteId::new("my-site");
-//! let config = |s: &SiteId| InboxConfig::new(s.clone(), [7; 16]);
+//! let config = || EngineConfig::new(|s: &SiteId| InboxConfig::new(s.clone(), [7; 16]));
 //! let visitor = ParticipantId::Visitor(VisitorId::from_uuid(uuid::Uuid::from_u128(1)));
 //! {
 //!     let (log, _report) = FileLog::open(dir.path().join("log"))?;
-//!     let mut inbox = Inbox::new(config(&site));
-//!     let command = Command::GetOrCreateConversation { participant: visitor };
-//!     let ctx = Context::at(Timestamp::from_micros(1_700_000_000_000_000));
-//!     let events = inbox.decide(&command, &ctx, &mut SequentialIds::default())?;
-//!     // Optimistic: if another writer got there first, this is a Conflict: re-read, decide again.
-//!     let version = log.site_version(&site)?;
-//!     let envelopes: Vec<_> = events
-//!         .into_iter()
-//!         .enumerate()
-//!         .map(|(i, event)| inbox_core::EventEnvelope {
-//!             event_id: inbox_core::EventId::from_uuid(uuid::Uuid::from_u128(100 + i as u128)),
-//!             schema_version: inbox_core::SCHEMA_VERSION,
-//!             site: site.clone(),
-//!             recorded_at: ctx.now,
-//!             event,
-//!         })
-//!         .collect();
-//!     let appended = log.append(&site, ExpectedVersion::Exactly(version), &envelopes)?; // durable now
-//!     for e in &envelopes {
-//!         inbox.apply(e);
-//!     }
 //!     let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
-//!     let state = inbox_store::SiteState { inbox, version: appended.site_version };
-//!     write_snapshot(&snapshots, appended.last_position, &[(site.clone(), state)].into())?;
+//!     let (engine, _) = Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {})?;
+//!     let ctx = Context::at(Timestamp::from_micros(1_700_000_000_000_000));
+//!     let command = Command::GetOrCreateConversation { participant: visitor };
+//!     engine.execute(&site, &command, &ctx, &mut SequentialIds::default())?; // durable now
+//!     engine.close()?; // a last snapshot
 //! }
 //! // After a restart (or a crash):
 //! let (log, _report) = FileLog::open(dir.path().join("log"))?;
 //! let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
-//! let recovered = recover(&log, Some(&snapshots), &config)?;
-//! assert!(recovered.sites[&site].inbox.live_conversation_of(visitor).is_some());
-//! assert_eq!(recovered.sites[&site].version, 1);
+//! let (engine, opened) = Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {})?;
+//! assert_eq!(opened.snapshot_position, Some(1));
+//! assert_eq!(engine.site_version(&site), 1);
+//! assert!(engine.read(&site, |inbox| inbox.live_conversation_of(visitor))?.is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Underneath, [`recover`] rebuilds every site's state and version, and [`EventLog::submit`]
+//! and [`EventLog::wait`] are the two halves of an append, for a caller that writes its own
+//! loop.
 
 #![deny(missing_docs)]
 
 mod codec;
+mod engine;
 mod file;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -95,6 +85,10 @@ pub mod codec_v1 {
     pub use crate::codec::encode_record_v1;
     pub use crate::codec::v1::*;
 }
+pub use engine::{
+    CloseError, DEFAULT_MAX_CONFLICTS, Engine, EngineConfig, ExecuteError, Executed, Opened,
+    Progress, Subscription,
+};
 pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTail};
 pub use memory::MemoryLog;
 #[cfg(feature = "postgres")]
@@ -327,3 +321,8 @@ pub(crate) fn check_append(
         _ => Ok(()),
     }
 }
+
+// The README's examples run as doctests here: they use this crate and the core.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,11 +1,11 @@
 //! Start-up: the newest valid snapshot, then the log after it.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 
 use inbox_core::{Inbox, InboxConfig, SiteId};
 use thiserror::Error;
 
+use crate::engine::replay_into;
 use crate::{EventLog, ReadError, SkippedSnapshot, SnapshotError, Snapshots};
 
 /// One site's state and its version: how many of the site's events the state holds (the
@@ -52,6 +52,16 @@ pub fn recover(
     snapshots: Option<&Snapshots>,
     config: &dyn Fn(&SiteId) -> InboxConfig,
 ) -> Result<Recovered, RecoverError> {
+    recover_reporting(log, snapshots, config, &mut |_, _| {})
+}
+
+/// [`recover`], calling `progress(done, total)` for each event of the tail it replays.
+pub(crate) fn recover_reporting(
+    log: &dyn EventLog,
+    snapshots: Option<&Snapshots>,
+    config: &dyn Fn(&SiteId) -> InboxConfig,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Recovered, RecoverError> {
     let last = log.last_position()?;
     let (snapshot, skipped_snapshots) = match snapshots {
         Some(s) => s.load_newest(last),
@@ -77,21 +87,11 @@ pub fn recover(
         ),
         None => (None, BTreeMap::new()),
     };
-    let mut position = snapshot_position.unwrap_or(0);
-    let mut replayed = 0u64;
-    log.replay(position + 1, &mut |stored| {
-        position = stored.position;
-        replayed += 1;
-        let site = sites
-            .entry(stored.envelope.site)
-            .or_insert_with_key(|s| SiteState {
-                inbox: Inbox::new(config(s)),
-                version: 0,
-            });
-        site.inbox.apply_owned(stored.envelope.event);
-        site.version = stored.site_version;
-        ControlFlow::Continue(())
-    })?;
+    let from = snapshot_position.unwrap_or(0) + 1;
+    let total = last.saturating_sub(from - 1);
+    // A snapshot's state may hold events past its position (taken while writers ran); each
+    // site's version says which, and those are skipped.
+    let (position, replayed) = replay_into(log, from, total, &mut sites, config, progress)?;
     Ok(Recovered {
         sites,
         position,

@@ -1,0 +1,639 @@
+//! The durable engine: every site's [`Inbox`] and its version over an [`EventLog`], with the
+//! write loop a service needs, so that an embedder does not write it again.
+//!
+//! * [`Engine::open`]: the newest valid snapshot, then the log after it; each site with its
+//!   version (so the first write can append optimistically at once).
+//! * [`Engine::execute`]: decide against the site's state, wrap the events
+//!   ([`EventEnvelope::new`]), submit them at the version decided against, apply them, and
+//!   wait until they are durable. A conflict (another writer appended to the site first, as on
+//!   a log other processes share) reads the site's new events and decides again, up to
+//!   [`EngineConfig::max_conflicts`] times. What is answered is durable.
+//! * [`Engine::read`]: a consistent state of one site; it waits only for writers of that site.
+//! * [`Engine::events_after`] and [`Engine::subscribe`]: the feed a projection, an outbox or a
+//!   read model consumes, by log position.
+//! * Snapshots by policy ([`EngineConfig::snapshot_every`], written on a thread of their own,
+//!   off the write path) and at [`Engine::close`].
+//!
+//! A write holds its site's lock from `decide` to `apply` (so the site's events are submitted
+//! in the order they were decided) and releases it before waiting for the fsync, so writers of
+//! one site, or of many, share fsyncs (the log's group commit).
+//!
+//! Every site that has events is held in memory; a bounded cache that loads sites on first
+//! use and evicts idle ones is not built yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use inbox_core::{
+    Command, Context, EventEnvelope, EventId, IdSource, Inbox, InboxConfig, Rejection, SiteId,
+};
+use thiserror::Error;
+
+use crate::recover::recover_reporting;
+use crate::{
+    AppendError, EventLog, ExpectedVersion, ReadError, RecoverError, SiteState, SkippedSnapshot,
+    SnapshotError, Snapshots, StoredEvent,
+};
+
+/// Conflicting appends [`Engine::execute`] decides again before giving up, by default.
+pub const DEFAULT_MAX_CONFLICTS: u32 = 32;
+
+/// Events read from the log at a time when catching up with a site.
+const CATCH_UP_CHUNK: usize = 4096;
+
+/// How an [`Engine`] runs.
+#[derive(Clone)]
+pub struct EngineConfig {
+    site_config: Arc<dyn Fn(&SiteId) -> InboxConfig + Send + Sync>,
+    snapshot_every: Option<u64>,
+    max_conflicts: u32,
+    shared: bool,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("snapshot_every", &self.snapshot_every)
+            .field("max_conflicts", &self.max_conflicts)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineConfig {
+    /// Each site's settings come from `site_config` (the cursor key must stay the same across
+    /// restarts, or outstanding cursors stop working). No snapshots by policy, the default
+    /// conflict bound, a log written by this engine alone.
+    pub fn new(site_config: impl Fn(&SiteId) -> InboxConfig + Send + Sync + 'static) -> Self {
+        EngineConfig {
+            site_config: Arc::new(site_config),
+            snapshot_every: None,
+            max_conflicts: DEFAULT_MAX_CONFLICTS,
+            shared: false,
+        }
+    }
+
+    /// Take a snapshot (if the engine has [`Snapshots`]) every `events` events written, on a
+    /// thread of its own. A snapshot is still taken at [`Engine::close`].
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = Some(events.max(1));
+        self
+    }
+
+    /// Conflicting appends to decide again before [`ExecuteError::Contended`].
+    pub fn max_conflicts(mut self, n: u32) -> Self {
+        self.max_conflicts = n;
+        self
+    }
+
+    /// The log is written by other processes too (a shared database): a refusal or a no-op is
+    /// answered, and a read made, only after the site's new events are taken in.
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+}
+
+/// How far [`Engine::open`] has got: events replayed of the tail to replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Events replayed so far.
+    pub done: u64,
+    /// Events after the snapshot (or the whole log).
+    pub total: u64,
+}
+
+/// What [`Engine::open`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The log position the state includes.
+    pub position: u64,
+    /// The snapshot it started from, if any.
+    pub snapshot_position: Option<u64>,
+    /// Events replayed after it.
+    pub replayed: u64,
+    /// Snapshots that could not be used, and why.
+    pub skipped_snapshots: Vec<SkippedSnapshot>,
+    /// Sites with events.
+    pub sites: usize,
+}
+
+/// What [`Engine::execute`] recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Executed {
+    /// The events, durable, with their positions and site versions (none: the command asked
+    /// for nothing new, e.g. a conversation that already exists).
+    pub events: Vec<StoredEvent>,
+}
+
+/// Why [`Engine::execute`] did not record anything.
+#[derive(Debug, Error)]
+pub enum ExecuteError {
+    /// The command was refused; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The log refused or failed to store the events. After a failed write or fsync, whether
+    /// they are stored is known only when the log is read again (a [`FileLog`](crate::FileLog)
+    /// refuses every later append until it is reopened).
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The site's newer events could not be read.
+    #[error("reading the site's newer events: {0}")]
+    CatchUp(#[from] ReadError),
+    /// Other writers kept appending to the site first.
+    #[error("gave up after {0} conflicting appends; try again")]
+    Contended(u32),
+}
+
+/// Why [`Engine::close`] could not take its last snapshot.
+#[derive(Debug, Error)]
+pub enum CloseError {
+    /// The log could not say where it ends.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The snapshot could not be written.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A write failed after its events were applied: the state may hold events the log lost,
+    /// and is not snapshotted. Reopen the engine (it recovers what the log really has).
+    #[error("a write failed after it was applied; reopen the engine to recover from the log")]
+    Poisoned,
+}
+
+struct Site {
+    state: SiteState,
+    /// The position of the last event applied to `state`.
+    position: u64,
+}
+
+struct Inner {
+    log: Arc<dyn EventLog>,
+    snapshots: Option<Snapshots>,
+    config: EngineConfig,
+    sites: RwLock<HashMap<SiteId, Arc<Mutex<Site>>>>,
+    /// The durable end the engine has seen, and a way to wait for it to move.
+    durable: Mutex<u64>,
+    moved: Condvar,
+    since_snapshot: AtomicU64,
+    snapshotting: AtomicBool,
+    snapshot_errors: AtomicU64,
+    snapshots_taken: AtomicU64,
+    /// The snapshot thread running now, joined by [`Engine::close`].
+    snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// A write's events were applied but never became durable (the log failed): the state
+    /// may hold what the log lost, so no snapshot is taken from it any more.
+    poisoned: AtomicBool,
+}
+
+/// Every site's state over one durable log. Cheap to clone (the clones share one engine), and
+/// safe to use from many threads at once.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .field("sites", &self.site_count())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Engine {
+    /// Opens the engine over `log`: the newest valid snapshot in `snapshots` (if given), then
+    /// the log after it, `progress` called as the tail is replayed.
+    pub fn open(
+        log: Arc<dyn EventLog>,
+        snapshots: Option<Snapshots>,
+        config: EngineConfig,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Engine, Opened), RecoverError> {
+        let site_config = config.site_config.clone();
+        let recovered = recover_reporting(
+            &*log,
+            snapshots.as_ref(),
+            &|s: &SiteId| site_config(s),
+            &mut |done, total| progress(Progress { done, total }),
+        )?;
+        let opened = Opened {
+            position: recovered.position,
+            snapshot_position: recovered.snapshot_position,
+            replayed: recovered.replayed,
+            skipped_snapshots: recovered.skipped_snapshots,
+            sites: recovered.sites.len(),
+        };
+        let sites = recovered
+            .sites
+            .into_iter()
+            .map(|(id, state)| {
+                let site = Site {
+                    state,
+                    position: recovered.position,
+                };
+                (id, Arc::new(Mutex::new(site)))
+            })
+            .collect();
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                log,
+                snapshots,
+                config,
+                sites: RwLock::new(sites),
+                durable: Mutex::new(recovered.position),
+                moved: Condvar::new(),
+                since_snapshot: AtomicU64::new(0),
+                snapshotting: AtomicBool::new(false),
+                snapshot_errors: AtomicU64::new(0),
+                snapshots_taken: AtomicU64::new(0),
+                snapshotter: Mutex::new(None),
+                poisoned: AtomicBool::new(false),
+            }),
+        };
+        Ok((engine, opened))
+    }
+
+    /// The log under the engine.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.inner.log
+    }
+
+    /// How many sites the engine holds.
+    pub fn site_count(&self) -> usize {
+        self.inner
+            .sites
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Every site's id, sorted.
+    pub fn site_ids(&self) -> Vec<SiteId> {
+        let mut ids: Vec<SiteId> = self
+            .inner
+            .sites
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn site(&self, id: &SiteId) -> Arc<Mutex<Site>> {
+        if let Some(s) = self
+            .inner
+            .sites
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+        {
+            return s.clone();
+        }
+        let mut sites = self
+            .inner
+            .sites
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sites
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Site {
+                    state: SiteState {
+                        inbox: Inbox::new((self.inner.config.site_config)(id)),
+                        version: 0,
+                    },
+                    position: 0,
+                }))
+            })
+            .clone()
+    }
+
+    /// Applies the site's events that the state does not hold yet.
+    fn catch_up(&self, id: &SiteId, site: &mut Site) -> Result<bool, ReadError> {
+        let before = site.state.version;
+        loop {
+            let events = self
+                .inner
+                .log
+                .read_site(id, site.state.version + 1, CATCH_UP_CHUNK)?;
+            let n = events.len();
+            for stored in events {
+                if stored.site_version == site.state.version + 1 {
+                    site.state.inbox.apply_owned(stored.envelope.event);
+                    site.state.version = stored.site_version;
+                    site.position = site.position.max(stored.position);
+                }
+            }
+            if n < CATCH_UP_CHUNK {
+                return Ok(site.state.version != before);
+            }
+        }
+    }
+
+    /// Decides `command` for `site` at `ctx`, makes its events durable and applies them. New
+    /// ids (of conversations, and of the events) come from `ids`.
+    ///
+    /// Returns only once the events are durable; a refused command changes nothing.
+    pub fn execute(
+        &self,
+        site_id: &SiteId,
+        command: &Command,
+        ctx: &Context,
+        ids: &mut dyn IdSource,
+    ) -> Result<Executed, ExecuteError> {
+        let slot = self.site(site_id);
+        let (ticket, envelopes) = {
+            let mut site = lock(&slot);
+            let mut conflicts = 0u32;
+            let mut caught_up = false;
+            loop {
+                let events = match site.state.inbox.decide(command, ctx, ids) {
+                    Ok(events) if !events.is_empty() => events,
+                    outcome => {
+                        // A refusal or a no-op is answered from the state alone; on a shared
+                        // log it may be behind: take the site's new events in once first.
+                        if self.inner.config.shared && !caught_up {
+                            caught_up = true;
+                            if self.catch_up(site_id, &mut site)? {
+                                continue;
+                            }
+                        }
+                        outcome?;
+                        return Ok(Executed { events: Vec::new() });
+                    }
+                };
+                let envelopes: Vec<EventEnvelope> = events
+                    .into_iter()
+                    .map(|event| {
+                        EventEnvelope::new(
+                            site_id.clone(),
+                            EventId::from_uuid(ids.next_id()),
+                            ctx.now,
+                            event,
+                        )
+                    })
+                    .collect();
+                let expected = ExpectedVersion::Exactly(site.state.version);
+                match self.inner.log.submit(site_id, expected, &envelopes) {
+                    Ok(ticket) => {
+                        for e in &envelopes {
+                            site.state.inbox.apply(e);
+                        }
+                        let appended = ticket.appended();
+                        site.state.version = appended.site_version;
+                        site.position = appended.last_position;
+                        break (ticket, envelopes);
+                    }
+                    Err(AppendError::Conflict { .. }) => {
+                        conflicts += 1;
+                        if conflicts > self.inner.config.max_conflicts {
+                            return Err(ExecuteError::Contended(conflicts));
+                        }
+                        self.catch_up(site_id, &mut site)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let appended = match self.inner.log.wait(ticket) {
+            Ok(a) => a,
+            Err(e) => {
+                self.inner.poisoned.store(true, Ordering::SeqCst);
+                self.inner.moved.notify_all();
+                return Err(e.into());
+            }
+        };
+        self.advance(appended.last_position, envelopes.len() as u64);
+        let first = appended.first_position;
+        let first_version = appended.site_version + 1 - envelopes.len() as u64;
+        let events = envelopes
+            .into_iter()
+            .enumerate()
+            .map(|(i, envelope)| StoredEvent {
+                position: first + i as u64,
+                site_version: first_version + i as u64,
+                envelope,
+            })
+            .collect();
+        Ok(Executed { events })
+    }
+
+    /// Reads a consistent state of one site (an empty state for a site with no events). It
+    /// waits only for a write of this site in progress. On a shared log the site first takes
+    /// in what other writers appended; if that read fails, the error is returned.
+    pub fn read<R>(&self, site_id: &SiteId, f: impl FnOnce(&Inbox) -> R) -> Result<R, ReadError> {
+        let slot = self.site(site_id);
+        let mut site = lock(&slot);
+        if self.inner.config.shared {
+            self.catch_up(site_id, &mut site)?;
+        }
+        Ok(f(&site.state.inbox))
+    }
+
+    /// A site's version: how many of its events its state holds.
+    pub fn site_version(&self, site_id: &SiteId) -> u64 {
+        lock(&self.site(site_id)).state.version
+    }
+
+    /// Up to `max` durable events after `position`, in log order: where a projection or an
+    /// outbox resumes from the last position it handled.
+    pub fn events_after(&self, position: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        self.inner.log.read_all(position + 1, max)
+    }
+
+    /// A handle that waits for the log to move past a position.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            engine: self.clone(),
+        }
+    }
+
+    /// The durable end of the log as the engine last saw it.
+    pub fn durable_position(&self) -> u64 {
+        *lock(&self.inner.durable)
+    }
+
+    /// Records that the log is durable up to `position` (and `written` more events are),
+    /// wakes the subscribers, and starts a snapshot if the policy says it is time.
+    fn advance(&self, position: u64, written: u64) {
+        {
+            let mut durable = lock(&self.inner.durable);
+            if position > *durable {
+                *durable = position;
+            }
+        }
+        self.inner.moved.notify_all();
+        let Some(every) = self.inner.config.snapshot_every else {
+            return;
+        };
+        let since = self
+            .inner
+            .since_snapshot
+            .fetch_add(written, Ordering::SeqCst)
+            + written;
+        if since >= every
+            && self.inner.snapshots.is_some()
+            && !self.inner.snapshotting.swap(true, Ordering::SeqCst)
+        {
+            self.inner.since_snapshot.store(0, Ordering::SeqCst);
+            let engine = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("inbox-snapshot".into())
+                .spawn(move || {
+                    if engine.snapshot().is_err() {
+                        engine.inner.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    engine.inner.snapshotting.store(false, Ordering::SeqCst);
+                });
+            match spawned {
+                Ok(handle) => {
+                    let previous = lock(&self.inner.snapshotter).replace(handle);
+                    // The previous thread has finished (only one runs at a time).
+                    if let Some(p) = previous {
+                        let _ = p.join();
+                    }
+                }
+                Err(_) => self.inner.snapshotting.store(false, Ordering::SeqCst),
+            }
+        }
+    }
+
+    /// Snapshots by policy that failed since open (the log is unaffected; start-up then
+    /// replays more).
+    pub fn snapshot_errors(&self) -> u64 {
+        self.inner.snapshot_errors.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots written since open (by policy, by [`Engine::snapshot`] and at close).
+    pub fn snapshots_taken(&self) -> u64 {
+        self.inner.snapshots_taken.load(Ordering::Relaxed)
+    }
+
+    /// Writes a snapshot of every site now, if the engine has [`Snapshots`]; returns its file.
+    ///
+    /// The cut is consistent without stopping writers: the log's durable end `P` is read
+    /// first, then each site's state is cloned (an O(1) clone) under its lock. A write holds
+    /// its site's lock from submit to apply, so every event at or before `P` is in the clones;
+    /// a clone may hold later events too, and the snapshot waits until those are durable
+    /// before it is written (a snapshot must never hold what the log may lose). Its per-site
+    /// versions let recovery skip, in the log after `P`, what the states already hold.
+    pub fn snapshot(&self) -> Result<Option<PathBuf>, CloseError> {
+        let Some(snapshots) = &self.inner.snapshots else {
+            return Ok(None);
+        };
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(CloseError::Poisoned);
+        }
+        let position = self.inner.log.last_position()?;
+        let slots: Vec<(SiteId, Arc<Mutex<Site>>)> = self
+            .inner
+            .sites
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        let mut sites: BTreeMap<SiteId, SiteState> = BTreeMap::new();
+        let mut newest = position;
+        for (id, slot) in slots {
+            let site = lock(&slot);
+            if site.state.version == 0 {
+                continue;
+            }
+            newest = newest.max(site.position);
+            sites.insert(id, site.state.clone());
+        }
+        // Wait until everything the clones hold is durable.
+        while self.inner.log.last_position()? < newest {
+            if self.inner.poisoned.load(Ordering::SeqCst) {
+                return Err(CloseError::Poisoned);
+            }
+            let durable = lock(&self.inner.durable);
+            if *durable < newest {
+                let _ = self
+                    .inner
+                    .moved
+                    .wait_timeout(durable, Duration::from_millis(50));
+            }
+        }
+        let path = snapshots.write(position, &sites)?;
+        self.inner.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(path))
+    }
+
+    /// Waits for a snapshot by policy that is being written, then takes a last one (if the
+    /// engine has [`Snapshots`]) and closes the engine.
+    pub fn close(self) -> Result<Option<PathBuf>, CloseError> {
+        let running = lock(&self.inner.snapshotter).take();
+        if let Some(handle) = running {
+            let _ = handle.join();
+        }
+        self.snapshot()
+    }
+}
+
+/// Waits for the log to move: the feed's wake-up ([`Engine::subscribe`]).
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    engine: Engine,
+}
+
+impl Subscription {
+    /// Waits until the durable end passes `position`, or `timeout` passes; returns the durable
+    /// end as the engine knows it. Writes by this engine wake it at once; on a log other
+    /// processes share, their writes are seen at the timeout (then read
+    /// [`Engine::events_after`]).
+    pub fn wait_past(&self, position: u64, timeout: Duration) -> u64 {
+        let inner = &self.engine.inner;
+        let durable = lock(&inner.durable);
+        let (durable, _) = inner
+            .moved
+            .wait_timeout_while(durable, timeout, |d| *d <= position)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *durable
+    }
+}
+
+/// What [`recover_reporting`] calls per event of the tail.
+pub(crate) type ReportProgress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Replays `log` from `from` into `sites`, skipping what a site's state already holds.
+pub(crate) fn replay_into(
+    log: &dyn EventLog,
+    from: u64,
+    total: u64,
+    sites: &mut BTreeMap<SiteId, SiteState>,
+    config: &dyn Fn(&SiteId) -> InboxConfig,
+    progress: ReportProgress<'_>,
+) -> Result<(u64, u64), ReadError> {
+    let mut position = from.saturating_sub(1);
+    let mut replayed = 0u64;
+    log.replay(from, &mut |stored| {
+        position = stored.position;
+        replayed += 1;
+        progress(replayed, total);
+        let site = sites
+            .entry(stored.envelope.site)
+            .or_insert_with_key(|s| SiteState {
+                inbox: Inbox::new(config(s)),
+                version: 0,
+            });
+        if stored.site_version > site.version {
+            site.inbox.apply_owned(stored.envelope.event);
+            site.version = stored.site_version;
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok((position, replayed))
+}

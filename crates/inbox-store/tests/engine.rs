@@ -1,0 +1,275 @@
+//! The durable engine: open, execute, read; conflicts between two writers of one log; the
+//! feed; snapshots taken while writers run, and start-up from them.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use inbox_core::{
+    Command, Context, ConversationId, Direction, InboxConfig, MessageDraft, ParticipantId,
+    Rejection, SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
+};
+use inbox_store::{
+    Engine, EngineConfig, EventLog, ExecuteError, FileLog, MemoryLog, Snapshots, recover,
+};
+use uuid::Uuid;
+
+fn config() -> EngineConfig {
+    EngineConfig::new(|s: &SiteId| InboxConfig::new(s.clone(), [7; 16]))
+}
+
+fn site(n: u8) -> SiteId {
+    SiteId::new(format!("site-{n}"))
+}
+
+fn visitor(n: u128) -> ParticipantId {
+    ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(0x51 + n)))
+}
+
+fn at(micros: i64) -> Context {
+    Context::at(Timestamp::from_micros(1_700_000_000_000_000 + micros))
+}
+
+fn get_or_create(v: u128) -> Command {
+    Command::GetOrCreateConversation {
+        participant: visitor(v),
+    }
+}
+
+fn send(conversation_id: ConversationId, text: &str) -> Command {
+    Command::SendMessage {
+        conversation_id,
+        message: MessageDraft::text(text, Direction::ParticipantToBusiness),
+        send_as: SendAs::Participant,
+    }
+}
+
+fn conversation_of(engine: &Engine, s: &SiteId, v: u128) -> ConversationId {
+    engine
+        .read(s, |inbox| inbox.live_conversation_of(visitor(v)))
+        .unwrap()
+        .expect("a conversation")
+}
+
+#[test]
+fn open_execute_read_and_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+        let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+        Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {}).unwrap()
+    };
+    let mut ids = SequentialIds::default();
+    let (engine, opened) = open();
+    assert_eq!((opened.position, opened.sites), (0, 0));
+    let started = engine
+        .execute(&site(1), &get_or_create(1), &at(1), &mut ids)
+        .unwrap();
+    assert_eq!(started.events.len(), 1);
+    assert_eq!(
+        (started.events[0].position, started.events[0].site_version),
+        (1, 1)
+    );
+    // Asked again: nothing new, nothing appended.
+    let again = engine
+        .execute(&site(1), &get_or_create(1), &at(2), &mut ids)
+        .unwrap();
+    assert!(again.events.is_empty());
+    let c = conversation_of(&engine, &site(1), 1);
+    let sent = engine
+        .execute(&site(1), &send(c, "hi"), &at(3), &mut ids)
+        .unwrap();
+    assert_eq!(sent.events[0].position, 2);
+    // A refusal is typed and appends nothing.
+    let nowhere = ConversationId::from_uuid(Uuid::from_u128(0xdead));
+    let refused = engine.execute(&site(1), &send(nowhere, "x"), &at(4), &mut ids);
+    assert!(matches!(
+        refused,
+        Err(ExecuteError::Rejected(Rejection::ConversationNotFound(id))) if id == nowhere
+    ));
+    assert_eq!(engine.log().last_position().unwrap(), 2);
+    drop(engine);
+
+    // After a restart: the same state, and the next write appends right after.
+    let (engine, opened) = open();
+    assert_eq!((opened.position, opened.replayed, opened.sites), (2, 2, 1));
+    assert_eq!(engine.site_version(&site(1)), 2);
+    assert_eq!(
+        engine.read(&site(1), |i| i.messages_of(c).count()).unwrap(),
+        1
+    );
+    let more = engine
+        .execute(&site(1), &send(c, "again"), &at(5), &mut ids)
+        .unwrap();
+    assert_eq!(
+        (more.events[0].position, more.events[0].site_version),
+        (3, 3)
+    );
+    // Closing takes a snapshot; the next start-up starts from it.
+    engine.close().unwrap().expect("a snapshot");
+    let (engine, opened) = open();
+    assert_eq!((opened.snapshot_position, opened.replayed), (Some(3), 0));
+    assert_eq!(
+        engine.read(&site(1), |i| i.messages_of(c).count()).unwrap(),
+        2
+    );
+}
+
+#[test]
+fn a_write_that_conflicts_with_another_writer_catches_up_and_decides_again() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::default());
+    let (a, _) = Engine::open(log.clone(), None, config(), &mut |_| {}).unwrap();
+    let (b, _) = Engine::open(log.clone(), None, config().shared(true), &mut |_| {}).unwrap();
+    let mut ids = SequentialIds::default();
+    a.execute(&site(1), &get_or_create(1), &at(1), &mut ids)
+        .unwrap();
+    // B has not seen A's conversation: its get-or-create for the same visitor is a no-op once
+    // it has caught up (a shared engine takes the site's new events in before a no-op or a
+    // refusal)...
+    let none = b
+        .execute(&site(1), &get_or_create(1), &at(2), &mut ids)
+        .unwrap();
+    assert!(none.events.is_empty());
+    // ...and a write of its own appends after A's.
+    let c = conversation_of(&b, &site(1), 1);
+    a.execute(&site(1), &send(c, "from a"), &at(3), &mut ids)
+        .unwrap();
+    let from_b = b
+        .execute(&site(1), &send(c, "from b"), &at(4), &mut ids)
+        .unwrap();
+    assert_eq!(
+        from_b.events[0].site_version, 3,
+        "decided again after A's message"
+    );
+    assert_eq!(b.read(&site(1), |i| i.messages_of(c).count()).unwrap(), 2);
+    assert_eq!(log.site_version(&site(1)).unwrap(), 3);
+}
+
+#[test]
+fn a_writer_that_keeps_conflicting_gives_up_after_the_bound() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::default());
+    let (a, _) = Engine::open(log.clone(), None, config(), &mut |_| {}).unwrap();
+    let (b, _) = Engine::open(log.clone(), None, config().max_conflicts(0), &mut |_| {}).unwrap();
+    let mut ids = SequentialIds::default();
+    a.execute(&site(1), &get_or_create(1), &at(1), &mut ids)
+        .unwrap();
+    let got = b.execute(&site(1), &get_or_create(2), &at(2), &mut ids);
+    assert!(matches!(got, Err(ExecuteError::Contended(1))), "{got:?}");
+    assert_eq!(log.last_position().unwrap(), 1);
+}
+
+#[test]
+fn the_feed_gives_what_was_written_after_a_position() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::default());
+    let (engine, _) = Engine::open(log, None, config(), &mut |_| {}).unwrap();
+    let feed = engine.subscribe();
+    assert_eq!(feed.wait_past(0, Duration::ZERO), 0, "nothing yet");
+    let mut ids = SequentialIds::default();
+    engine
+        .execute(&site(1), &get_or_create(1), &at(1), &mut ids)
+        .unwrap();
+    engine
+        .execute(&site(2), &get_or_create(1), &at(2), &mut ids)
+        .unwrap();
+    // Already past: returns at once, whatever the timeout.
+    assert_eq!(feed.wait_past(0, Duration::from_secs(3600)), 2);
+    let after = engine.events_after(1, 10).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!((after[0].position, &after[0].envelope.site), (2, &site(2)));
+    // A write on another thread wakes a waiter.
+    let writer = engine.clone();
+    let handle = std::thread::spawn(move || {
+        let mut ids = SequentialIds::starting_at(1 << 32);
+        writer
+            .execute(&site(3), &get_or_create(1), &at(3), &mut ids)
+            .unwrap();
+    });
+    assert_eq!(feed.wait_past(2, Duration::from_secs(3600)), 3);
+    handle.join().unwrap();
+}
+
+/// Snapshots taken while eight writers run, and the engine reopened from the last of them:
+/// every site's state and version is what the writers left.
+#[test]
+fn snapshots_taken_while_writers_run_recover_every_site_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+    let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+    let (engine, _) = Engine::open(
+        Arc::new(log),
+        Some(snapshots),
+        config().snapshot_every(40),
+        &mut |_| {},
+    )
+    .unwrap();
+    let writers: Vec<_> = (0..8u8)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let mut ids = SequentialIds::starting_at(u128::from(w) << 64);
+                let s = site(w % 4);
+                for i in 0..30i64 {
+                    let v = u128::from(w) * 100 + (i % 3) as u128;
+                    engine
+                        .execute(&s, &get_or_create(v), &at(i), &mut ids)
+                        .unwrap();
+                    let c = conversation_of(&engine, &s, v);
+                    engine
+                        .execute(&s, &send(c, &format!("{w}/{i}")), &at(i), &mut ids)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    while taken < 5 {
+        engine.snapshot().unwrap().expect("a snapshot");
+        taken += 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let live: BTreeMap<SiteId, (u64, usize)> = engine
+        .site_ids()
+        .into_iter()
+        .map(|s| {
+            let version = engine.site_version(&s);
+            let messages = engine.read(&s, |i| i.message_count()).unwrap();
+            (s, (version, messages))
+        })
+        .collect();
+    assert_eq!(engine.snapshot_errors(), 0);
+    assert!(engine.snapshots_taken() >= 5);
+    let config_of = |s: &SiteId| InboxConfig::new(s.clone(), [7; 16]);
+    let replayed = {
+        let log = engine.log().clone();
+        recover(&*log, None, &config_of).unwrap()
+    };
+    drop(engine);
+    let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+    let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+    let (reopened, opened) =
+        Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {}).unwrap();
+    assert!(opened.snapshot_position.is_some());
+    assert!(
+        opened.skipped_snapshots.is_empty(),
+        "{:?}",
+        opened.skipped_snapshots
+    );
+    for (s, (version, messages)) in &live {
+        assert_eq!(reopened.site_version(s), *version, "{s}");
+        assert_eq!(reopened.read(s, |i| i.message_count()).unwrap(), *messages);
+        let from_log = &replayed.sites[s];
+        assert_eq!(from_log.version, *version);
+        assert!(
+            reopened.read(s, |i| *i == from_log.inbox).unwrap(),
+            "{s}: the state from the snapshot is not the state from the log"
+        );
+    }
+}
