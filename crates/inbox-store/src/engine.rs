@@ -184,6 +184,9 @@ struct Inner {
     snapshots_taken: AtomicU64,
     /// The snapshot thread running now, joined by [`Engine::close`].
     snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held while a snapshot is written: one at a time (two at one position would share a
+    /// temporary file).
+    writing_snapshot: Mutex<()>,
     /// A write's events were applied but never became durable (the log failed): the state
     /// may hold what the log lost, so no snapshot is taken from it any more.
     poisoned: AtomicBool,
@@ -256,6 +259,7 @@ impl Engine {
                 snapshot_errors: AtomicU64::new(0),
                 snapshots_taken: AtomicU64::new(0),
                 snapshotter: Mutex::new(None),
+                writing_snapshot: Mutex::new(()),
                 poisoned: AtomicBool::new(false),
             }),
         };
@@ -532,6 +536,7 @@ impl Engine {
         let Some(snapshots) = &self.inner.snapshots else {
             return Ok(None);
         };
+        let _one_at_a_time = lock(&self.inner.writing_snapshot);
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(CloseError::Poisoned);
         }

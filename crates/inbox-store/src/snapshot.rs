@@ -284,14 +284,9 @@ fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, SiteState>, Strin
     }
     let mut jobs: Vec<Job> = Vec::new();
     let mut offset = HEADER as u64 + u64::from(dir_len);
-    for (n, (site, version, blocks)) in directory.iter().enumerate() {
+    for (n, (site, _, blocks)) in directory.iter().enumerate() {
         if blocks.is_empty() {
             return Err(format!("site {site} has no head block"));
-        }
-        if *version > position {
-            return Err(format!(
-                "site {site} is at version {version}, past the snapshot's position {position}"
-            ));
         }
         for (i, (len, crc)) in blocks.iter().enumerate() {
             let end = offset
