@@ -183,7 +183,7 @@ pub(crate) fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
         *dst = *src;
     }
     if let Some(top) = last.last_mut() {
-        *top = (data.len() % 256) as u8;
+        *top = data.len() as u8; // truncates: the length mod 256
     }
     let m = u64::from_le_bytes(last);
     v[3] ^= m;

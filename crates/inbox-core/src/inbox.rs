@@ -171,11 +171,7 @@ struct ConversationRecord {
 /// The more advanced of two participants: member > contact > visitor, among equals the
 /// smaller id.
 fn more_advanced(a: ParticipantId, b: ParticipantId) -> ParticipantId {
-    if (b.rank(), std::cmp::Reverse(b)) > (a.rank(), std::cmp::Reverse(a)) {
-        b
-    } else {
-        a
-    }
+    std::cmp::max_by_key(a, b, |p| (p.rank(), std::cmp::Reverse(*p)))
 }
 
 /// The sequence a message id stands for when the two are issued from one clock.

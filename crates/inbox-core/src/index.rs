@@ -220,6 +220,37 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_holds_twice_its_target_and_splits_in_halves_past_it() {
+        let mut index =
+            MessageIndex::from_sorted((0..1000u32).map(|k| (MessageId(u64::from(k) * 4), conv(0))));
+        // The first chunk holds 0, 4, .., 508: fill it to exactly twice the target.
+        for k in 0..127u64 {
+            assert_eq!(index.insert_new(MessageId(k * 4 + 1), conv(1)), None);
+        }
+        assert_eq!(index.insert_new(MessageId(2), conv(1)), None);
+        let sizes: Vec<usize> = index.chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes[..3], [256, 128, 128]);
+        // One more, and it splits in halves.
+        assert_eq!(index.insert_new(MessageId(6), conv(1)), None);
+        let sizes: Vec<usize> = index.chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes[..4], [128, 129, 128, 128]);
+        check_layout(&index).unwrap();
+        assert_eq!(index.len(), 1129);
+        assert_eq!(index.get(MessageId(6)), Some(conv(1)));
+        assert_eq!(index.get(MessageId(8)), Some(conv(0)));
+    }
+
+    #[test]
+    fn full_chunks_built_in_order_hold_no_spare_capacity() {
+        let built =
+            MessageIndex::from_sorted((0..1000u32).map(|k| (MessageId(u64::from(k)), conv(0))));
+        let full = built.chunks.len() - 1;
+        for c in built.chunks.iter().take(full) {
+            assert_eq!(c.capacity(), CHUNK);
+        }
+    }
+
+    #[test]
     fn indexes_with_other_pairs_are_unequal_and_debug_lists_the_pairs() {
         let one = MessageIndex::from_sorted([(MessageId(1), conv(0))].into_iter());
         let other = MessageIndex::from_sorted([(MessageId(1), conv(1))].into_iter());

@@ -567,6 +567,15 @@ mod tests {
     }
 
     #[test]
+    fn full_chunks_built_in_order_hold_no_spare_capacity() {
+        let t = build(&(0..1000).collect::<Vec<_>>());
+        let full = t.chunks.len() - 1;
+        for c in t.chunks.iter().take(full) {
+            assert_eq!(c.capacity(), CHUNK);
+        }
+    }
+
+    #[test]
     fn an_interleaved_merge_moves_whole_chunks_that_go_before_the_other_side() {
         // Ten chunks of even keys; the odd 301 falls into the third, 1301 after the last.
         let a = build(&(0..640).map(|k| k * 2).collect::<Vec<_>>());
