@@ -8,6 +8,10 @@
 //!   wait until they are durable. A conflict (another writer appended to the site first, as on
 //!   a log other processes share) reads the site's new events and decides again, up to
 //!   [`EngineConfig::max_conflicts`] times. What is answered is durable.
+//! * [`Engine::ingest`]: the replica path. Events observed elsewhere (webhooks), with the
+//!   stable ids their source gave them, are deduplicated against the ids of the site's last
+//!   [`EngineConfig::dedupe_window`] events and appended; the fold is convergent, so a
+//!   redelivery older than that window is appended again and changes nothing.
 //! * [`Engine::read`]: a consistent state of one site; it waits only for writers of that site.
 //! * [`Engine::events_after`] and [`Engine::subscribe`]: the feed a projection, an outbox or a
 //!   read model consumes, by log position.
@@ -21,7 +25,7 @@
 //! Every site that has events is held in memory; a bounded cache that loads sites on first
 //! use and evicts idle ones is not built yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,18 +33,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use inbox_core::{
-    Command, Context, EventEnvelope, EventId, IdSource, Inbox, InboxConfig, Rejection, SiteId,
+    Command, Context, EventEnvelope, EventId, IdSource, Inbox, InboxConfig, Rejection,
+    SCHEMA_VERSION, SiteId,
 };
 use thiserror::Error;
 
 use crate::recover::recover_reporting;
 use crate::{
-    AppendError, EventLog, ExpectedVersion, ReadError, RecoverError, SiteState, SkippedSnapshot,
-    SnapshotError, Snapshots, StoredEvent,
+    AppendError, AppendTicket, EventLog, ExpectedVersion, ReadError, RecoverError, SiteState,
+    SkippedSnapshot, SnapshotError, Snapshots, StoredEvent,
 };
 
 /// Conflicting appends [`Engine::execute`] decides again before giving up, by default.
 pub const DEFAULT_MAX_CONFLICTS: u32 = 32;
+
+/// Recent event ids per site that [`Engine::ingest`] deduplicates against, by default.
+pub const DEFAULT_DEDUPE_WINDOW: usize = 4096;
 
 /// Events read from the log at a time when catching up with a site.
 const CATCH_UP_CHUNK: usize = 4096;
@@ -52,6 +60,7 @@ pub struct EngineConfig {
     snapshot_every: Option<u64>,
     max_conflicts: u32,
     shared: bool,
+    dedupe_window: usize,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -60,6 +69,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("snapshot_every", &self.snapshot_every)
             .field("max_conflicts", &self.max_conflicts)
             .field("shared", &self.shared)
+            .field("dedupe_window", &self.dedupe_window)
             .finish_non_exhaustive()
     }
 }
@@ -67,14 +77,24 @@ impl std::fmt::Debug for EngineConfig {
 impl EngineConfig {
     /// Each site's settings come from `site_config` (the cursor key must stay the same across
     /// restarts, or outstanding cursors stop working). No snapshots by policy, the default
-    /// conflict bound, a log written by this engine alone.
+    /// conflict bound and dedupe window, a log written by this engine alone.
     pub fn new(site_config: impl Fn(&SiteId) -> InboxConfig + Send + Sync + 'static) -> Self {
         EngineConfig {
             site_config: Arc::new(site_config),
             snapshot_every: None,
             max_conflicts: DEFAULT_MAX_CONFLICTS,
             shared: false,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
         }
+    }
+
+    /// How many of each site's most recent event ids [`Engine::ingest`] remembers to drop
+    /// redeliveries (16 bytes and a set entry each). An event redelivered after more than
+    /// this many newer events of its site is appended again; the fold ignores it (every fact
+    /// folds idempotently), so the state is the same, and only the log holds it twice.
+    pub fn dedupe_window(mut self, ids: usize) -> Self {
+        self.dedupe_window = ids;
+        self
     }
 
     /// Take a snapshot (if the engine has [`Snapshots`]) every `events` events written, on a
@@ -149,6 +169,49 @@ pub enum ExecuteError {
     Contended(u32),
 }
 
+/// What [`Engine::ingest`] recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    /// The events that were new, durable, with their positions and site versions.
+    pub events: Vec<StoredEvent>,
+    /// Events dropped as redeliveries: their id was among the site's recent events, or
+    /// earlier in the same batch.
+    pub duplicates: usize,
+}
+
+/// Why [`Engine::ingest`] did not record anything.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    /// An event names another site than the one it is ingested into.
+    #[error("event {event} belongs to site {found:?}, not to {expected:?}")]
+    ForeignSite {
+        /// The event.
+        event: EventId,
+        /// The site it was ingested into.
+        expected: SiteId,
+        /// The site the envelope names.
+        found: SiteId,
+    },
+    /// An event's shape version is not this build's ([`SCHEMA_VERSION`]); build envelopes
+    /// with [`EventEnvelope::new`] (older shapes are read, and upcast, only from a log).
+    #[error("event {event} has schema version {found}, this build writes {SCHEMA_VERSION}")]
+    SchemaVersion {
+        /// The event.
+        event: EventId,
+        /// Its version.
+        found: u16,
+    },
+    /// The log refused or failed to store the events (see [`ExecuteError::Append`]).
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The site's newer events could not be read.
+    #[error("reading the site's newer events: {0}")]
+    CatchUp(#[from] ReadError),
+    /// Other writers kept appending to the site first.
+    #[error("gave up after {0} conflicting appends; try again")]
+    Contended(u32),
+}
+
 /// Why [`Engine::close`] could not take its last snapshot.
 #[derive(Debug, Error)]
 pub enum CloseError {
@@ -168,6 +231,46 @@ struct Site {
     state: SiteState,
     /// The position of the last event applied to `state`.
     position: u64,
+    /// The ids of the site's most recent events: what [`Engine::ingest`] drops as
+    /// redeliveries. Read from the log at the site's first ingest (so it is the same after a
+    /// restart, from a snapshot or not), then kept up by every event the site takes in.
+    recent: Option<RecentIds>,
+}
+
+/// A bounded window of event ids, oldest first and as a set: the newest `capacity` ids
+/// recorded.
+#[derive(Default)]
+struct RecentIds {
+    order: VecDeque<EventId>,
+    set: HashSet<EventId>,
+}
+
+impl RecentIds {
+    fn contains(&self, id: &EventId) -> bool {
+        self.set.contains(id)
+    }
+
+    fn record(&mut self, id: EventId, capacity: usize) {
+        if capacity == 0 || !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+impl Site {
+    fn new(state: SiteState, position: u64) -> Self {
+        Site {
+            state,
+            position,
+            recent: None,
+        }
+    }
 }
 
 struct Inner {
@@ -239,11 +342,10 @@ impl Engine {
             .sites
             .into_iter()
             .map(|(id, state)| {
-                let site = Site {
-                    state,
-                    position: recovered.position,
-                };
-                (id, Arc::new(Mutex::new(site)))
+                (
+                    id,
+                    Arc::new(Mutex::new(Site::new(state, recovered.position))),
+                )
             })
             .collect();
         let engine = Engine {
@@ -312,13 +414,11 @@ impl Engine {
         sites
             .entry(id.clone())
             .or_insert_with(|| {
-                Arc::new(Mutex::new(Site {
-                    state: SiteState {
-                        inbox: Inbox::new((self.inner.config.site_config)(id)),
-                        version: 0,
-                    },
-                    position: 0,
-                }))
+                let state = SiteState {
+                    inbox: Inbox::new((self.inner.config.site_config)(id)),
+                    version: 0,
+                };
+                Arc::new(Mutex::new(Site::new(state, 0)))
             })
             .clone()
     }
@@ -334,6 +434,9 @@ impl Engine {
             let n = events.len();
             for stored in events {
                 if stored.site_version == site.state.version + 1 {
+                    if let Some(recent) = &mut site.recent {
+                        recent.record(stored.envelope.event_id, self.inner.config.dedupe_window);
+                    }
                     site.state.inbox.apply_owned(stored.envelope.event);
                     site.state.version = stored.site_version;
                     site.position = site.position.max(stored.position);
@@ -391,12 +494,7 @@ impl Engine {
                 let expected = ExpectedVersion::Exactly(site.state.version);
                 match self.inner.log.submit(site_id, expected, &envelopes) {
                     Ok(ticket) => {
-                        for e in &envelopes {
-                            site.state.inbox.apply(e);
-                        }
-                        let appended = ticket.appended();
-                        site.state.version = appended.site_version;
-                        site.position = appended.last_position;
+                        self.applied(&mut site, &ticket, &envelopes);
                         break (ticket, envelopes);
                     }
                     Err(AppendError::Conflict { .. }) => {
@@ -410,18 +508,145 @@ impl Engine {
                 }
             }
         };
+        let events = self.durable(ticket, envelopes)?;
+        Ok(Executed { events })
+    }
+
+    /// Folds `observed` (events that happened elsewhere, e.g. a webhook's facts, each with
+    /// the stable id its source gave it) into `site_id`, durably. Events whose id is among the
+    /// site's recent ones ([`EngineConfig::dedupe_window`]), or earlier in the batch, are
+    /// dropped as redeliveries; the rest are appended in the order given and applied. Order
+    /// does not matter to the state: the fold is convergent, so a replica that ingests the
+    /// same facts in any order, with repeats, holds the same state.
+    ///
+    /// Returns only once the new events are durable. Nothing is appended if any envelope is
+    /// refused.
+    pub fn ingest(
+        &self,
+        site_id: &SiteId,
+        observed: Vec<EventEnvelope>,
+    ) -> Result<Ingested, IngestError> {
+        for e in &observed {
+            if e.site != *site_id {
+                return Err(IngestError::ForeignSite {
+                    event: e.event_id,
+                    expected: site_id.clone(),
+                    found: e.site.clone(),
+                });
+            }
+            if e.schema_version != SCHEMA_VERSION {
+                return Err(IngestError::SchemaVersion {
+                    event: e.event_id,
+                    found: e.schema_version,
+                });
+            }
+        }
+        let given = observed.len();
+        let slot = self.site(site_id);
+        let (ticket, envelopes) = {
+            let mut site = lock(&slot);
+            let mut conflicts = 0u32;
+            loop {
+                let recent = match &site.recent {
+                    Some(recent) => recent,
+                    None => {
+                        let primed = self.recent_ids(site_id, site.state.version)?;
+                        site.recent.insert(primed)
+                    }
+                };
+                let mut batch: HashSet<EventId> = HashSet::new();
+                let fresh: Vec<EventEnvelope> = observed
+                    .iter()
+                    .filter(|e| !recent.contains(&e.event_id) && batch.insert(e.event_id))
+                    .cloned()
+                    .collect();
+                if fresh.is_empty() {
+                    // Every event is here already. (On a shared log, one another process
+                    // appended first is found by the conflict below and the catch-up.)
+                    return Ok(Ingested {
+                        events: Vec::new(),
+                        duplicates: given,
+                    });
+                }
+                let expected = ExpectedVersion::Exactly(site.state.version);
+                match self.inner.log.submit(site_id, expected, &fresh) {
+                    Ok(ticket) => {
+                        self.applied(&mut site, &ticket, &fresh);
+                        break (ticket, fresh);
+                    }
+                    Err(AppendError::Conflict { .. }) => {
+                        conflicts += 1;
+                        if conflicts > self.inner.config.max_conflicts {
+                            return Err(IngestError::Contended(conflicts));
+                        }
+                        self.catch_up(site_id, &mut site)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let duplicates = given - envelopes.len();
+        let events = self.durable(ticket, envelopes)?;
+        Ok(Ingested { events, duplicates })
+    }
+
+    /// The ids of the site's last [`EngineConfig::dedupe_window`] events up to `version`,
+    /// read from the log. (Events an `execute` applied but the log has not yet made durable
+    /// are not read; they have fresh ids, and every later event of the site is recorded.)
+    fn recent_ids(&self, site_id: &SiteId, version: u64) -> Result<RecentIds, ReadError> {
+        let window = self.inner.config.dedupe_window;
+        let mut recent = RecentIds::default();
+        let mut from = version.saturating_sub(window as u64) + 1;
+        while from <= version {
+            let left = usize::try_from(version - from + 1).unwrap_or(usize::MAX);
+            let events = self
+                .inner
+                .log
+                .read_site(site_id, from, left.min(CATCH_UP_CHUNK))?;
+            let Some(last) = events.last().map(|e| e.site_version) else {
+                break;
+            };
+            for e in events.iter().filter(|e| e.site_version <= version) {
+                recent.record(e.envelope.event_id, window);
+            }
+            from = last + 1;
+        }
+        Ok(recent)
+    }
+
+    /// Applies a batch the log accepted to the site's state, under the site's lock.
+    fn applied(&self, site: &mut Site, ticket: &AppendTicket, envelopes: &[EventEnvelope]) {
+        let window = self.inner.config.dedupe_window;
+        for e in envelopes {
+            if let Some(recent) = &mut site.recent {
+                recent.record(e.event_id, window);
+            }
+            site.state.inbox.apply(e);
+        }
+        let appended = ticket.appended();
+        site.state.version = appended.site_version;
+        site.position = appended.last_position;
+    }
+
+    /// Waits until a submitted batch is durable; its events with their positions. A failed
+    /// wait poisons the engine (the state holds what the log may have lost).
+    fn durable(
+        &self,
+        ticket: AppendTicket,
+        envelopes: Vec<EventEnvelope>,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
         let appended = match self.inner.log.wait(ticket) {
             Ok(a) => a,
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::SeqCst);
                 self.inner.moved.notify_all();
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.advance(appended.last_position, envelopes.len() as u64);
         let first = appended.first_position;
         let first_version = appended.site_version + 1 - envelopes.len() as u64;
-        let events = envelopes
+        Ok(envelopes
             .into_iter()
             .enumerate()
             .map(|(i, envelope)| StoredEvent {
@@ -429,8 +654,7 @@ impl Engine {
                 site_version: first_version + i as u64,
                 envelope,
             })
-            .collect();
-        Ok(Executed { events })
+            .collect())
     }
 
     /// Reads a consistent state of one site (an empty state for a site with no events). It

@@ -86,8 +86,8 @@ pub mod codec_v1 {
     pub use crate::codec::v1::*;
 }
 pub use engine::{
-    CloseError, DEFAULT_MAX_CONFLICTS, Engine, EngineConfig, ExecuteError, Executed, Opened,
-    Progress, Subscription,
+    CloseError, DEFAULT_DEDUPE_WINDOW, DEFAULT_MAX_CONFLICTS, Engine, EngineConfig, ExecuteError,
+    Executed, IngestError, Ingested, Opened, Progress, Subscription,
 };
 pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTail};
 pub use memory::MemoryLog;

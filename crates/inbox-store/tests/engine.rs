@@ -10,12 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use inbox_core::contacts::{ContactDraft, ContactName};
 use inbox_core::{
-    Command, Context, ConversationId, Direction, InboxConfig, MessageDraft, ParticipantId,
-    Rejection, SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
+    Command, ContactId, Context, ConversationId, Direction, EventEnvelope, Inbox, InboxConfig,
+    MessageDraft, ParticipantId, Rejection, SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
 };
 use inbox_store::{
-    Engine, EngineConfig, EventLog, ExecuteError, FileLog, MemoryLog, Snapshots, recover,
+    Engine, EngineConfig, EventLog, ExecuteError, FileLog, IngestError, MemoryLog, Snapshots,
+    recover,
 };
 use uuid::Uuid;
 
@@ -265,5 +267,202 @@ fn snapshots_taken_while_writers_run_recover_every_site_exactly() {
             reopened.read(&s, |i| *i == live).unwrap(),
             "{s}: the state from the snapshot is not the live one"
         );
+    }
+}
+
+/// What a real site recorded, as a replica receives it: a source `Inbox` runs a small
+/// history (two visitors, messages, one identified as a contact, which merges its
+/// conversation), and its envelopes, with their ids, are the observed events.
+fn observed_history(s: &SiteId) -> (Inbox, Vec<EventEnvelope>) {
+    let mut source = Inbox::new(InboxConfig::new(s.clone(), [7; 16]));
+    let mut ids = SequentialIds::starting_at(1 << 40);
+    let mut out = Vec::new();
+    let mut run = |source: &mut Inbox, command: Command, t: i64| {
+        out.extend(source.execute(&command, &at(t), &mut ids).unwrap());
+    };
+    run(&mut source, get_or_create(1), 1);
+    run(&mut source, get_or_create(2), 2);
+    let c1 = source.live_conversation_of(visitor(1)).unwrap();
+    let c2 = source.live_conversation_of(visitor(2)).unwrap();
+    for t in 0..4 {
+        run(&mut source, send(c1, &format!("one {t}")), 10 + t);
+        run(&mut source, send(c2, &format!("two {t}")), 20 + t);
+    }
+    let ParticipantId::Visitor(v1) = visitor(1) else {
+        unreachable!()
+    };
+    let contact = ContactId::from_uuid(Uuid::from_u128(0xc1));
+    run(
+        &mut source,
+        Command::CreateContact {
+            contact_id: contact,
+            draft: ContactDraft {
+                name: ContactName {
+                    first: Some("Ada".into()),
+                    last: None,
+                },
+                ..ContactDraft::default()
+            },
+        },
+        29,
+    );
+    run(
+        &mut source,
+        Command::IdentifyVisitor {
+            visitor: v1,
+            contact,
+        },
+        30,
+    );
+    let c = source
+        .live_conversation_of(ParticipantId::Contact(contact))
+        .unwrap();
+    run(&mut source, send(c, "as a contact"), 31);
+    (source, out)
+}
+
+#[test]
+fn ingest_appends_what_is_new_and_drops_redeliveries_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+        Engine::open(Arc::new(log), None, config(), &mut |_| {})
+            .unwrap()
+            .0
+    };
+    let s = site(1);
+    let (source, observed) = observed_history(&s);
+    let n = observed.len();
+    let engine = open();
+    // Given the first half delivered, when the whole history arrives (the first half again
+    // among it), then only the second half is appended.
+    let first = engine.ingest(&s, observed[..n / 2].to_vec()).unwrap();
+    assert_eq!((first.events.len(), first.duplicates), (n / 2, 0));
+    let all = engine.ingest(&s, observed.clone()).unwrap();
+    assert_eq!((all.events.len(), all.duplicates), (n - n / 2, n / 2));
+    assert_eq!(
+        all.events
+            .iter()
+            .map(|e| e.site_version)
+            .collect::<Vec<_>>(),
+        ((n / 2 + 1) as u64..=n as u64).collect::<Vec<_>>()
+    );
+    assert!(engine.read(&s, |i| i == &source).unwrap());
+    drop(engine);
+    // After a restart the window is rebuilt from the log: a redelivery is still dropped.
+    let engine = open();
+    let again = engine.ingest(&s, observed.clone()).unwrap();
+    assert_eq!((again.events.len(), again.duplicates), (0, n));
+    assert_eq!(engine.log().last_position().unwrap(), n as u64);
+    assert!(engine.read(&s, |i| i == &source).unwrap());
+}
+
+#[test]
+fn a_replica_started_from_a_snapshot_still_drops_what_came_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+        let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+        Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {}).unwrap()
+    };
+    let s = site(1);
+    let (source, observed) = observed_history(&s);
+    let (engine, _) = open();
+    engine.ingest(&s, observed.clone()).unwrap();
+    engine.close().unwrap().expect("a snapshot");
+    let (engine, opened) = open();
+    assert_eq!(opened.replayed, 0, "started from the snapshot");
+    let again = engine.ingest(&s, observed.clone()).unwrap();
+    assert_eq!((again.events.len(), again.duplicates), (0, observed.len()));
+    assert_eq!(engine.log().last_position().unwrap(), observed.len() as u64);
+    assert!(engine.read(&s, |i| i == &source).unwrap());
+}
+
+#[test]
+fn ingest_refuses_a_batch_with_another_sites_event_and_appends_none_of_it() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::default());
+    let (engine, _) = Engine::open(log.clone(), None, config(), &mut |_| {}).unwrap();
+    let (_, mut observed) = observed_history(&site(1));
+    let (_, foreign) = observed_history(&site(2));
+    observed.push(foreign[0].clone());
+    let got = engine.ingest(&site(1), observed);
+    assert!(
+        matches!(&got, Err(IngestError::ForeignSite { found, .. }) if *found == site(2)),
+        "{got:?}"
+    );
+    let mut old = foreign[1].clone();
+    old.schema_version = 1;
+    let got = engine.ingest(&site(2), vec![old]);
+    assert!(
+        matches!(got, Err(IngestError::SchemaVersion { found: 1, .. })),
+        "{got:?}"
+    );
+    assert_eq!(log.last_position().unwrap(), 0);
+}
+
+#[test]
+fn a_redelivery_older_than_the_window_is_appended_again_and_changes_nothing() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::default());
+    let (engine, _) =
+        Engine::open(log.clone(), None, config().dedupe_window(4), &mut |_| {}).unwrap();
+    let s = site(1);
+    let (source, observed) = observed_history(&s);
+    for e in &observed {
+        engine.ingest(&s, vec![e.clone()]).unwrap();
+    }
+    // The last four are remembered, the first is not.
+    let recent = engine
+        .ingest(&s, observed[observed.len() - 4..].to_vec())
+        .unwrap();
+    assert_eq!((recent.events.len(), recent.duplicates), (0, 4));
+    let old = engine.ingest(&s, vec![observed[0].clone()]).unwrap();
+    assert_eq!((old.events.len(), old.duplicates), (1, 0));
+    assert!(engine.read(&s, |i| i == &source).unwrap());
+}
+
+#[test]
+fn two_replicas_of_one_shared_log_ingest_the_same_deliveries_once() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::default());
+    let (a, _) = Engine::open(log.clone(), None, config().shared(true), &mut |_| {}).unwrap();
+    let (b, _) = Engine::open(log.clone(), None, config().shared(true), &mut |_| {}).unwrap();
+    let s = site(1);
+    let (source, observed) = observed_history(&s);
+    a.ingest(&s, observed[..5].to_vec()).unwrap();
+    // B has not seen A's appends: its submit conflicts, it catches up and drops A's five.
+    let got = b.ingest(&s, observed.clone()).unwrap();
+    assert_eq!((got.events.len(), got.duplicates), (observed.len() - 5, 5));
+    assert_eq!(log.last_position().unwrap(), observed.len() as u64);
+    assert!(b.read(&s, |i| i == &source).unwrap());
+    assert!(a.read(&s, |i| i == &source).unwrap());
+}
+
+proptest::proptest! {
+    #![proptest_config(inbox_testkit::proptest_config(24))]
+    /// Deliveries in any order, with repeats, in batches of any size, over restarts: the
+    /// replica holds what the source holds, and the log holds each event once.
+    #[test]
+    fn a_replica_converges_whatever_the_order_repeats_and_batches(
+        seed in proptest::prelude::any::<u64>(),
+        batch in 1usize..8,
+        restart_every in 1usize..6,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+            Engine::open(Arc::new(log), None, config(), &mut |_| {}).unwrap().0
+        };
+        let s = site(1);
+        let (source, observed) = observed_history(&s);
+        let arrived = inbox_testkit::shuffled_with_duplicates(&observed, seed);
+        let mut engine = open();
+        for (i, chunk) in arrived.chunks(batch).enumerate() {
+            if i % restart_every == restart_every - 1 {
+                drop(engine); // the log's lock goes with it
+                engine = open();
+            }
+            engine.ingest(&s, chunk.to_vec()).unwrap();
+        }
+        proptest::prop_assert_eq!(engine.log().last_position().unwrap(), observed.len() as u64);
+        proptest::prop_assert!(engine.read(&s, |i| i == &source).unwrap());
     }
 }
