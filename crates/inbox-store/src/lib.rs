@@ -19,8 +19,8 @@
 //! [`Inbox`](inbox_core::Inbox) from the newest valid snapshot plus the log after it.
 //!
 //! The trait is synchronous on purpose: an append's cost is the fsync, which no executor can
-//! make cheaper, and a synchronous API embeds anywhere. An async server calls it from a
-//! blocking thread (`spawn_blocking`); see `ARCHITECTURE.md`.
+//! make cheaper, and a synchronous API embeds anywhere. A Tokio service uses `AsyncEngine`
+//! (feature `tokio`), which runs each call of the [`Engine`] on the blocking pool.
 //!
 //! # Example: an engine that survives restarts
 //!
@@ -62,6 +62,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod codec;
 mod engine;
 mod file;
@@ -85,6 +87,8 @@ pub mod codec_v1 {
     pub use crate::codec::encode_record_v1;
     pub use crate::codec::v1::*;
 }
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncEngine, AsyncError};
 pub use engine::{
     CloseError, DEFAULT_DEDUPE_WINDOW, DEFAULT_MAX_CONFLICTS, Engine, EngineConfig, ExecuteError,
     Executed, IngestError, Ingested, Opened, Progress, Subscription,
