@@ -22,8 +22,10 @@
 //! in the order they were decided) and releases it before waiting for the fsync, so writers of
 //! one site, or of many, share fsyncs (the log's group commit).
 //!
-//! Every site that has events is held in memory; a bounded cache that loads sites on first
-//! use and evicts idle ones is not built yet.
+//! With a bounded site cache ([`EngineConfig::max_sites`]) sites load on first use (the
+//! newest snapshot's image of the site, then its events after it, read from the log by site)
+//! and the least recently used idle ones are evicted, so memory follows the working set.
+//! Without it every site is held.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
@@ -39,6 +41,7 @@ use inbox_core::{
 use thiserror::Error;
 
 use crate::recover::recover_reporting;
+use crate::snapshot::SnapshotIndex;
 use crate::{
     AppendError, AppendTicket, EventLog, ExpectedVersion, ReadError, RecoverError, SiteState,
     SkippedSnapshot, SnapshotError, Snapshots, StoredEvent,
@@ -61,6 +64,7 @@ pub struct EngineConfig {
     max_conflicts: u32,
     shared: bool,
     dedupe_window: usize,
+    max_sites: Option<usize>,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -70,6 +74,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("max_conflicts", &self.max_conflicts)
             .field("shared", &self.shared)
             .field("dedupe_window", &self.dedupe_window)
+            .field("max_sites", &self.max_sites)
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +90,21 @@ impl EngineConfig {
             max_conflicts: DEFAULT_MAX_CONFLICTS,
             shared: false,
             dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            max_sites: None,
         }
+    }
+
+    /// Hold at most `sites` sites' states in memory (at least one). A site is loaded on
+    /// first use (its image from the newest snapshot, then its events after it, read from
+    /// the log by site), and the least recently used idle site is evicted when the cache is
+    /// full; [`Engine::cache`] reports it. Start-up then reads the newest snapshot's
+    /// directory and scans the log after it for site ids, and folds nothing.
+    ///
+    /// Without it (the default) every site is held, and start-up folds the log after the
+    /// snapshot into every site's state.
+    pub fn max_sites(mut self, sites: usize) -> Self {
+        self.max_sites = Some(sites.max(1));
+        self
     }
 
     /// How many of each site's most recent event ids [`Engine::ingest`] remembers to drop
@@ -134,7 +153,9 @@ pub struct Opened {
     pub position: u64,
     /// The snapshot it started from, if any.
     pub snapshot_position: Option<u64>,
-    /// Events replayed after it.
+    /// Events read after it: folded into every site's state, or, with a bounded cache
+    /// ([`EngineConfig::max_sites`]), scanned for site ids (each site folds its own when it
+    /// is loaded).
     pub replayed: u64,
     /// Snapshots that could not be used, and why.
     pub skipped_snapshots: Vec<SkippedSnapshot>,
@@ -273,11 +294,49 @@ impl Site {
     }
 }
 
+/// A site in the cache, and when it was last used (for eviction).
+struct Slot {
+    site: Mutex<Site>,
+    last_used: AtomicU64,
+}
+
+impl Slot {
+    fn new(site: Site) -> Arc<Self> {
+        Arc::new(Slot {
+            site: Mutex::new(site),
+            last_used: AtomicU64::new(0),
+        })
+    }
+}
+
+/// What the site cache holds and has done since open ([`Engine::cache`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Sites whose state is in memory now.
+    pub loaded: usize,
+    /// The bound ([`EngineConfig::max_sites`]; `None`: every site is held).
+    pub capacity: Option<usize>,
+    /// Sites with events, in memory or not.
+    pub sites: usize,
+    /// Sites loaded on use since open.
+    pub loads: u64,
+    /// Sites evicted since open.
+    pub evictions: u64,
+}
+
 struct Inner {
     log: Arc<dyn EventLog>,
     snapshots: Option<Snapshots>,
     config: EngineConfig,
-    sites: RwLock<HashMap<SiteId, Arc<Mutex<Site>>>>,
+    sites: RwLock<HashMap<SiteId, Arc<Slot>>>,
+    /// With a bounded cache: every site that has events, in memory or not, and the newest
+    /// snapshot, where a site that is not in memory is loaded from.
+    known: RwLock<HashSet<SiteId>>,
+    index: RwLock<Option<Arc<SnapshotIndex>>>,
+    /// The clock of `Slot::last_used`.
+    tick: AtomicU64,
+    loads: AtomicU64,
+    evictions: AtomicU64,
     /// The durable end the engine has seen, and a way to wait for it to move.
     durable: Mutex<u64>,
     moved: Condvar,
@@ -315,6 +374,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn read_lock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Engine {
     /// Opens the engine over `log`: the newest valid snapshot in `snapshots` (if given), then
     /// the log after it, `progress` called as the tail is replayed.
@@ -324,6 +391,9 @@ impl Engine {
         config: EngineConfig,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(Engine, Opened), RecoverError> {
+        if config.max_sites.is_some() {
+            return Self::open_lazily(log, snapshots, config, progress);
+        }
         let site_config = config.site_config.clone();
         let recovered = recover_reporting(
             &*log,
@@ -341,20 +411,80 @@ impl Engine {
         let sites = recovered
             .sites
             .into_iter()
-            .map(|(id, state)| {
-                (
-                    id,
-                    Arc::new(Mutex::new(Site::new(state, recovered.position))),
-                )
-            })
+            .map(|(id, state)| (id, Slot::new(Site::new(state, recovered.position))))
             .collect();
-        let engine = Engine {
+        let engine = Self::assemble(log, snapshots, config, sites, HashSet::new(), None);
+        *lock(&engine.inner.durable) = recovered.position;
+        Ok((engine, opened))
+    }
+
+    /// Start-up with a bounded cache: the newest snapshot's directory, and the log after it
+    /// scanned for the sites it names. No state is built; sites load on first use.
+    fn open_lazily(
+        log: Arc<dyn EventLog>,
+        snapshots: Option<Snapshots>,
+        config: EngineConfig,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Engine, Opened), RecoverError> {
+        let last = log.last_position()?;
+        let (index, skipped_snapshots) = match &snapshots {
+            Some(s) => s.newest_index(last),
+            None => (None, Vec::new()),
+        };
+        let snapshot_position = index.as_ref().map(|(p, _)| *p);
+        let mut known: HashSet<SiteId> = index
+            .as_ref()
+            .map(|(_, i)| i.sites().map(|(s, _)| s.clone()).collect())
+            .unwrap_or_default();
+        let from = snapshot_position.unwrap_or(0) + 1;
+        let total = last.saturating_sub(from - 1);
+        let mut position = from - 1;
+        let mut replayed = 0u64;
+        log.replay(from, &mut |stored| {
+            position = stored.position;
+            replayed += 1;
+            progress(Progress {
+                done: replayed,
+                total,
+            });
+            if !known.contains(&stored.envelope.site) {
+                known.insert(stored.envelope.site);
+            }
+            ControlFlow::Continue(())
+        })?;
+        let opened = Opened {
+            position,
+            snapshot_position,
+            replayed,
+            skipped_snapshots,
+            sites: known.len(),
+        };
+        let index = index.map(|(_, i)| Arc::new(i));
+        let engine = Self::assemble(log, snapshots, config, HashMap::new(), known, index);
+        *lock(&engine.inner.durable) = position;
+        Ok((engine, opened))
+    }
+
+    fn assemble(
+        log: Arc<dyn EventLog>,
+        snapshots: Option<Snapshots>,
+        config: EngineConfig,
+        sites: HashMap<SiteId, Arc<Slot>>,
+        known: HashSet<SiteId>,
+        index: Option<Arc<SnapshotIndex>>,
+    ) -> Engine {
+        Engine {
             inner: Arc::new(Inner {
                 log,
                 snapshots,
                 config,
                 sites: RwLock::new(sites),
-                durable: Mutex::new(recovered.position),
+                known: RwLock::new(known),
+                index: RwLock::new(index),
+                tick: AtomicU64::new(0),
+                loads: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+                durable: Mutex::new(0),
                 moved: Condvar::new(),
                 since_snapshot: AtomicU64::new(0),
                 snapshotting: AtomicBool::new(false),
@@ -364,8 +494,7 @@ impl Engine {
                 writing_snapshot: Mutex::new(()),
                 poisoned: AtomicBool::new(false),
             }),
-        };
-        Ok((engine, opened))
+        }
     }
 
     /// The log under the engine.
@@ -373,54 +502,117 @@ impl Engine {
         &self.inner.log
     }
 
-    /// How many sites the engine holds.
+    /// How many sites have events (with a bounded cache: in memory or not, and the sites in
+    /// memory that have none yet).
     pub fn site_count(&self) -> usize {
-        self.inner
-            .sites
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        if self.inner.config.max_sites.is_some() {
+            return read_lock(&self.inner.known).len();
+        }
+        read_lock(&self.inner.sites).len()
     }
 
     /// Every site's id, sorted.
     pub fn site_ids(&self) -> Vec<SiteId> {
-        let mut ids: Vec<SiteId> = self
-            .inner
-            .sites
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids: Vec<SiteId> = if self.inner.config.max_sites.is_some() {
+            read_lock(&self.inner.known).iter().cloned().collect()
+        } else {
+            read_lock(&self.inner.sites).keys().cloned().collect()
+        };
         ids.sort();
         ids
     }
 
-    fn site(&self, id: &SiteId) -> Arc<Mutex<Site>> {
-        if let Some(s) = self
-            .inner
-            .sites
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-        {
-            return s.clone();
+    /// What the site cache holds, and has loaded and evicted since open.
+    pub fn cache(&self) -> CacheStats {
+        CacheStats {
+            loaded: read_lock(&self.inner.sites).len(),
+            capacity: self.inner.config.max_sites,
+            sites: self.site_count(),
+            loads: self.inner.loads.load(Ordering::Relaxed),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
         }
-        let mut sites = self
-            .inner
-            .sites
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sites
-            .entry(id.clone())
-            .or_insert_with(|| {
-                let state = SiteState {
-                    inbox: Inbox::new((self.inner.config.site_config)(id)),
-                    version: 0,
-                };
-                Arc::new(Mutex::new(Site::new(state, 0)))
-            })
-            .clone()
+    }
+
+    fn empty_site(&self, id: &SiteId) -> Site {
+        let state = SiteState {
+            inbox: Inbox::new((self.inner.config.site_config)(id)),
+            version: 0,
+        };
+        Site::new(state, 0)
+    }
+
+    /// The site's slot: in the cache, or loaded into it.
+    fn site(&self, id: &SiteId) -> Result<Arc<Slot>, ReadError> {
+        let tick = self.inner.tick.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = read_lock(&self.inner.sites).get(id) {
+            s.last_used.store(tick, Ordering::Relaxed);
+            return Ok(s.clone());
+        }
+        let Some(capacity) = self.inner.config.max_sites else {
+            // Every site with events is held: one that is not has none yet.
+            let mut sites = write_lock(&self.inner.sites);
+            return Ok(sites
+                .entry(id.clone())
+                .or_insert_with(|| Slot::new(self.empty_site(id)))
+                .clone());
+        };
+        // Loaded outside the map's lock: other sites stay readable meanwhile. Nobody writes
+        // a site that is not in the map, so a copy loaded twice is the same copy.
+        let loaded = self.load(id)?;
+        let slot = {
+            let mut sites = write_lock(&self.inner.sites);
+            write_lock(&self.inner.known).insert(id.clone());
+            let slot = sites.entry(id.clone()).or_insert_with(|| Slot::new(loaded));
+            slot.last_used.store(tick, Ordering::Relaxed);
+            slot.clone()
+        };
+        self.evict_over(capacity);
+        Ok(slot)
+    }
+
+    /// A site's state from the newest snapshot and the log after it (a site whose blocks
+    /// in the snapshot are damaged is read from the log alone: it has every event).
+    fn load(&self, id: &SiteId) -> Result<Site, ReadError> {
+        let index = read_lock(&self.inner.index).clone();
+        let from_snapshot = index.and_then(|i| i.load_site(id).ok().flatten());
+        let mut site = match from_snapshot {
+            Some(state) => Site::new(
+                SiteState {
+                    inbox: state.inbox.with_config((self.inner.config.site_config)(id)),
+                    version: state.version,
+                },
+                0,
+            ),
+            None => self.empty_site(id),
+        };
+        self.catch_up(id, &mut site)?;
+        self.inner.loads.fetch_add(1, Ordering::Relaxed);
+        Ok(site)
+    }
+
+    /// Evicts the least recently used idle sites until at most `capacity` are held. A site
+    /// in use (a call holds its slot, as every write does until it is durable) stays; a
+    /// site evicted loads again from the snapshot and the log, which hold all of it.
+    fn evict_over(&self, capacity: usize) {
+        let mut sites = write_lock(&self.inner.sites);
+        if sites.len() <= capacity {
+            return;
+        }
+        let mut idle: Vec<(u64, SiteId)> = sites
+            .iter()
+            .filter(|(_, slot)| Arc::strong_count(slot) == 1)
+            .map(|(id, slot)| (slot.last_used.load(Ordering::Relaxed), id.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = sites.len() - capacity;
+        for (_, id) in idle.into_iter().take(excess) {
+            if let Some(slot) = sites.remove(&id) {
+                if lock(&slot.site).state.version == 0 {
+                    write_lock(&self.inner.known).remove(&id);
+                }
+                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Applies the site's events that the state does not hold yet.
@@ -459,9 +651,9 @@ impl Engine {
         ctx: &Context,
         ids: &mut dyn IdSource,
     ) -> Result<Executed, ExecuteError> {
-        let slot = self.site(site_id);
+        let slot = self.site(site_id)?;
         let (ticket, envelopes) = {
-            let mut site = lock(&slot);
+            let mut site = lock(&slot.site);
             let mut conflicts = 0u32;
             let mut caught_up = false;
             loop {
@@ -542,9 +734,9 @@ impl Engine {
             }
         }
         let given = observed.len();
-        let slot = self.site(site_id);
+        let slot = self.site(site_id)?;
         let (ticket, envelopes) = {
-            let mut site = lock(&slot);
+            let mut site = lock(&slot.site);
             let mut conflicts = 0u32;
             loop {
                 let recent = match &site.recent {
@@ -661,17 +853,18 @@ impl Engine {
     /// waits only for a write of this site in progress. On a shared log the site first takes
     /// in what other writers appended; if that read fails, the error is returned.
     pub fn read<R>(&self, site_id: &SiteId, f: impl FnOnce(&Inbox) -> R) -> Result<R, ReadError> {
-        let slot = self.site(site_id);
-        let mut site = lock(&slot);
+        let slot = self.site(site_id)?;
+        let mut site = lock(&slot.site);
         if self.inner.config.shared {
             self.catch_up(site_id, &mut site)?;
         }
         Ok(f(&site.state.inbox))
     }
 
-    /// A site's version: how many of its events its state holds.
-    pub fn site_version(&self, site_id: &SiteId) -> u64 {
-        lock(&self.site(site_id)).state.version
+    /// A site's version: how many of its events its state holds (loading it, with a bounded
+    /// cache, if it is not in memory).
+    pub fn site_version(&self, site_id: &SiteId) -> Result<u64, ReadError> {
+        Ok(lock(&self.site(site_id)?.site).state.version)
     }
 
     /// Up to `max` durable events after `position`, in log order: where a projection or an
@@ -765,23 +958,50 @@ impl Engine {
             return Err(CloseError::Poisoned);
         }
         let position = self.inner.log.last_position()?;
-        let slots: Vec<(SiteId, Arc<Mutex<Site>>)> = self
-            .inner
-            .sites
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(id, s)| (id.clone(), s.clone()))
-            .collect();
+        // The sites in memory, and (with a bounded cache) the others: listed under the map's
+        // lock, so a site is in one list or the other.
+        let (slots, others): (Vec<(SiteId, Arc<Slot>)>, Vec<SiteId>) = {
+            let sites = read_lock(&self.inner.sites);
+            let slots = sites
+                .iter()
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect();
+            let others = read_lock(&self.inner.known)
+                .iter()
+                .filter(|id| !sites.contains_key(*id))
+                .cloned()
+                .collect();
+            (slots, others)
+        };
         let mut sites: BTreeMap<SiteId, SiteState> = BTreeMap::new();
         let mut newest = position;
         for (id, slot) in slots {
-            let site = lock(&slot);
+            let site = lock(&slot.site);
             if site.state.version == 0 {
                 continue;
             }
             newest = newest.max(site.position);
             sites.insert(id, site.state.clone());
+        }
+        // A site not in memory is carried over from the newest snapshot as its blocks are,
+        // if the log has nothing of it after them; else it is loaded (not into the cache)
+        // and written from its state.
+        let index = read_lock(&self.inner.index).clone();
+        let mut carried = Vec::new();
+        for id in others {
+            let in_snapshot = index.as_ref().and_then(|i| i.version_of(&id));
+            if let (Some(i), Some(version)) = (&index, in_snapshot)
+                && self.inner.log.site_version(&id)? == version
+                && let Ok(Some(raw)) = i.raw_site(&id)
+            {
+                carried.push(raw);
+                continue;
+            }
+            let site = self.load(&id)?;
+            if site.state.version > 0 {
+                newest = newest.max(site.position);
+                sites.insert(id, site.state);
+            }
         }
         // Wait until everything the clones hold is durable.
         while self.inner.log.last_position()? < newest {
@@ -796,8 +1016,15 @@ impl Engine {
                     .wait_timeout(durable, Duration::from_millis(50));
             }
         }
-        let path = snapshots.write(position, &sites)?;
+        let path = snapshots.write_with(position, &sites, carried)?;
         self.inner.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        if self.inner.config.max_sites.is_some() {
+            // Sites not in memory load from this snapshot from now on. (If it cannot be read
+            // back, they go on loading from the one before, which is kept, and the log.)
+            if let (Some((_, index)), _) = snapshots.newest_index(position) {
+                *write_lock(&self.inner.index) = Some(Arc::new(index));
+            }
+        }
         Ok(Some(path))
     }
 

@@ -90,8 +90,8 @@ pub mod codec_v1 {
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncEngine, AsyncError};
 pub use engine::{
-    CloseError, DEFAULT_DEDUPE_WINDOW, DEFAULT_MAX_CONFLICTS, Engine, EngineConfig, ExecuteError,
-    Executed, IngestError, Ingested, Opened, Progress, Subscription,
+    CacheStats, CloseError, DEFAULT_DEDUPE_WINDOW, DEFAULT_MAX_CONFLICTS, Engine, EngineConfig,
+    ExecuteError, Executed, IngestError, Ingested, Opened, Progress, Subscription,
 };
 pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTail};
 pub use memory::MemoryLog;

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -98,22 +98,41 @@ impl Snapshots {
         position: u64,
         sites: &BTreeMap<SiteId, SiteState>,
     ) -> Result<PathBuf, SnapshotError> {
+        self.write_with(position, sites, Vec::new())
+    }
+
+    /// [`Snapshots::write`], plus sites whose blocks are copied as they are from an older
+    /// snapshot (the sites a bounded cache does not hold, unchanged since that snapshot).
+    pub(crate) fn write_with(
+        &self,
+        position: u64,
+        sites: &BTreeMap<SiteId, SiteState>,
+        carried: Vec<CarriedSite>,
+    ) -> Result<PathBuf, SnapshotError> {
         let encode = |e: postcard::Error| SnapshotError::Encode(e.to_string());
-        let mut directory: Directory = Vec::with_capacity(sites.len());
-        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        let mut encoded: BTreeMap<SiteId, (u64, Vec<Vec<u8>>)> = BTreeMap::new();
         for (site, state) in sites {
             let inbox = &state.inbox;
             let image = inbox.image(inbox.message_count().div_ceil(PART_MESSAGES));
-            let mut infos = Vec::with_capacity(1 + image.parts.len());
-            let head = postcard::to_allocvec(&image.head).map_err(encode)?;
-            infos.push((head.len() as u64, crc32c::crc32c(&head)));
-            blocks.push(head);
+            let mut site_blocks = Vec::with_capacity(1 + image.parts.len());
+            site_blocks.push(postcard::to_allocvec(&image.head).map_err(encode)?);
             for part in &image.parts {
-                let bytes = postcard::to_allocvec(part).map_err(encode)?;
-                infos.push((bytes.len() as u64, crc32c::crc32c(&bytes)));
-                blocks.push(bytes);
+                site_blocks.push(postcard::to_allocvec(part).map_err(encode)?);
             }
-            directory.push((site.clone(), state.version, infos));
+            encoded.insert(site.clone(), (state.version, site_blocks));
+        }
+        for c in carried {
+            encoded.entry(c.site).or_insert((c.version, c.blocks));
+        }
+        let mut directory: Directory = Vec::with_capacity(encoded.len());
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        for (site, (version, site_blocks)) in encoded {
+            let infos = site_blocks
+                .iter()
+                .map(|b| (b.len() as u64, crc32c::crc32c(b)))
+                .collect();
+            directory.push((site, version, infos));
+            blocks.extend(site_blocks);
         }
         let dir_bytes = postcard::to_allocvec(&directory).map_err(encode)?;
         let dir_len = u32::try_from(dir_bytes.len())
@@ -191,6 +210,27 @@ impl Snapshots {
         Option<(u64, BTreeMap<SiteId, SiteState>)>,
         Vec<SkippedSnapshot>,
     ) {
+        self.newest(max_position, &|path, position| {
+            SnapshotIndex::open(path, position)?.load_all()
+        })
+    }
+
+    /// The newest snapshot at or below `max_position` whose header, directory and layout
+    /// are sound, opened for reading one site at a time (each site's blocks are checked when
+    /// it is loaded), and the ones skipped on the way.
+    pub(crate) fn newest_index(
+        &self,
+        max_position: u64,
+    ) -> (Option<(u64, SnapshotIndex)>, Vec<SkippedSnapshot>) {
+        self.newest(max_position, &SnapshotIndex::open)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn newest<T>(
+        &self,
+        max_position: u64,
+        read: &dyn Fn(&Path, u64) -> Result<T, String>,
+    ) -> (Option<(u64, T)>, Vec<SkippedSnapshot>) {
         let mut skipped = Vec::new();
         for (position, path) in self.list().into_iter().rev() {
             let skip = |reason: String| SkippedSnapshot {
@@ -210,6 +250,190 @@ impl Snapshots {
         }
         (None, skipped)
     }
+}
+
+/// A site's blocks taken as they are from an older snapshot into a new one.
+pub(crate) struct CarriedSite {
+    pub site: SiteId,
+    pub version: u64,
+    pub blocks: Vec<Vec<u8>>,
+}
+
+/// A snapshot opened for reading one site at a time: its directory, and where each site's
+/// blocks are. It holds the file open, so a snapshot pruned meanwhile can still be read.
+pub(crate) struct SnapshotIndex {
+    path: PathBuf,
+    file: File,
+    /// Each site's version and blocks, by site.
+    sites: BTreeMap<SiteId, (u64, Vec<Job>)>,
+}
+
+impl std::fmt::Debug for SnapshotIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotIndex")
+            .field("path", &self.path)
+            .field("sites", &self.sites.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotIndex {
+    /// Reads and checks the header and the directory, and that the blocks fill the file.
+    fn open(path: &Path, position: u64) -> Result<Self, String> {
+        let file = File::open(path).map_err(|e| e.to_string())?;
+        let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|_| "shorter than its header".to_owned())?;
+        match header.get(..8) {
+            Some(m) if m == MAGIC => {}
+            Some(m) if m == MAGIC_V1 => {
+                return Err("written in an older format (INBXSNP1), no longer read".into());
+            }
+            Some(m) if m == MAGIC_V2 => {
+                return Err(
+                    "written in an older format (INBXSNP2, without site versions), no longer read"
+                        .into(),
+                );
+            }
+            _ => return Err("not a snapshot (bad magic)".into()),
+        }
+        if u64::from_le_bytes(le(&header, 8)?) != position {
+            return Err("position in the header does not match the file name".into());
+        }
+        let version = u16::from_le_bytes(le(&header, 16)?);
+        if version != IMAGE_VERSION {
+            return Err(format!(
+                "state image version {version}, this build reads {IMAGE_VERSION}"
+            ));
+        }
+        let dir_len = u32::from_le_bytes(le(&header, 18)?);
+        let dir_crc = u32::from_le_bytes(le(&header, 22)?);
+        if u64::from(dir_len) > file_len.saturating_sub(HEADER as u64) {
+            return Err("directory length past the end (truncated?)".into());
+        }
+        let mut dir_bytes = vec![0u8; dir_len as usize];
+        file.read_exact_at(&mut dir_bytes, HEADER as u64)
+            .map_err(|e| format!("reading the directory: {e}"))?;
+        if crc32c::crc32c(&dir_bytes) != dir_crc {
+            return Err("directory checksum mismatch".into());
+        }
+        let directory: Directory =
+            postcard::from_bytes(&dir_bytes).map_err(|e| format!("undecodable directory: {e}"))?;
+        if directory
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.0 >= b.0))
+        {
+            return Err("sites out of order in the directory".into());
+        }
+        let mut sites = BTreeMap::new();
+        let mut offset = HEADER as u64 + u64::from(dir_len);
+        for (n, (site, site_version, blocks)) in directory.into_iter().enumerate() {
+            if blocks.is_empty() {
+                return Err(format!("site {site} has no head block"));
+            }
+            let mut jobs = Vec::with_capacity(blocks.len());
+            for (i, (len, crc)) in blocks.iter().enumerate() {
+                let end = offset
+                    .checked_add(*len)
+                    .filter(|end| *end <= file_len)
+                    .ok_or("a block runs past the end (truncated?)")?;
+                jobs.push(Job {
+                    site: n,
+                    offset,
+                    len: usize::try_from(*len).map_err(|_| "a block is too large")?,
+                    crc: *crc,
+                    head: i == 0,
+                });
+                offset = end;
+            }
+            sites.insert(site, (site_version, jobs));
+        }
+        if offset != file_len {
+            return Err(format!("{} bytes after the last block", file_len - offset));
+        }
+        Ok(SnapshotIndex {
+            path: path.to_owned(),
+            file,
+            sites,
+        })
+    }
+
+    /// Every site's state, decoded on every core; any damaged block fails it.
+    fn load_all(self) -> Result<BTreeMap<SiteId, SiteState>, String> {
+        let jobs: Vec<&Job> = self.sites.values().flat_map(|(_, j)| j).collect();
+        let mut decoded = decode_all(&self.path, &jobs)?.into_iter();
+        let mut out = BTreeMap::new();
+        for (site, (version, blocks)) in self.sites {
+            let state = assemble(&site, version, blocks.len(), &mut decoded)?;
+            out.insert(site, state);
+        }
+        Ok(out)
+    }
+
+    /// The sites in the snapshot, with their versions.
+    pub fn sites(&self) -> impl Iterator<Item = (&SiteId, u64)> + '_ {
+        self.sites.iter().map(|(s, (v, _))| (s, *v))
+    }
+
+    /// The site's version in the snapshot, if it is there.
+    pub fn version_of(&self, site: &SiteId) -> Option<u64> {
+        self.sites.get(site).map(|(v, _)| *v)
+    }
+
+    /// Reads, checks and decodes one site's state (`None`: it is not in the snapshot).
+    pub fn load_site(&self, site: &SiteId) -> Result<Option<SiteState>, String> {
+        let Some((version, jobs)) = self.sites.get(site) else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        let mut decoded = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            decoded.push(decode_block(&self.file, job, &mut buf)?);
+        }
+        assemble(site, *version, jobs.len(), &mut decoded.into_iter()).map(Some)
+    }
+
+    /// One site's blocks as they are stored, each checked against its CRC.
+    pub fn raw_site(&self, site: &SiteId) -> Result<Option<CarriedSite>, String> {
+        let Some((version, jobs)) = self.sites.get(site) else {
+            return Ok(None);
+        };
+        let mut blocks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut buf = Vec::new();
+            read_block(&self.file, job, &mut buf)?;
+            blocks.push(buf);
+        }
+        Ok(Some(CarriedSite {
+            site: site.clone(),
+            version: *version,
+            blocks,
+        }))
+    }
+}
+
+/// Puts a site together from its decoded head and parts (checked again: an inconsistent
+/// image is refused).
+fn assemble(
+    site: &SiteId,
+    version: u64,
+    blocks: usize,
+    decoded: &mut dyn Iterator<Item = Decoded>,
+) -> Result<SiteState, String> {
+    let Some(Decoded::Head(head)) = decoded.next() else {
+        return Err(format!("site {site}: the first block is not a head"));
+    };
+    let mut parts = Vec::with_capacity(blocks.saturating_sub(1));
+    for _ in 1..blocks {
+        match decoded.next() {
+            Some(Decoded::Part(p)) => parts.push(p),
+            _ => return Err(format!("site {site}: a part is missing")),
+        }
+    }
+    let inbox = Inbox::from_image_with(*head, parts, &join_on_two_threads)
+        .map_err(|e| format!("site {site}: {e}"))?;
+    Ok(SiteState { inbox, version })
 }
 
 fn le<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], String> {
@@ -233,97 +457,6 @@ struct Job {
     len: usize,
     crc: u32,
     head: bool,
-}
-
-fn read(path: &Path, position: u64) -> Result<BTreeMap<SiteId, SiteState>, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut header = [0u8; HEADER];
-    file.read_exact_at(&mut header, 0)
-        .map_err(|_| "shorter than its header".to_owned())?;
-    match header.get(..8) {
-        Some(m) if m == MAGIC => {}
-        Some(m) if m == MAGIC_V1 => {
-            return Err("written in an older format (INBXSNP1), no longer read".into());
-        }
-        Some(m) if m == MAGIC_V2 => {
-            return Err(
-                "written in an older format (INBXSNP2, without site versions), no longer read"
-                    .into(),
-            );
-        }
-        _ => return Err("not a snapshot (bad magic)".into()),
-    }
-    if u64::from_le_bytes(le(&header, 8)?) != position {
-        return Err("position in the header does not match the file name".into());
-    }
-    let version = u16::from_le_bytes(le(&header, 16)?);
-    if version != IMAGE_VERSION {
-        return Err(format!(
-            "state image version {version}, this build reads {IMAGE_VERSION}"
-        ));
-    }
-    let dir_len = u32::from_le_bytes(le(&header, 18)?);
-    let dir_crc = u32::from_le_bytes(le(&header, 22)?);
-    if u64::from(dir_len) > file_len.saturating_sub(HEADER as u64) {
-        return Err("directory length past the end (truncated?)".into());
-    }
-    let mut dir_bytes = vec![0u8; dir_len as usize];
-    file.read_exact_at(&mut dir_bytes, HEADER as u64)
-        .map_err(|e| format!("reading the directory: {e}"))?;
-    if crc32c::crc32c(&dir_bytes) != dir_crc {
-        return Err("directory checksum mismatch".into());
-    }
-    let directory: Directory =
-        postcard::from_bytes(&dir_bytes).map_err(|e| format!("undecodable directory: {e}"))?;
-    if directory
-        .windows(2)
-        .any(|w| matches!(w, [a, b] if a.0 >= b.0))
-    {
-        return Err("sites out of order in the directory".into());
-    }
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut offset = HEADER as u64 + u64::from(dir_len);
-    for (n, (site, _, blocks)) in directory.iter().enumerate() {
-        if blocks.is_empty() {
-            return Err(format!("site {site} has no head block"));
-        }
-        for (i, (len, crc)) in blocks.iter().enumerate() {
-            let end = offset
-                .checked_add(*len)
-                .filter(|end| *end <= file_len)
-                .ok_or("a block runs past the end (truncated?)")?;
-            jobs.push(Job {
-                site: n,
-                offset,
-                len: usize::try_from(*len).map_err(|_| "a block is too large")?,
-                crc: *crc,
-                head: i == 0,
-            });
-            offset = end;
-        }
-    }
-    if offset != file_len {
-        return Err(format!("{} bytes after the last block", file_len - offset));
-    }
-    let mut decoded = decode_all(path, &jobs)?.into_iter();
-    let mut sites = BTreeMap::new();
-    for (site, version, blocks) in directory {
-        let Some(Decoded::Head(head)) = decoded.next() else {
-            return Err(format!("site {site}: the first block is not a head"));
-        };
-        let mut parts = Vec::with_capacity(blocks.len().saturating_sub(1));
-        for _ in 1..blocks.len() {
-            match decoded.next() {
-                Some(Decoded::Part(p)) => parts.push(p),
-                _ => return Err(format!("site {site}: a part is missing")),
-            }
-        }
-        let inbox = Inbox::from_image_with(*head, parts, &join_on_two_threads)
-            .map_err(|e| format!("site {site}: {e}"))?;
-        sites.insert(site, SiteState { inbox, version });
-    }
-    Ok(sites)
 }
 
 /// Runs `a` on a thread of its own and `b` on this one (the rebuilt state's message index is
@@ -361,14 +494,13 @@ fn threads() -> usize {
 
 /// Reads, checks and decodes every block, on up to [`MAX_THREADS`] threads (each reading
 /// into a buffer of its own); the results in order.
-fn decode_all(path: &Path, jobs: &[Job]) -> Result<Vec<Decoded>, String> {
+fn decode_all(path: &Path, jobs: &[&Job]) -> Result<Vec<Decoded>, String> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let work = || {
         let mut done: Vec<(usize, Result<Decoded, String>)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
-        // A handle of its own: reads seek it.
-        let mut file = match File::open(path) {
+        let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
@@ -380,7 +512,7 @@ fn decode_all(path: &Path, jobs: &[Job]) -> Result<Vec<Decoded>, String> {
             let Some(job) = jobs.get(i) else {
                 break;
             };
-            let result = decode_block(&mut file, job, &mut buf)
+            let result = decode_block(&file, job, &mut buf)
                 .map_err(|e| format!("block {i} (site {}): {e}", job.site));
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
@@ -415,21 +547,20 @@ fn decode_all(path: &Path, jobs: &[Job]) -> Result<Vec<Decoded>, String> {
     results.into_iter().map(|(_, r)| r).collect()
 }
 
-fn decode_block(file: &mut File, job: &Job, buf: &mut Vec<u8>) -> Result<Decoded, String> {
-    // Read into the buffer's spare capacity (`read_to_end` does not zero it first).
+/// Reads one block into `buf` and checks its CRC.
+fn read_block(file: &File, job: &Job, buf: &mut Vec<u8>) -> Result<(), String> {
     buf.clear();
-    buf.reserve(job.len);
-    file.seek(SeekFrom::Start(job.offset))
-        .map_err(|e| format!("reading: {e}"))?;
-    let read = Read::take(&mut *file, job.len as u64)
-        .read_to_end(buf)
-        .map_err(|e| format!("reading: {e}"))?;
-    if read != job.len {
-        return Err("cut short (truncated?)".into());
-    }
+    buf.resize(job.len, 0);
+    file.read_exact_at(buf, job.offset)
+        .map_err(|e| format!("reading: {e} (truncated?)"))?;
     if crc32c::crc32c(buf) != job.crc {
         return Err("checksum mismatch".into());
     }
+    Ok(())
+}
+
+fn decode_block(file: &File, job: &Job, buf: &mut Vec<u8>) -> Result<Decoded, String> {
+    read_block(file, job, buf)?;
     if job.head {
         postcard::from_bytes::<DecodedHead>(buf)
             .map(|h| Decoded::Head(Box::new(h)))
