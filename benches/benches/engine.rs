@@ -22,9 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use inbox_benches::{bench_dir, quick_mode, time_threads};
 use inbox_core::{
     Command, Context, ConversationId, Direction, EventEnvelope, EventId, IdSource, Inbox,
@@ -186,56 +184,30 @@ fn rss_mib() -> f64 {
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
-fn cache(c: &mut Criterion) {
-    let (sites, capacity) = if quick_mode() {
+/// The cache fixture: every site with one conversation of `MESSAGES` messages, in a log and
+/// a snapshot, written by a bounded engine. Built in a child process (this binary again,
+/// with `ENGINE_BENCH_FIXTURE` set), so that the memory it took is not in the figures.
+const MESSAGES: u64 = 100;
+
+fn cache_sizes() -> (usize, usize) {
+    if quick_mode() {
         (200, 20)
     } else {
         (10_000, 1_000)
-    };
-    const MESSAGES: u64 = 100;
-    let dir = bench_dir();
-    let log_dir = dir.path().join("log");
-    let snap_dir = dir.path().join("snapshots");
-    // The fixture: every site with one conversation of 100 messages, in a log and a
-    // snapshot, written by a bounded engine (so it never holds them all either).
-    {
-        let (log, _) = FileLog::open_with(
-            &log_dir,
-            inbox_store::FileLogOptions {
-                fsync: false,
-                ..inbox_store::FileLogOptions::default()
-            },
-        )
-        .unwrap();
-        let snapshots = Snapshots::new(&snap_dir).unwrap();
-        let (engine, _) = Engine::open(
-            Arc::new(log),
-            Some(snapshots),
-            config().max_sites(capacity),
-            &mut |_| {},
-        )
-        .unwrap();
-        for s in 0..sites {
-            let mut ids = ids_for(s, 0);
-            let cmd = Command::GetOrCreateConversation {
-                participant: visitor(s),
-            };
-            engine.execute(&site(s), &cmd, &ctx(0), &mut ids).unwrap();
-            let c = engine
-                .read(&site(s), |i| i.live_conversation_of(visitor(s)))
-                .unwrap()
-                .unwrap();
-            for i in 0..MESSAGES {
-                engine
-                    .execute(&site(s), &send(c, i), &ctx(i + 1), &mut ids)
-                    .unwrap();
-            }
-        }
-        engine.close().unwrap();
     }
-    let before = rss_mib();
-    let (log, _) = FileLog::open(&log_dir).unwrap();
-    let snapshots = Snapshots::new(&snap_dir).unwrap();
+}
+
+fn build_cache_fixture(dir: &std::path::Path) {
+    let (sites, capacity) = cache_sizes();
+    let (log, _) = FileLog::open_with(
+        dir.join("log"),
+        inbox_store::FileLogOptions {
+            fsync: false,
+            ..inbox_store::FileLogOptions::default()
+        },
+    )
+    .unwrap();
+    let snapshots = Snapshots::new(dir.join("snapshots")).unwrap();
     let (engine, _) = Engine::open(
         Arc::new(log),
         Some(snapshots),
@@ -244,15 +216,57 @@ fn cache(c: &mut Criterion) {
     )
     .unwrap();
     for s in 0..sites {
+        let mut ids = ids_for(s, 0);
+        let cmd = Command::GetOrCreateConversation {
+            participant: visitor(s),
+        };
+        engine.execute(&site(s), &cmd, &ctx(0), &mut ids).unwrap();
+        let c = engine
+            .read(&site(s), |i| i.live_conversation_of(visitor(s)))
+            .unwrap()
+            .unwrap();
+        for i in 0..MESSAGES {
+            engine
+                .execute(&site(s), &send(c, i), &ctx(i + 1), &mut ids)
+                .unwrap();
+        }
+    }
+    engine.close().unwrap();
+}
+
+/// Opens the fixture (bounded or not), reads every site once, and answers the engine and
+/// the resident memory it added.
+fn open_and_touch(dir: &std::path::Path, bounded: bool) -> (Engine, f64) {
+    let (sites, capacity) = cache_sizes();
+    let before = rss_mib();
+    let (log, _) = FileLog::open(dir.join("log")).unwrap();
+    let snapshots = Snapshots::new(dir.join("snapshots")).unwrap();
+    let config = if bounded {
+        config().max_sites(capacity)
+    } else {
+        config()
+    };
+    let (engine, _) = Engine::open(Arc::new(log), Some(snapshots), config, &mut |_| {}).unwrap();
+    for s in 0..sites {
         engine.read(&site(s), |i| i.message_count()).unwrap();
     }
-    let after = rss_mib();
+    (engine, rss_mib() - before)
+}
+
+fn cache(c: &mut Criterion) {
+    let (sites, capacity) = cache_sizes();
+    let dir = bench_dir();
+    let built = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("ENGINE_BENCH_FIXTURE", dir.path())
+        .status()
+        .unwrap();
+    assert!(built.success(), "building the fixture failed");
+    let (engine, bounded_mib) = open_and_touch(dir.path(), true);
     println!(
         "engine_cache: {sites} sites of {MESSAGES} messages, cache {capacity}: {:?}; resident \
-         {before:.0} MiB before open, {after:.0} MiB after reading every site once",
+         memory added by opening and reading every site once: {bounded_mib:.1} MiB",
         engine.cache()
     );
-
     let mut group = c.benchmark_group("engine_cache");
     group.sample_size(20).throughput(Throughput::Elements(1));
     let id = format!("{sites}_sites_cache_{capacity}");
@@ -271,7 +285,22 @@ fn cache(c: &mut Criterion) {
     group.finish();
     let stats = engine.cache();
     assert!(stats.loaded <= capacity, "{stats:?}");
+    drop(engine);
+    // The same, every site held: what the bound saves.
+    let (all, unbounded_mib) = open_and_touch(dir.path(), false);
+    println!(
+        "engine_cache: every site held: {:?}; resident memory added: {unbounded_mib:.1} MiB",
+        all.cache()
+    );
 }
 
 criterion_group!(benches, execute, cache);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(dir) = std::env::var_os("ENGINE_BENCH_FIXTURE") {
+        build_cache_fixture(std::path::Path::new(&dir));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
