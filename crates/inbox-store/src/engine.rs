@@ -233,6 +233,34 @@ pub enum IngestError {
     Contended(u32),
 }
 
+/// Why a submit in [`Engine::execute`] or [`Engine::ingest`] failed (each maps it to its
+/// own error).
+enum SubmitError {
+    Append(AppendError),
+    CatchUp(ReadError),
+    Contended(u32),
+}
+
+impl From<SubmitError> for ExecuteError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Append(e) => ExecuteError::Append(e),
+            SubmitError::CatchUp(e) => ExecuteError::CatchUp(e),
+            SubmitError::Contended(n) => ExecuteError::Contended(n),
+        }
+    }
+}
+
+impl From<SubmitError> for IngestError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Append(e) => IngestError::Append(e),
+            SubmitError::CatchUp(e) => IngestError::CatchUp(e),
+            SubmitError::Contended(n) => IngestError::Contended(n),
+        }
+    }
+}
+
 /// Why [`Engine::close`] could not take its last snapshot.
 #[derive(Debug, Error)]
 pub enum CloseError {
@@ -683,20 +711,8 @@ impl Engine {
                         )
                     })
                     .collect();
-                let expected = ExpectedVersion::Exactly(site.state.version);
-                match self.inner.log.submit(site_id, expected, &envelopes) {
-                    Ok(ticket) => {
-                        self.applied(&mut site, &ticket, &envelopes);
-                        break (ticket, envelopes);
-                    }
-                    Err(AppendError::Conflict { .. }) => {
-                        conflicts += 1;
-                        if conflicts > self.inner.config.max_conflicts {
-                            return Err(ExecuteError::Contended(conflicts));
-                        }
-                        self.catch_up(site_id, &mut site)?;
-                    }
-                    Err(e) => return Err(e.into()),
+                if let Some(ticket) = self.submit(site_id, &mut site, &envelopes, &mut conflicts)? {
+                    break (ticket, envelopes);
                 }
             }
         };
@@ -760,20 +776,8 @@ impl Engine {
                         duplicates: given,
                     });
                 }
-                let expected = ExpectedVersion::Exactly(site.state.version);
-                match self.inner.log.submit(site_id, expected, &fresh) {
-                    Ok(ticket) => {
-                        self.applied(&mut site, &ticket, &fresh);
-                        break (ticket, fresh);
-                    }
-                    Err(AppendError::Conflict { .. }) => {
-                        conflicts += 1;
-                        if conflicts > self.inner.config.max_conflicts {
-                            return Err(IngestError::Contended(conflicts));
-                        }
-                        self.catch_up(site_id, &mut site)?;
-                    }
-                    Err(e) => return Err(e.into()),
+                if let Some(ticket) = self.submit(site_id, &mut site, &fresh, &mut conflicts)? {
+                    break (ticket, fresh);
                 }
             }
         };
@@ -804,6 +808,34 @@ impl Engine {
             from = last + 1;
         }
         Ok(recent)
+    }
+
+    /// Submits a batch at the site's version and applies it. A conflict (another writer
+    /// appended to the site first) takes the site's new events in and answers `None`:
+    /// decide again; past [`EngineConfig::max_conflicts`] it gives up.
+    fn submit(
+        &self,
+        site_id: &SiteId,
+        site: &mut Site,
+        envelopes: &[EventEnvelope],
+        conflicts: &mut u32,
+    ) -> Result<Option<AppendTicket>, SubmitError> {
+        let expected = ExpectedVersion::Exactly(site.state.version);
+        match self.inner.log.submit(site_id, expected, envelopes) {
+            Ok(ticket) => {
+                self.applied(site, &ticket, envelopes);
+                Ok(Some(ticket))
+            }
+            Err(AppendError::Conflict { .. }) => {
+                *conflicts += 1;
+                if *conflicts > self.inner.config.max_conflicts {
+                    return Err(SubmitError::Contended(*conflicts));
+                }
+                self.catch_up(site_id, site).map_err(SubmitError::CatchUp)?;
+                Ok(None)
+            }
+            Err(e) => Err(SubmitError::Append(e)),
+        }
     }
 
     /// Applies a batch the log accepted to the site's state, under the site's lock.

@@ -160,34 +160,38 @@ proptest! {
     }
 }
 
+/// An engine over `dir` with snapshots and a cache of `capacity` sites.
+fn open_bounded(dir: &std::path::Path, capacity: usize) -> (Engine, inbox_store::Opened) {
+    let (log, _) = FileLog::open(dir.join("log")).unwrap();
+    let snapshots = Snapshots::new(dir.join("snapshots")).unwrap();
+    Engine::open(
+        Arc::new(log),
+        Some(snapshots),
+        config().max_sites(capacity),
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+/// Opens a conversation for visitor `v(s)` on each of `sites` sites.
+fn start_sites(engine: &Engine, sites: u8, v: impl Fn(u8) -> u8, ids: &mut SequentialIds) {
+    for s in 0..sites {
+        let cmd = Command::GetOrCreateConversation {
+            participant: visitor(v(s)),
+        };
+        engine
+            .execute(&site(s), &cmd, &at(u64::from(s)), ids)
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_cold_site_loads_from_the_snapshot_and_the_log_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
-        let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
-        Engine::open(
-            Arc::new(log),
-            Some(snapshots),
-            config().max_sites(2),
-            &mut |_| {},
-        )
-        .unwrap()
-    };
+    let open = || open_bounded(dir.path(), 2);
     let (engine, _) = open();
     let mut ids = SequentialIds::default();
-    for s in 0..10 {
-        engine
-            .execute(
-                &site(s),
-                &Command::GetOrCreateConversation {
-                    participant: visitor(0),
-                },
-                &at(u64::from(s)),
-                &mut ids,
-            )
-            .unwrap();
-    }
+    start_sites(&engine, 10, |_| 0, &mut ids);
     engine.snapshot().unwrap().expect("a snapshot");
     // One more event for site 0, after the snapshot.
     let c = engine
@@ -227,31 +231,10 @@ fn a_cold_site_loads_from_the_snapshot_and_the_log_after_it() {
 #[test]
 fn a_site_whose_snapshot_blocks_are_damaged_loads_from_the_log_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
-        let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
-        Engine::open(
-            Arc::new(log),
-            Some(snapshots),
-            config().max_sites(1),
-            &mut |_| {},
-        )
-        .unwrap()
-    };
+    let open = || open_bounded(dir.path(), 1);
     let (engine, _) = open();
     let mut ids = SequentialIds::default();
-    for s in 0..3 {
-        engine
-            .execute(
-                &site(s),
-                &Command::GetOrCreateConversation {
-                    participant: visitor(s),
-                },
-                &at(u64::from(s)),
-                &mut ids,
-            )
-            .unwrap();
-    }
+    start_sites(&engine, 3, |s| s, &mut ids);
     let path = engine.close().unwrap().expect("a snapshot");
     // The last byte of the file is in the last site's last block.
     let mut bytes = std::fs::read(&path).unwrap();
