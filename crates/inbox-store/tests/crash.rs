@@ -129,8 +129,9 @@ fn every_acknowledged_append_survives_sigkill() {
 }
 
 /// The embedder's promise: a service running the durable `Engine` (file log, snapshots by
-/// policy) is SIGKILLed mid-write, eight times; after `Engine::open`, every message whose
-/// `execute` had returned is in its site's state, and the engine writes on.
+/// policy; on odd cycles a cache of two sites over six written in turn) is SIGKILLed
+/// mid-write, eight times; after `Engine::open`, every message whose `execute` had returned
+/// is in its site's state, and the engine writes on.
 #[test]
 fn what_execute_acknowledged_survives_a_kill_of_the_embedding_process() {
     use inbox_store::{Engine, EngineConfig, Snapshots};
@@ -176,6 +177,12 @@ fn what_execute_acknowledged_survives_a_kill_of_the_embedding_process() {
         let config = EngineConfig::new(|s: &inbox_core::SiteId| {
             inbox_core::InboxConfig::new(s.clone(), [7; 16])
         });
+        // Opened as the child ran: with a bounded cache on odd cycles.
+        let config = if cycle % 2 == 1 {
+            config.max_sites(2)
+        } else {
+            config
+        };
         let (engine, opened) = Engine::open(
             std::sync::Arc::new(log),
             Some(snapshots),

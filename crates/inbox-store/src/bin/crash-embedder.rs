@@ -2,7 +2,9 @@
 //! durable [`Engine`] over a file log with snapshots, writing from two threads for ever, and
 //! printing `ack <site> <message id>` for each message once `Engine::execute` has returned
 //! (that is, once it is durable). The test SIGKILLs it at arbitrary moments and checks, after
-//! `Engine::open`, that every acknowledged message is there.
+//! `Engine::open`, that every acknowledged message is there. On odd cycles the engine has a
+//! bounded cache of two sites and each thread writes to three sites in turn, so sites are
+//! evicted and loaded again between writes.
 //!
 //! Usage: `crash-embedder <dir> <cycle>`.
 
@@ -30,6 +32,11 @@ fn main() {
             let snapshots = Snapshots::new(dir.join("snapshots")).map_err(|e| e.to_string())?;
             let config = EngineConfig::new(|s: &SiteId| InboxConfig::new(s.clone(), [7; 16]))
                 .snapshot_every(25);
+            let config = if cycle % 2 == 1 {
+                config.max_sites(2)
+            } else {
+                config
+            };
             Engine::open(Arc::new(log), Some(snapshots), config, &mut |_| {})
                 .map_err(|e| e.to_string())
         });
@@ -46,7 +53,6 @@ fn main() {
             let engine = engine.clone();
             let stdout = Arc::clone(&stdout);
             std::thread::spawn(move || {
-                let site = SiteId::new(format!("site-{t}"));
                 let mut ids =
                     SequentialIds::starting_at((u128::from(cycle) << 80) | (u128::from(t) << 64));
                 let visitor = ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(
@@ -58,6 +64,11 @@ fn main() {
                     participant: visitor,
                 };
                 for i in 0u64.. {
+                    let site = if cycle % 2 == 1 {
+                        SiteId::new(format!("site-{t}-{}", i % 3))
+                    } else {
+                        SiteId::new(format!("site-{t}"))
+                    };
                     now += 1;
                     let ctx = Context::at(Timestamp::from_micros(now));
                     let conversation = match engine.execute(&site, &get, &ctx, &mut ids) {
