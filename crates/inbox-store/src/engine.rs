@@ -337,6 +337,30 @@ impl Slot {
     }
 }
 
+/// A site in use by a call. When the call is done with it, a cache over its bound (because
+/// every site was in use when one was loaded) evicts down to it.
+struct InUse<'a> {
+    engine: &'a Engine,
+    slot: Option<Arc<Slot>>,
+}
+
+impl std::ops::Deref for InUse<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        match &self.slot {
+            Some(slot) => slot,
+            None => unreachable!("the slot is taken only on drop"),
+        }
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        self.engine.trim();
+    }
+}
+
 /// What the site cache holds and has done since open ([`Engine::cache`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheStats {
@@ -346,7 +370,8 @@ pub struct CacheStats {
     pub capacity: Option<usize>,
     /// Sites with events, in memory or not.
     pub sites: usize,
-    /// Sites loaded on use since open.
+    /// Sites loaded since open: on use, or by a snapshot (a site not in memory whose log
+    /// moved since the snapshot before).
     pub loads: u64,
     /// Sites evicted since open.
     pub evictions: u64,
@@ -570,22 +595,28 @@ impl Engine {
     }
 
     /// The site's slot: in the cache, or loaded into it.
-    fn site(&self, id: &SiteId) -> Result<Arc<Slot>, ReadError> {
+    fn site(&self, id: &SiteId) -> Result<InUse<'_>, ReadError> {
+        let in_use = |slot: Arc<Slot>| InUse {
+            engine: self,
+            slot: Some(slot),
+        };
         let tick = self.inner.tick.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = read_lock(&self.inner.sites).get(id) {
             s.last_used.store(tick, Ordering::Relaxed);
-            return Ok(s.clone());
+            return Ok(in_use(s.clone()));
         }
         let Some(capacity) = self.inner.config.max_sites else {
             // Every site with events is held: one that is not has none yet.
             let mut sites = write_lock(&self.inner.sites);
-            return Ok(sites
-                .entry(id.clone())
-                .or_insert_with(|| Slot::new(self.empty_site(id)))
-                .clone());
+            return Ok(in_use(
+                sites
+                    .entry(id.clone())
+                    .or_insert_with(|| Slot::new(self.empty_site(id)))
+                    .clone(),
+            ));
         };
         // Loaded outside the map's lock: other sites stay readable meanwhile. Nobody writes
-        // a site that is not in the map, so a copy loaded twice is the same copy.
+        // a site that is not in the map; the first copy inserted wins.
         let loaded = self.load(id)?;
         let slot = {
             let mut sites = write_lock(&self.inner.sites);
@@ -594,6 +625,10 @@ impl Engine {
             slot.last_used.store(tick, Ordering::Relaxed);
             slot.clone()
         };
+        // Another caller may have loaded the site, written to it and seen it evicted while
+        // this copy was loading: take in what the log has after it.
+        let slot = in_use(slot);
+        self.catch_up(id, &mut lock(&slot.site))?;
         self.evict_over(capacity);
         Ok(slot)
     }
@@ -616,6 +651,15 @@ impl Engine {
         self.catch_up(id, &mut site)?;
         self.inner.loads.fetch_add(1, Ordering::Relaxed);
         Ok(site)
+    }
+
+    /// With a bounded cache over its bound, evicts down to it.
+    fn trim(&self) {
+        if let Some(capacity) = self.inner.config.max_sites
+            && read_lock(&self.inner.sites).len() > capacity
+        {
+            self.evict_over(capacity);
+        }
     }
 
     /// Evicts the least recently used idle sites until at most `capacity` are held. A site
@@ -1015,6 +1059,9 @@ impl Engine {
             newest = newest.max(site.position);
             sites.insert(id, site.state.clone());
         }
+        // The clones are taken: a cache that went over its bound while they were held
+        // evicts down to it.
+        self.trim();
         // A site not in memory is carried over from the newest snapshot as its blocks are,
         // if the log has nothing of it after them; else it is loaded (not into the cache)
         // and written from its state.

@@ -249,3 +249,74 @@ fn a_site_whose_snapshot_blocks_are_damaged_loads_from_the_log_alone() {
         assert!(c.is_some(), "site {s}");
     }
 }
+
+/// Eight writers over sixteen sites through a cache of three, with snapshots taken while
+/// they run: every acknowledged message is in its site, as a full replay of the log has it,
+/// and once they are done the cache is within its bound.
+#[test]
+fn writers_of_many_sites_through_a_small_cache_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+    let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+    let (engine, _) = Engine::open(
+        Arc::new(log),
+        Some(snapshots),
+        config().max_sites(3),
+        &mut |_| {},
+    )
+    .unwrap();
+    let acked: Vec<Vec<(SiteId, inbox_core::MessageId)>> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..5 {
+                engine.snapshot().unwrap();
+            }
+        });
+        let writers: Vec<_> = (0..8u8)
+            .map(|t| {
+                let engine = &engine;
+                scope.spawn(move || {
+                    let mut ids = SequentialIds::starting_at((u128::from(t) + 1) << 64);
+                    let mut acked = Vec::new();
+                    for i in 0..40u64 {
+                        let s = site(((u64::from(t) * 7 + i) % 16) as u8);
+                        let v = visitor(t);
+                        let get = Command::GetOrCreateConversation { participant: v };
+                        engine.execute(&s, &get, &at(i), &mut ids).unwrap();
+                        let c = engine
+                            .read(&s, |inbox| inbox.live_conversation_of(v))
+                            .unwrap()
+                            .unwrap();
+                        let send = Command::SendMessage {
+                            conversation_id: c,
+                            message: MessageDraft::text(
+                                format!("{t} {i}"),
+                                Direction::ParticipantToBusiness,
+                            ),
+                            send_as: SendAs::Participant,
+                        };
+                        for e in engine.execute(&s, &send, &at(i), &mut ids).unwrap().events {
+                            if let inbox_core::Event::MessageSent { message } = e.envelope.event {
+                                acked.push((s.clone(), message.id));
+                            }
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let expected = replayed(&**engine.log());
+    for (s, id) in acked.iter().flatten() {
+        assert!(
+            engine.read(s, |i| i.message(*id).is_some()).unwrap(),
+            "{s}: {id:?}"
+        );
+    }
+    for (s, inbox) in &expected {
+        assert!(engine.read(s, |i| i == inbox).unwrap(), "site {s}");
+    }
+    assert_eq!(acked.iter().map(Vec::len).sum::<usize>(), 320);
+    assert!(engine.cache().loaded <= 3, "{:?}", engine.cache());
+    assert!(engine.snapshots_taken() >= 5);
+}
