@@ -466,3 +466,59 @@ proptest::proptest! {
         proptest::prop_assert!(engine.read(&s, |i| i == &source).unwrap());
     }
 }
+
+/// Two engines over one PostgreSQL database stand for two processes of a service: writers on
+/// both append to the same conversation, each engine catching up on conflicts; both read
+/// every message; a delivery ingested by both lands once; and a third engine with a bounded
+/// cache loads the site from the database. (Skipped loudly without `INBOX_TEST_POSTGRES`, a
+/// failure under `CI=true`.)
+#[test]
+fn two_engines_over_one_postgres_database_share_every_site() {
+    use inbox_store::PostgresLog;
+    let Some(url) = inbox_store::postgres::testing::fresh_database("engine_two_processes") else {
+        return;
+    };
+    let open = |config: EngineConfig| {
+        let log: Arc<dyn EventLog> = Arc::new(PostgresLog::connect(&url).unwrap());
+        Engine::open(log, None, config.shared(true), &mut |_| {})
+            .unwrap()
+            .0
+    };
+    let (a, b) = (open(config()), open(config()));
+    let s = site(1);
+    let mut ids = SequentialIds::starting_at(1 << 100);
+    a.execute(&s, &get_or_create(1), &at(1), &mut ids).unwrap();
+    // B decides against its own (empty) state, conflicts or finds the conversation, and
+    // either way ends on A's.
+    b.execute(&s, &get_or_create(1), &at(2), &mut ids).unwrap();
+    let c = conversation_of(&a, &s, 1);
+    assert_eq!(conversation_of(&b, &s, 1), c);
+    std::thread::scope(|scope| {
+        for (n, engine) in [&a, &b, &a, &b].into_iter().enumerate() {
+            let s = &s;
+            scope.spawn(move || {
+                let mut ids = SequentialIds::starting_at((n as u128 + 2) << 100);
+                for i in 0..15 {
+                    engine
+                        .execute(s, &send(c, &format!("{n} {i}")), &at(10 + i), &mut ids)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    for engine in [&a, &b] {
+        assert_eq!(engine.read(&s, |i| i.messages_of(c).count()).unwrap(), 60);
+    }
+    // A delivery of another site, ingested by both: appended once.
+    let (source, observed) = observed_history(&site(2));
+    let first = a.ingest(&site(2), observed.clone()).unwrap();
+    let second = b.ingest(&site(2), observed.clone()).unwrap();
+    assert_eq!(first.events.len() + second.events.len(), observed.len());
+    assert!(b.read(&site(2), |i| i == &source).unwrap());
+    // A bounded cache of one site loads each from the database on use.
+    let bounded = open(config().max_sites(1));
+    assert_eq!(bounded.read(&s, |i| i.messages_of(c).count()).unwrap(), 60);
+    assert!(bounded.read(&site(2), |i| i == &source).unwrap());
+    assert_eq!(bounded.cache().loaded, 1);
+    assert_eq!(bounded.site_count(), 2);
+}
