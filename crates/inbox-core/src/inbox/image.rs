@@ -717,10 +717,226 @@ fn members_by_contact(
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::command::{Command, Context, SendAs, SequentialIds};
+    use crate::contacts::{ContactDraft, ContactName};
+    use crate::message::MessageDraft;
+    use crate::{InboxConfig, SiteId, Timestamp};
     use proptest::prelude::*;
+
+    /// Three visitors with ten messages each; the first identified as a contact (its
+    /// conversation merged into the contact's, which then gets one more message): the last
+    /// event is a message, so the clock is the newest message's sequence.
+    fn fixture() -> Inbox {
+        let mut inbox = Inbox::new(InboxConfig::new(SiteId::new("s"), [0; 16]));
+        let mut ids = SequentialIds::default();
+        let mut t = 0i64;
+        let mut run = |inbox: &mut Inbox, command: Command| {
+            t += 1;
+            let ctx = Context::at(Timestamp::from_micros(1_700_000_000_000_000 + t));
+            inbox.execute(&command, &ctx, &mut ids).unwrap();
+        };
+        let visitor = |n: u128| VisitorId::from_uuid(uuid::Uuid::from_u128(n + 1));
+        let send = |c: ConversationId, text: String| Command::SendMessage {
+            conversation_id: c,
+            message: MessageDraft::text(text, Direction::ParticipantToBusiness),
+            send_as: SendAs::Participant,
+        };
+        for v in 0..3 {
+            let participant = ParticipantId::Visitor(visitor(v));
+            run(&mut inbox, Command::GetOrCreateConversation { participant });
+            let c = inbox.live_conversation_of(participant).unwrap();
+            for i in 0..10 {
+                run(&mut inbox, send(c, format!("{v} {i}")));
+            }
+        }
+        let contact = ContactId::from_uuid(uuid::Uuid::from_u128(0xc0));
+        let draft = ContactDraft {
+            name: ContactName {
+                first: Some("Ada".into()),
+                last: None,
+            },
+            ..ContactDraft::default()
+        };
+        run(
+            &mut inbox,
+            Command::CreateContact {
+                contact_id: contact,
+                draft,
+            },
+        );
+        run(
+            &mut inbox,
+            Command::IdentifyVisitor {
+                visitor: visitor(0),
+                contact,
+            },
+        );
+        let c = inbox
+            .live_conversation_of(ParticipantId::Contact(contact))
+            .unwrap();
+        run(&mut inbox, send(c, "as a contact".into()));
+        inbox
+    }
+
+    /// The image taken apart and read back through postcard, as the store writes it.
+    fn decoded(inbox: &Inbox, parts: usize) -> (DecodedHead, Vec<DecodedPart>) {
+        let image = inbox.image(parts);
+        let head = postcard::from_bytes(&postcard::to_allocvec(&image.head).unwrap()).unwrap();
+        let parts = image
+            .parts
+            .iter()
+            .map(|p| postcard::from_bytes(&postcard::to_allocvec(p).unwrap()).unwrap())
+            .collect();
+        (head, parts)
+    }
+
+    fn refused(head: DecodedHead, parts: Vec<DecodedPart>) -> String {
+        match Inbox::from_image(head, parts) {
+            Ok(_) => panic!("an inconsistent image was taken"),
+            Err(ImageError(why)) => why,
+        }
+    }
+
+    #[test]
+    fn an_image_splits_the_conversations_into_parts_of_about_equal_messages() {
+        let inbox = fixture();
+        // Conversations in id order: the contact's (11 messages: its own and the merged
+        // visitor's 10), the merged visitor's (none), and two of 10.
+        let sizes = |parts: usize| -> Vec<usize> {
+            inbox
+                .image(parts)
+                .parts
+                .iter()
+                .map(ImagePart::messages)
+                .collect()
+        };
+        assert_eq!(sizes(1), [31]);
+        // Each part takes conversations in id order until it holds a third of the messages
+        // (11): the part closes at the conversation that reaches it, not before.
+        let counts = |inbox: &Inbox, parts: usize| -> Vec<Vec<usize>> {
+            inbox
+                .image(parts)
+                .parts
+                .iter()
+                .map(|p| p.records.iter().map(|(_, r)| r.messages.len()).collect())
+                .collect()
+        };
+        assert_eq!(counts(&inbox, 3), [vec![0, 10, 10], vec![11]]);
+        // Four conversations of five, in four parts: one each (a part that holds exactly
+        // its share is full).
+        let mut four = Inbox::new(InboxConfig::new(SiteId::new("s"), [0; 16]));
+        let mut ids = SequentialIds::default();
+        for v in 0..4u128 {
+            let participant =
+                ParticipantId::Visitor(VisitorId::from_uuid(uuid::Uuid::from_u128(v + 1)));
+            let ctx = Context::at(Timestamp::from_micros(1_700_000_000_000_000));
+            four.execute(
+                &Command::GetOrCreateConversation { participant },
+                &ctx,
+                &mut ids,
+            )
+            .unwrap();
+            let c = four.live_conversation_of(participant).unwrap();
+            for i in 0..5 {
+                let send = Command::SendMessage {
+                    conversation_id: c,
+                    message: MessageDraft::text(format!("{i}"), Direction::ParticipantToBusiness),
+                    send_as: SendAs::Participant,
+                };
+                four.execute(&send, &ctx, &mut ids).unwrap();
+            }
+        }
+        assert_eq!(counts(&four, 4), [[5], [5], [5], [5]]);
+        assert_eq!(counts(&four, 2), [[5, 5], [5, 5]]);
+        // More parts than messages allow: one conversation with messages a part (the merged
+        // one, with none, rides along).
+        assert_eq!(counts(&inbox, 100), [vec![0, 10], vec![10], vec![11]]);
+        let shown = format!("{:?}", inbox.image(1).parts[0]);
+        assert!(shown.contains("messages: 31"), "{shown}");
+    }
+
+    #[test]
+    fn an_image_reads_back_as_the_state_however_it_is_split() {
+        let inbox = fixture();
+        for parts in 1..6 {
+            let (head, decoded) = decoded(&inbox, parts);
+            assert_eq!(
+                Inbox::from_image(head, decoded).unwrap(),
+                inbox,
+                "{parts} parts"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_with_conversations_out_of_order_is_refused() {
+        let (head, mut parts) = decoded(&fixture(), 3);
+        parts.reverse();
+        assert!(refused(head, parts).contains("out of order"));
+    }
+
+    #[test]
+    fn an_image_whose_merged_conversation_holds_messages_is_refused() {
+        let (head, mut parts) = decoded(&fixture(), 1);
+        let ids: Vec<ConversationId> = parts[0].records.iter().map(|(id, _)| *id).collect();
+        let (_, rec) = parts[0]
+            .records
+            .iter_mut()
+            .find(|(_, r)| r.parent.is_none() && !r.messages.is_empty())
+            .unwrap();
+        rec.parent = ids.last().copied();
+        assert!(refused(head, parts).contains("holds messages"));
+    }
+
+    #[test]
+    fn an_image_merged_into_a_missing_conversation_is_refused() {
+        let (head, mut parts) = decoded(&fixture(), 1);
+        let (_, rec) = parts[0]
+            .records
+            .iter_mut()
+            .find(|(_, r)| r.parent.is_some())
+            .expect("the merged visitor's conversation");
+        rec.parent = Some(ConversationId::from_uuid(uuid::Uuid::from_u128(0xdead)));
+        assert!(refused(head, parts).contains("missing"));
+    }
+
+    #[test]
+    fn an_image_with_a_message_past_the_clock_is_refused_and_one_at_it_taken() {
+        let inbox = fixture();
+        let (mut head, parts) = decoded(&inbox, 2);
+        assert_eq!(
+            parts.iter().map(|p| p.max_sequence).max(),
+            Some(head.last_sequence),
+            "the last event was a message"
+        );
+        head.last_sequence = Sequence(head.last_sequence.0 - 1);
+        assert!(refused(head, parts).contains("past the clock"));
+    }
+
+    #[test]
+    fn an_image_whose_message_names_a_missing_or_unmerged_conversation_is_refused() {
+        let inbox = fixture();
+        let (head, mut parts) = decoded(&inbox, 1);
+        let holder = parts[0].foreign[0].1;
+        parts[0].foreign.push((
+            ConversationId::from_uuid(uuid::Uuid::from_u128(0xdead)),
+            holder,
+        ));
+        assert!(refused(head, parts).contains("missing conversation"));
+        // A message held by a conversation its own was never merged into.
+        let (head, mut parts) = decoded(&inbox, 1);
+        let other = parts[0]
+            .records
+            .iter()
+            .map(|(id, _)| *id)
+            .find(|id| *id != holder && inbox.root_of(*id) == *id)
+            .unwrap();
+        parts[0].foreign.push((other, holder));
+        assert!(refused(head, parts).contains("not merged into it"));
+    }
 
     proptest! {
         // Reproducible: a fixed seed unless PROPTEST_RNG_SEED moves it (CI does, per commit).
