@@ -800,6 +800,48 @@ mod tests {
         }
     }
 
+    /// Past `SPLIT_INDEX_AT` pairs the index is built in two halves split at a pivot: the
+    /// halves must meet exactly (the same index as one piece), an id in both runs is still
+    /// found, and a join that does not run both halves is refused, not trusted.
+    #[test]
+    fn a_large_index_built_in_halves_is_the_sorted_union() {
+        let conv = |i: u64| ConversationId::from_uuid(uuid::Uuid::from_u128(u128::from(i % 7)));
+        // Two interleaved runs (even and odd ids) and a short one, 80,003 pairs in all.
+        let runs: Vec<Vec<Pair>> = vec![
+            (0..40_000u64)
+                .map(|i| (MessageId(2 * i), conv(i)))
+                .collect(),
+            (0..40_000u64)
+                .map(|i| (MessageId(2 * i + 1), conv(i)))
+                .collect(),
+            vec![
+                (MessageId(200_000), conv(1)),
+                (MessageId(200_001), conv(2)),
+                (MessageId(300_000), conv(3)),
+            ],
+        ];
+        assert!(runs.iter().map(Vec::len).sum::<usize>() >= SPLIT_INDEX_AT);
+        let mut expected: Vec<Pair> = runs.iter().flatten().copied().collect();
+        expected.sort_by_key(|(id, _)| *id);
+        let both = |a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)| {
+            b();
+            a();
+        };
+        let index = build_index(&runs, &both).unwrap();
+        assert_eq!(index.len(), expected.len());
+        assert!(index.iter().copied().eq(expected.iter().copied()));
+        // The same id in two runs, on either side of the pivot.
+        for dup in [MessageId(3), MessageId(79_999)] {
+            let mut with_dup = runs.clone();
+            with_dup[2].insert(0, (dup, conv(0)));
+            let refused = build_index(&with_dup, &both).err().unwrap();
+            assert!(refused.0.contains("twice"), "{refused}");
+        }
+        let only_one = |a: &mut (dyn FnMut() + Send), _: &mut (dyn FnMut() + Send)| a();
+        let refused = build_index(&runs, &only_one).err().unwrap();
+        assert!(refused.0.contains("not built"), "{refused}");
+    }
+
     #[test]
     fn an_image_splits_the_conversations_into_parts_of_about_equal_messages() {
         let inbox = fixture();
