@@ -528,3 +528,25 @@ fn a_contact_merged_into_two_targets_resolves_by_rule_and_is_reported() {
         }]
     );
 }
+
+/// Found by mutation testing: a third conflicting value must join the anomaly's candidates,
+/// not replace the first two.
+#[test]
+fn a_visitor_identified_as_three_contacts_reports_all_three() {
+    let identified = |c: u8| Event::VisitorIdentified {
+        visitor: visitor(0),
+        contact: contact(c),
+    };
+    let state = every_order_converges(&[identified(2), identified(0), identified(1)]);
+    assert_eq!(
+        state.anomalies().collect::<Vec<_>>(),
+        vec![&Anomaly::ConflictingIdentity {
+            participant: ParticipantId::Visitor(visitor(0)),
+            candidates: vec![
+                contact(0).as_uuid(),
+                contact(1).as_uuid(),
+                contact(2).as_uuid()
+            ],
+        }]
+    );
+}
