@@ -800,6 +800,23 @@ mod tests {
         }
     }
 
+    /// Ids that differ only inside one 11-bit digit, away from its lowest and highest bit: the
+    /// pass over that digit must run (a mask that looked at other bits would skip it).
+    #[test]
+    fn radix_sort_sorts_ids_that_differ_only_inside_a_digit() {
+        let nil = ConversationId::from_uuid(uuid::Uuid::nil());
+        for shift in [0u32, 11, 22] {
+            // 2^9 distinct values of bits 1..=9 of the digit, each three times, shuffled.
+            let mut v: Vec<(MessageId, ConversationId)> = (0..1536u64)
+                .map(|i| (MessageId(((i * 337) % 512) << (shift + 1)), nil))
+                .collect();
+            let mut expected = v.clone();
+            expected.sort_by_key(|(id, _)| *id);
+            sort_by_id(&mut v);
+            assert_eq!(v, expected, "digit at bit {shift}");
+        }
+    }
+
     /// Past `SPLIT_INDEX_AT` pairs the index is built in two halves split at a pivot: the
     /// halves must meet exactly (the same index as one piece), an id in both runs is still
     /// found, and a join that does not run both halves is refused, not trusted.
