@@ -800,6 +800,21 @@ mod tests {
         }
     }
 
+    /// A malformed part is refused by the decoder, saying what it expected.
+    #[test]
+    fn decoding_a_malformed_part_says_what_was_expected() {
+        let err = serde_json::from_str::<DecodedPart>("5").err().unwrap();
+        assert!(
+            err.to_string().contains("a sequence of conversations"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<DecodedPart>("[5]").err().unwrap();
+        assert!(
+            err.to_string().contains("a conversation: id, participant"),
+            "{err}"
+        );
+    }
+
     /// Ids that differ only inside one 11-bit digit, away from its lowest and highest bit: the
     /// pass over that digit must run (a mask that looked at other bits would skip it).
     #[test]
