@@ -800,6 +800,25 @@ mod tests {
         }
     }
 
+    /// A conversation holding messages sent to one that is not merged into it (here the
+    /// merge taken out of the state by hand) is refused when the image is decoded: the
+    /// decoder lists where each message was sent, and `from_image` checks it.
+    #[test]
+    fn an_image_holding_messages_of_an_unmerged_conversation_is_refused() {
+        let mut inbox = fixture();
+        let merged = inbox
+            .conversations
+            .iter()
+            .find(|(_, r)| r.parent.is_some())
+            .map(|(id, _)| *id)
+            .unwrap();
+        if let Some(rec) = inbox.conversations.get_mut(&merged) {
+            rec.parent = None;
+        }
+        let (head, parts) = decoded(&inbox, 2);
+        assert!(refused(head, parts).contains("not merged into it"));
+    }
+
     /// A malformed part is refused by the decoder, saying what it expected.
     #[test]
     fn decoding_a_malformed_part_says_what_was_expected() {
