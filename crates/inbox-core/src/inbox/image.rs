@@ -832,6 +832,12 @@ mod tests {
             err.to_string().contains("a conversation: id, participant"),
             "{err}"
         );
+        let nil = uuid::Uuid::nil();
+        let messages_not_a_list = format!("[[\"{nil}\", null, null, 5]]");
+        let err = serde_json::from_str::<DecodedPart>(&messages_not_a_list)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("a sequence of messages"), "{err}");
     }
 
     /// Ids that differ only inside one 11-bit digit, away from its lowest and highest bit: the
