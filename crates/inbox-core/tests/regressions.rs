@@ -550,3 +550,24 @@ fn a_visitor_identified_as_three_contacts_reports_all_three() {
         }]
     );
 }
+
+/// Found by mutation testing: `conversation_of` (the view of a participant's live
+/// conversation) was never asked in the core's own tests.
+#[test]
+fn the_view_of_a_participants_conversation_is_its_live_one() {
+    let mut inbox = Inbox::new(site_config());
+    let mut ids = SequentialIds::default();
+    let participant = ParticipantId::Visitor(visitor(0));
+    let ctx = Context::at(Timestamp::from_micros(START));
+    assert!(inbox.conversation_of(participant).is_none());
+    inbox
+        .execute(
+            &Command::GetOrCreateConversation { participant },
+            &ctx,
+            &mut ids,
+        )
+        .unwrap();
+    let live = inbox.live_conversation_of(participant).unwrap();
+    let view = inbox.conversation_of(participant).unwrap();
+    assert_eq!((view.id, view.redirected_from), (live, None));
+}
