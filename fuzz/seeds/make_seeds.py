@@ -9,7 +9,7 @@ import json, os, re, struct, base64
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = HERE
-FLOWS = "/work/shared/reference/wix-inbox/example-flows.md"
+FLOWS = os.path.join(HERE, "..", "..", "crates", "inbox-wix", "tests", "reference", "example-flows.md")
 
 
 def variant(k, n):

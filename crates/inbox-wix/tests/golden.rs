@@ -1,5 +1,5 @@
-//! Golden tests: every JSON example of the Wix reference pages
-//! (`../shared/reference/wix-inbox/`, read at test time, not copied) parses, maps to the
+//! Golden tests: every JSON example of the Wix reference pages (copied into
+//! `tests/reference/`, so the repository stands alone) parses, maps to the
 //! expected core command, and, run through the engine, answers with the snapshotted JSON.
 //!
 //! The pages write comments (`// Hides the message…`) and placeholders
@@ -28,11 +28,11 @@ use serde_json::{Value, json};
 
 fn reference(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/reference/wix-inbox")
+        .join("tests/reference")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "the reference pages must sit beside the repository ({}): {e}",
+            "a reference page is missing from tests/reference ({}): {e}",
             path.display()
         )
     })
