@@ -51,7 +51,7 @@
 //! let snapshots = Snapshots::new(dir.path().join("snapshots"))?;
 //! let (engine, opened) = Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {})?;
 //! assert_eq!(opened.snapshot_position, Some(1));
-//! assert_eq!(engine.site_version(&site), 1);
+//! assert_eq!(engine.site_version(&site)?, 1);
 //! assert!(engine.read(&site, |inbox| inbox.live_conversation_of(visitor))?.is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
