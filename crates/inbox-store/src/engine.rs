@@ -1100,7 +1100,7 @@ impl Engine {
         if self.inner.config.max_sites.is_some() {
             // Sites not in memory load from this snapshot from now on. (If it cannot be read
             // back, they go on loading from the one before, which is kept, and the log.)
-            if let (Some((_, index)), _) = snapshots.newest_index(position) {
+            if let Ok(index) = SnapshotIndex::open(&path, position) {
                 *write_lock(&self.inner.index) = Some(Arc::new(index));
             }
         }

@@ -279,7 +279,7 @@ impl std::fmt::Debug for SnapshotIndex {
 
 impl SnapshotIndex {
     /// Reads and checks the header and the directory, and that the blocks fill the file.
-    fn open(path: &Path, position: u64) -> Result<Self, String> {
+    pub fn open(path: &Path, position: u64) -> Result<Self, String> {
         let file = File::open(path).map_err(|e| e.to_string())?;
         let file_len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut header = [0u8; HEADER];
@@ -362,7 +362,7 @@ impl SnapshotIndex {
     /// Every site's state, decoded on every core; any damaged block fails it.
     fn load_all(self) -> Result<BTreeMap<SiteId, SiteState>, String> {
         let jobs: Vec<&Job> = self.sites.values().flat_map(|(_, j)| j).collect();
-        let mut decoded = decode_all(&self.path, &jobs)?.into_iter();
+        let mut decoded = decode_all(&self.file, &jobs)?.into_iter();
         let mut out = BTreeMap::new();
         for (site, (version, blocks)) in self.sites {
             let state = assemble(&site, version, blocks.len(), &mut decoded)?;
@@ -492,27 +492,20 @@ fn threads() -> usize {
         .min(MAX_THREADS)
 }
 
-/// Reads, checks and decodes every block, on up to [`MAX_THREADS`] threads (each reading
-/// into a buffer of its own); the results in order.
-fn decode_all(path: &Path, jobs: &[&Job]) -> Result<Vec<Decoded>, String> {
+/// Reads, checks and decodes every block, on up to [`MAX_THREADS`] threads sharing the one
+/// file handle (positioned reads), each with a buffer of its own; the results in order.
+fn decode_all(file: &File, jobs: &[&Job]) -> Result<Vec<Decoded>, String> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let work = || {
         let mut done: Vec<(usize, Result<Decoded, String>)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                failed.store(true, Ordering::Relaxed);
-                return vec![(usize::MAX, Err(e.to_string()))];
-            }
-        };
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(job) = jobs.get(i) else {
                 break;
             };
-            let result = decode_block(&file, job, &mut buf)
+            let result = decode_block(file, job, &mut buf)
                 .map_err(|e| format!("block {i} (site {}): {e}", job.site));
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
