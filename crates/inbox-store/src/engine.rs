@@ -466,8 +466,15 @@ impl Engine {
             .into_iter()
             .map(|(id, state)| (id, Slot::new(Site::new(state, recovered.position))))
             .collect();
-        let engine = Self::assemble(log, snapshots, config, sites, HashSet::new(), None);
-        *lock(&engine.inner.durable) = recovered.position;
+        let engine = Self::assemble(
+            log,
+            snapshots,
+            config,
+            recovered.position,
+            sites,
+            HashSet::new(),
+            None,
+        );
         Ok((engine, opened))
     }
 
@@ -513,15 +520,24 @@ impl Engine {
             sites: known.len(),
         };
         let index = index.map(|(_, i)| Arc::new(i));
-        let engine = Self::assemble(log, snapshots, config, HashMap::new(), known, index);
-        *lock(&engine.inner.durable) = position;
+        let engine = Self::assemble(
+            log,
+            snapshots,
+            config,
+            position,
+            HashMap::new(),
+            known,
+            index,
+        );
         Ok((engine, opened))
     }
 
+    /// The engine over a state opened at `position` (the durable end it has seen).
     fn assemble(
         log: Arc<dyn EventLog>,
         snapshots: Option<Snapshots>,
         config: EngineConfig,
+        position: u64,
         sites: HashMap<SiteId, Arc<Slot>>,
         known: HashSet<SiteId>,
         index: Option<Arc<SnapshotIndex>>,
@@ -537,7 +553,7 @@ impl Engine {
                 tick: AtomicU64::new(0),
                 loads: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
-                durable: Mutex::new(0),
+                durable: Mutex::new(position),
                 moved: Condvar::new(),
                 since_snapshot: AtomicU64::new(0),
                 snapshotting: AtomicBool::new(false),
@@ -615,30 +631,51 @@ impl Engine {
                     .clone(),
             ));
         };
-        // Loaded outside the map's lock: other sites stay readable meanwhile. Nobody writes
-        // a site that is not in the map; the first copy inserted wins.
-        let loaded = self.load(id)?;
-        let slot = {
+        // The snapshot's image is read outside the map's lock (other sites stay readable
+        // meanwhile), and the copy goes in locked: whoever asks for the site next waits until
+        // it has taken in the log's events after the image. If another caller put the site
+        // in first, its copy is the one written to, and wins.
+        let slot = Slot::new(self.snapshot_image(id));
+        let mut site = lock(&slot.site);
+        let existing = {
             let mut sites = write_lock(&self.inner.sites);
             write_lock(&self.inner.known).insert(id.clone());
-            let slot = sites.entry(id.clone()).or_insert_with(|| Slot::new(loaded));
-            slot.last_used.store(tick, Ordering::Relaxed);
-            slot.clone()
+            match sites.entry(id.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(e.get().clone()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(slot.clone());
+                    None
+                }
+            }
         };
-        // Another caller may have loaded the site, written to it and seen it evicted while
-        // this copy was loading: take in what the log has after it.
+        if let Some(existing) = existing {
+            drop(site);
+            existing.last_used.store(tick, Ordering::Relaxed);
+            return Ok(in_use(existing));
+        }
+        if let Err(e) = self.catch_up(id, &mut site) {
+            // Not left in the cache behind the log: the next caller loads it again.
+            drop(site);
+            let mut sites = write_lock(&self.inner.sites);
+            if sites.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                sites.remove(id);
+            }
+            return Err(e);
+        }
+        drop(site);
+        self.inner.loads.fetch_add(1, Ordering::Relaxed);
+        slot.last_used.store(tick, Ordering::Relaxed);
         let slot = in_use(slot);
-        self.catch_up(id, &mut lock(&slot.site))?;
         self.evict_over(capacity);
         Ok(slot)
     }
 
-    /// A site's state from the newest snapshot and the log after it (a site whose blocks
-    /// in the snapshot are damaged is read from the log alone: it has every event).
-    fn load(&self, id: &SiteId) -> Result<Site, ReadError> {
+    /// A site's state as the newest snapshot has it, or empty if the snapshot does not (a
+    /// site whose blocks are damaged is empty here and read from the log alone, which has
+    /// every event). The log's events after it are for the caller to take in.
+    fn snapshot_image(&self, id: &SiteId) -> Site {
         let index = read_lock(&self.inner.index).clone();
-        let from_snapshot = index.and_then(|i| i.load_site(id).ok().flatten());
-        let mut site = match from_snapshot {
+        match index.and_then(|i| i.load_site(id).ok().flatten()) {
             Some(state) => Site::new(
                 SiteState {
                     inbox: state.inbox.with_config((self.inner.config.site_config)(id)),
@@ -647,7 +684,12 @@ impl Engine {
                 0,
             ),
             None => self.empty_site(id),
-        };
+        }
+    }
+
+    /// A site's state from the newest snapshot and the log after it, outside the cache.
+    fn load(&self, id: &SiteId) -> Result<Site, ReadError> {
+        let mut site = self.snapshot_image(id);
         self.catch_up(id, &mut site)?;
         self.inner.loads.fetch_add(1, Ordering::Relaxed);
         Ok(site)
@@ -690,25 +732,51 @@ impl Engine {
     /// Applies the site's events that the state does not hold yet.
     fn catch_up(&self, id: &SiteId, site: &mut Site) -> Result<bool, ReadError> {
         let before = site.state.version;
+        let window = self.inner.config.dedupe_window;
+        self.each_site_event(id, before + 1, None, &mut |stored| {
+            if stored.site_version == site.state.version + 1 {
+                if let Some(recent) = &mut site.recent {
+                    recent.record(stored.envelope.event_id, window);
+                }
+                site.state.inbox.apply_owned(stored.envelope.event);
+                site.state.version = stored.site_version;
+                site.position = site.position.max(stored.position);
+            }
+        })?;
+        Ok(site.state.version != before)
+    }
+
+    /// Calls `f` with the site's durable events from version `from` on (up to version `to`,
+    /// if given), read from the log [`CATCH_UP_CHUNK`] at a time.
+    fn each_site_event(
+        &self,
+        id: &SiteId,
+        mut from: u64,
+        to: Option<u64>,
+        f: &mut dyn FnMut(StoredEvent),
+    ) -> Result<(), ReadError> {
         loop {
-            let events = self
-                .inner
-                .log
-                .read_site(id, site.state.version + 1, CATCH_UP_CHUNK)?;
+            let max = match to {
+                Some(to) if from > to => return Ok(()),
+                Some(to) => usize::try_from(to - from + 1)
+                    .unwrap_or(usize::MAX)
+                    .min(CATCH_UP_CHUNK),
+                None => CATCH_UP_CHUNK,
+            };
+            let events = self.inner.log.read_site(id, from, max)?;
             let n = events.len();
-            for stored in events {
-                if stored.site_version == site.state.version + 1 {
-                    if let Some(recent) = &mut site.recent {
-                        recent.record(stored.envelope.event_id, self.inner.config.dedupe_window);
-                    }
-                    site.state.inbox.apply_owned(stored.envelope.event);
-                    site.state.version = stored.site_version;
-                    site.position = site.position.max(stored.position);
+            let Some(last) = events.last().map(|e| e.site_version) else {
+                return Ok(());
+            };
+            for e in events {
+                if to.is_none_or(|to| e.site_version <= to) {
+                    f(e);
                 }
             }
-            if n < CATCH_UP_CHUNK {
-                return Ok(site.state.version != before);
+            if n < max {
+                return Ok(());
             }
+            from = last + 1;
         }
     }
 
@@ -836,21 +904,10 @@ impl Engine {
     fn recent_ids(&self, site_id: &SiteId, version: u64) -> Result<RecentIds, ReadError> {
         let window = self.inner.config.dedupe_window;
         let mut recent = RecentIds::default();
-        let mut from = version.saturating_sub(window as u64) + 1;
-        while from <= version {
-            let left = usize::try_from(version - from + 1).unwrap_or(usize::MAX);
-            let events = self
-                .inner
-                .log
-                .read_site(site_id, from, left.min(CATCH_UP_CHUNK))?;
-            let Some(last) = events.last().map(|e| e.site_version) else {
-                break;
-            };
-            for e in events.iter().filter(|e| e.site_version <= version) {
-                recent.record(e.envelope.event_id, window);
-            }
-            from = last + 1;
-        }
+        let from = version.saturating_sub(window as u64) + 1;
+        self.each_site_event(site_id, from, Some(version), &mut |e| {
+            recent.record(e.envelope.event_id, window);
+        })?;
         Ok(recent)
     }
 
