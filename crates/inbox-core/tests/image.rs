@@ -5,22 +5,8 @@
 //! and apps that change from one message to the next.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use inbox_core::Inbox;
-use inbox_core::image::{DecodedHead, DecodedPart};
-use inbox_testkit::{Population, Runner};
+use inbox_testkit::{Population, Runner, round_trip_image};
 use proptest::prelude::*;
-
-fn through_image(inbox: &Inbox, parts: usize) -> Inbox {
-    let image = inbox.image(parts);
-    let head: DecodedHead =
-        postcard::from_bytes(&postcard::to_allocvec(&image.head).unwrap()).unwrap();
-    let parts: Vec<DecodedPart> = image
-        .parts
-        .iter()
-        .map(|p| postcard::from_bytes(&postcard::to_allocvec(p).unwrap()).unwrap())
-        .collect();
-    Inbox::from_image(head, parts).unwrap()
-}
 
 fn population() -> impl Strategy<Value = Population> {
     prop_oneof![
@@ -40,7 +26,8 @@ proptest! {
     ) {
         let run = Runner::run(population, &steps, &[])
             .map_err(|m| TestCaseError::fail(m.to_string()))?;
-        let back = through_image(run.engine(), parts);
+        let back = round_trip_image(run.engine(), parts)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(&back == run.engine(), "image of {} parts differs", parts);
     }
 }

@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use inbox_core::image::{DecodedHead, DecodedPart, IMAGE_VERSION};
+use inbox_core::image::IMAGE_VERSION;
 use inbox_core::message::{ChannelSet, Content, Direction, Sender, Visibility};
 use inbox_core::{
     ConversationId, Event, Inbox, InboxConfig, Message, MessageId, ParticipantId, Sequence, SiteId,
@@ -127,15 +127,7 @@ fn fold(site: &SiteId, events: &[Ev]) -> Inbox {
 
 /// The state through an image of `parts` parts, each piece through postcard.
 fn through_image(inbox: &Inbox, parts: usize) -> Result<Inbox, String> {
-    let image = inbox.image(parts);
-    let head: DecodedHead =
-        postcard::from_bytes(&postcard::to_allocvec(&image.head).unwrap()).unwrap();
-    let parts: Vec<DecodedPart> = image
-        .parts
-        .iter()
-        .map(|p| postcard::from_bytes(&postcard::to_allocvec(p).unwrap()).unwrap())
-        .collect();
-    Inbox::from_image(head, parts).map_err(|e| e.to_string())
+    inbox_testkit::round_trip_image(inbox, parts).map_err(|e| e.to_string())
 }
 
 proptest! {

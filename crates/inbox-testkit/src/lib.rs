@@ -128,3 +128,33 @@ pub fn proptest_config(default_cases: u32) -> proptest::test_runner::Config {
 
 /// The seed of a run that sets none.
 pub const FIXED_SEED: u64 = 0x1b0c_5eed_2024;
+
+/// Why a state did not come back through its image.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundTripError {
+    /// A piece of the image could not be encoded or decoded.
+    #[error("encoding or decoding the image: {0}")]
+    Codec(#[from] postcard::Error),
+    /// The decoded image was refused as inconsistent.
+    #[error(transparent)]
+    Refused(#[from] inbox_core::image::ImageError),
+}
+
+/// The state taken apart into an image of `parts` parts ([`inbox_core::image`]), each piece
+/// through postcard (as `inbox-store` writes snapshots), and put together again: what a
+/// persisted state reads back as. Compare it with the original to check that nothing of
+/// the state is lost.
+pub fn round_trip_image(
+    inbox: &inbox_core::Inbox,
+    parts: usize,
+) -> Result<inbox_core::Inbox, RoundTripError> {
+    use inbox_core::image::{DecodedHead, DecodedPart};
+    let image = inbox.image(parts);
+    let head: DecodedHead = postcard::from_bytes(&postcard::to_allocvec(&image.head)?)?;
+    let parts = image
+        .parts
+        .iter()
+        .map(|p| postcard::from_bytes::<DecodedPart>(&postcard::to_allocvec(p)?))
+        .collect::<Result<Vec<_>, postcard::Error>>()?;
+    Ok(inbox_core::Inbox::from_image(head, parts)?)
+}
