@@ -17,6 +17,11 @@
 //!   read model consumes, by log position.
 //! * Snapshots by policy ([`EngineConfig::snapshot_every`], written on a thread of their own,
 //!   off the write path) and at [`Engine::close`].
+//! * For a consumer that needs each event with its site's state right after it (an outbox's
+//!   webhooks): [`EngineConfig::observe`] (every event folded, once, under its site's lock),
+//!   [`Engine::applied_through`] (the watermark up to which all of them were),
+//!   [`Engine::take_in`] (other writers' events of a shared log, in log order), and
+//!   [`EngineConfig::before_snapshot`] (save what the consumer holds beside a snapshot).
 //!
 //! A write holds its site's lock from `decide` to `apply` (so the site's events are submitted
 //! in the order they were decided) and releases it before waiting for the fsync, so writers of
@@ -65,7 +70,17 @@ pub struct EngineConfig {
     shared: bool,
     dedupe_window: usize,
     max_sites: Option<usize>,
+    observer: Option<Arc<Observer>>,
+    before_snapshot: Option<Arc<BeforeSnapshot>>,
 }
+
+/// What [`EngineConfig::observe`] calls: the event's log position, the event, and its site's
+/// state right after it.
+pub type Observer = dyn Fn(u64, &EventEnvelope, &Inbox) + Send + Sync;
+
+/// What [`EngineConfig::before_snapshot`] calls: the position of the snapshot about to be
+/// written.
+pub type BeforeSnapshot = dyn Fn(u64) -> std::io::Result<()> + Send + Sync;
 
 impl std::fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +90,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("shared", &self.shared)
             .field("dedupe_window", &self.dedupe_window)
             .field("max_sites", &self.max_sites)
+            .field("observed", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +107,8 @@ impl EngineConfig {
             shared: false,
             dedupe_window: DEFAULT_DEDUPE_WINDOW,
             max_sites: None,
+            observer: None,
+            before_snapshot: None,
         }
     }
 
@@ -101,7 +119,9 @@ impl EngineConfig {
     /// directory and scans the log after it for site ids, and folds nothing.
     ///
     /// Without it (the default) every site is held, and start-up folds the log after the
-    /// snapshot into every site's state.
+    /// snapshot into every site's state. An observed engine ([`EngineConfig::observe`]) holds
+    /// every site whatever this says: it must fold each event once, at start-up too, with its
+    /// site's state at hand.
     pub fn max_sites(mut self, sites: usize) -> Self {
         self.max_sites = Some(sites.max(1));
         self
@@ -120,6 +140,43 @@ impl EngineConfig {
     /// thread of its own. A snapshot is still taken at [`Engine::close`].
     pub fn snapshot_every(mut self, events: u64) -> Self {
         self.snapshot_every = Some(events.max(1));
+        self
+    }
+
+    /// Calls `observer` with every event the engine folds, under its site's lock, with the
+    /// site's state right after it: the events of the log's tail that [`Engine::open`]
+    /// replays, every event [`Engine::execute`] and [`Engine::ingest`] record (before they are
+    /// durable: what is observed may still be lost with the log, and is then never in
+    /// [`Engine::applied_through`]), and other writers' events as the engine takes them in.
+    /// Each event is observed once per open engine, in its site's order.
+    ///
+    /// This is where a consumer computes what needs the state at the event (an outbox's
+    /// webhooks name the conversation a message is in *then*); with
+    /// [`Engine::applied_through`] it knows up to where it has seen everything. Keep it
+    /// short: it runs on the write path. An observed engine holds every site (see
+    /// [`EngineConfig::max_sites`]).
+    pub fn observe(
+        mut self,
+        observer: impl Fn(u64, &EventEnvelope, &Inbox) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Calls `hook` with a snapshot's position `P` before the snapshot is put in place. By
+    /// then every event the snapshot's states hold has been observed: those up to `P`, and
+    /// possibly later ones (the states are cloned while writers run). An engine opened from
+    /// that snapshot observes only the events its states do not hold, so a consumer that
+    /// keeps derived data in memory (an outbox's undelivered webhooks) saves, here, what it
+    /// has observed and not yet acted on, and loads it again beside the snapshot (keyed by
+    /// position: an event observed after the hook may be observed again at start-up). What
+    /// it saved past the log's end at the next start was never durable. If the hook fails,
+    /// the snapshot is not written ([`CloseError::BeforeSnapshot`]).
+    pub fn before_snapshot(
+        mut self,
+        hook: impl Fn(u64) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.before_snapshot = Some(Arc::new(hook));
         self
     }
 
@@ -274,6 +331,44 @@ pub enum CloseError {
     /// and is not snapshotted. Reopen the engine (it recovers what the log really has).
     #[error("a write failed after it was applied; reopen the engine to recover from the log")]
     Poisoned,
+    /// The [`EngineConfig::before_snapshot`] hook failed; no snapshot was written.
+    #[error("before the snapshot at {position}: {source}")]
+    BeforeSnapshot {
+        /// The snapshot's position.
+        position: u64,
+        /// What the hook answered.
+        source: std::io::Error,
+    },
+}
+
+/// Positions the engine holds: a prefix `through` (every event up to it is durable and in
+/// the state), and ranges beyond it that are, while a gap before them is not yet.
+#[derive(Debug, Default)]
+struct Watermark {
+    through: u64,
+    /// Done ranges past `through + 1`, by first position: first -> last.
+    ahead: BTreeMap<u64, u64>,
+}
+
+impl Watermark {
+    fn mark(&mut self, first: u64, last: u64) {
+        if last <= self.through || first > last {
+            return;
+        }
+        if first > self.through + 1 {
+            let end = self.ahead.entry(first).or_insert(last);
+            *end = (*end).max(last);
+            return;
+        }
+        self.through = last;
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > self.through + 1 {
+                break;
+            }
+            let end = entry.remove();
+            self.through = self.through.max(end);
+        }
+    }
 }
 
 struct Site {
@@ -392,6 +487,8 @@ struct Inner {
     evictions: AtomicU64,
     /// The durable end the engine has seen, and a way to wait for it to move.
     durable: Mutex<u64>,
+    /// Up to where the state holds every event of the log ([`Engine::applied_through`]).
+    applied: Mutex<Watermark>,
     moved: Condvar,
     since_snapshot: AtomicU64,
     snapshotting: AtomicBool,
@@ -441,9 +538,12 @@ impl Engine {
     pub fn open(
         log: Arc<dyn EventLog>,
         snapshots: Option<Snapshots>,
-        config: EngineConfig,
+        mut config: EngineConfig,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(Engine, Opened), RecoverError> {
+        if config.observer.is_some() {
+            config.max_sites = None;
+        }
         if config.max_sites.is_some() {
             return Self::open_lazily(log, snapshots, config, progress);
         }
@@ -452,6 +552,7 @@ impl Engine {
             &*log,
             snapshots.as_ref(),
             &|s: &SiteId| site_config(s),
+            config.observer.as_deref(),
             &mut |done, total| progress(Progress { done, total }),
         )?;
         let opened = Opened {
@@ -554,6 +655,10 @@ impl Engine {
                 loads: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
                 durable: Mutex::new(position),
+                applied: Mutex::new(Watermark {
+                    through: position,
+                    ahead: BTreeMap::new(),
+                }),
                 moved: Condvar::new(),
                 since_snapshot: AtomicU64::new(0),
                 snapshotting: AtomicBool::new(false),
@@ -733,17 +838,87 @@ impl Engine {
     fn catch_up(&self, id: &SiteId, site: &mut Site) -> Result<bool, ReadError> {
         let before = site.state.version;
         let window = self.inner.config.dedupe_window;
+        let mut taken = Vec::new();
         self.each_site_event(id, before + 1, None, &mut |stored| {
             if stored.site_version == site.state.version + 1 {
-                if let Some(recent) = &mut site.recent {
-                    recent.record(stored.envelope.event_id, window);
-                }
-                site.state.inbox.apply_owned(stored.envelope.event);
-                site.state.version = stored.site_version;
-                site.position = site.position.max(stored.position);
+                taken.push(stored.position);
+                self.take(site, stored, window);
             }
         })?;
+        let mut applied = lock(&self.inner.applied);
+        for p in taken {
+            applied.mark(p, p);
+        }
         Ok(site.state.version != before)
+    }
+
+    /// Applies a durable event that is the site's next one (and observes it).
+    fn take(&self, site: &mut Site, stored: StoredEvent, window: usize) {
+        if let Some(recent) = &mut site.recent {
+            recent.record(stored.envelope.event_id, window);
+        }
+        match &self.inner.config.observer {
+            Some(observe) => {
+                site.state.inbox.apply(&stored.envelope);
+                observe(stored.position, &stored.envelope, &site.state.inbox);
+            }
+            None => site.state.inbox.apply_owned(stored.envelope.event),
+        }
+        site.state.version = stored.site_version;
+        site.position = site.position.max(stored.position);
+    }
+
+    /// Takes in, in log order, every event after [`Engine::applied_through`] that the engine
+    /// does not hold yet: on a log other processes share, their events (observed, so an
+    /// outbox sees them). Returns how many events it applied. A site not in memory (a bounded
+    /// cache) is left to load from the log when it is used. Run it when the log says it grew
+    /// (PostgreSQL's `NOTIFY`), or periodically; on a log only this engine writes it finds
+    /// nothing.
+    pub fn take_in(&self) -> Result<u64, ReadError> {
+        let window = self.inner.config.dedupe_window;
+        let mut applied = 0u64;
+        loop {
+            let from = self.applied_through();
+            let events = self.inner.log.read_all(from + 1, CATCH_UP_CHUNK)?;
+            let n = events.len();
+            for stored in events {
+                let position = stored.position;
+                let site_id = stored.envelope.site.clone();
+                let held = self.inner.config.max_sites.is_none()
+                    || read_lock(&self.inner.sites).contains_key(&site_id);
+                if held {
+                    let slot = self.site(&site_id)?;
+                    let mut site = lock(&slot.site);
+                    if stored.site_version == site.state.version + 1 {
+                        self.take(&mut site, stored, window);
+                        applied += 1;
+                    } else if stored.site_version > site.state.version + 1 {
+                        // Cannot happen (positions are in commit order); be safe anyway.
+                        let before = site.state.version;
+                        self.catch_up(&site_id, &mut site)?;
+                        applied += site.state.version - before;
+                    }
+                } else {
+                    write_lock(&self.inner.known).insert(site_id);
+                }
+                lock(&self.inner.applied).mark(position, position);
+            }
+            if applied > 0 {
+                self.inner.moved.notify_all();
+            }
+            if n < CATCH_UP_CHUNK {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Every event of the log up to this position is durable and in the engine's state (and
+    /// was observed, see [`EngineConfig::observe`]): where a consumer of the observations may
+    /// act up to. On a log only this engine writes it follows its own writes as they become
+    /// durable; on a shared log other writers' events move it as they are taken in (by a
+    /// read, a write's catch-up, or [`Engine::take_in`]).
+    pub fn applied_through(&self) -> u64 {
+        lock(&self.inner.applied).through
     }
 
     /// Calls `f` with the site's durable events from version `from` on (up to version `to`,
@@ -791,8 +966,26 @@ impl Engine {
         ctx: &Context,
         ids: &mut dyn IdSource,
     ) -> Result<Executed, ExecuteError> {
+        self.execute_with(site_id, command, ctx, ids, |_, _| ())
+            .map(|(executed, ())| executed)
+    }
+
+    /// [`Engine::execute`], with `answer` called under the site's lock on the state right
+    /// after the events (with the events, positions included; none for a no-op), so that an
+    /// answer built from the state (the conversation a message landed in, the page after
+    /// it) is the state the write made, whatever other writes of the site follow. What
+    /// `answer` returns is handed back once the events are durable, and dropped if they are
+    /// not.
+    pub fn execute_with<R>(
+        &self,
+        site_id: &SiteId,
+        command: &Command,
+        ctx: &Context,
+        ids: &mut dyn IdSource,
+        answer: impl FnOnce(&Inbox, &[StoredEvent]) -> R,
+    ) -> Result<(Executed, R), ExecuteError> {
         let slot = self.site(site_id)?;
-        let (ticket, envelopes) = {
+        let (ticket, events, answered) = {
             let mut site = lock(&slot.site);
             let mut conflicts = 0u32;
             let mut caught_up = false;
@@ -809,7 +1002,8 @@ impl Engine {
                             }
                         }
                         outcome?;
-                        return Ok(Executed { events: Vec::new() });
+                        let answered = answer(&site.state.inbox, &[]);
+                        return Ok((Executed { events: Vec::new() }, answered));
                     }
                 };
                 let envelopes: Vec<EventEnvelope> = events
@@ -824,12 +1018,14 @@ impl Engine {
                     })
                     .collect();
                 if let Some(ticket) = self.submit(site_id, &mut site, &envelopes, &mut conflicts)? {
-                    break (ticket, envelopes);
+                    let events = stored(&ticket, envelopes);
+                    let answered = answer(&site.state.inbox, &events);
+                    break (ticket, events, answered);
                 }
             }
         };
-        let events = self.durable(ticket, envelopes)?;
-        Ok(Executed { events })
+        self.durable(ticket, events.len() as u64)?;
+        Ok((Executed { events }, answered))
     }
 
     /// Folds `observed` (events that happened elsewhere, e.g. a webhook's facts, each with
@@ -894,7 +1090,8 @@ impl Engine {
             }
         };
         let duplicates = given - envelopes.len();
-        let events = self.durable(ticket, envelopes)?;
+        let events = stored(&ticket, envelopes);
+        self.durable(ticket, events.len() as u64)?;
         Ok(Ingested { events, duplicates })
     }
 
@@ -942,24 +1139,23 @@ impl Engine {
     /// Applies a batch the log accepted to the site's state, under the site's lock.
     fn applied(&self, site: &mut Site, ticket: &AppendTicket, envelopes: &[EventEnvelope]) {
         let window = self.inner.config.dedupe_window;
-        for e in envelopes {
+        let appended = ticket.appended();
+        for (i, e) in envelopes.iter().enumerate() {
             if let Some(recent) = &mut site.recent {
                 recent.record(e.event_id, window);
             }
             site.state.inbox.apply(e);
+            if let Some(observe) = &self.inner.config.observer {
+                observe(appended.first_position + i as u64, e, &site.state.inbox);
+            }
         }
-        let appended = ticket.appended();
         site.state.version = appended.site_version;
         site.position = appended.last_position;
     }
 
-    /// Waits until a submitted batch is durable; its events with their positions. A failed
-    /// wait poisons the engine (the state holds what the log may have lost).
-    fn durable(
-        &self,
-        ticket: AppendTicket,
-        envelopes: Vec<EventEnvelope>,
-    ) -> Result<Vec<StoredEvent>, AppendError> {
+    /// Waits until a submitted batch of `written` events is durable. A failed wait poisons
+    /// the engine (the state holds what the log may have lost).
+    fn durable(&self, ticket: AppendTicket, written: u64) -> Result<(), AppendError> {
         let appended = match self.inner.log.wait(ticket) {
             Ok(a) => a,
             Err(e) => {
@@ -968,18 +1164,9 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.advance(appended.last_position, envelopes.len() as u64);
-        let first = appended.first_position;
-        let first_version = appended.site_version + 1 - envelopes.len() as u64;
-        Ok(envelopes
-            .into_iter()
-            .enumerate()
-            .map(|(i, envelope)| StoredEvent {
-                position: first + i as u64,
-                site_version: first_version + i as u64,
-                envelope,
-            })
-            .collect())
+        lock(&self.inner.applied).mark(appended.first_position, appended.last_position);
+        self.advance(appended.last_position, written);
+        Ok(())
     }
 
     /// Reads a consistent state of one site (an empty state for a site with no events). It
@@ -1076,9 +1263,9 @@ impl Engine {
 
     /// Writes a snapshot of every site now, if the engine has [`Snapshots`]; returns its file.
     ///
-    /// The cut is consistent without stopping writers: the log's durable end `P` is read
-    /// first, then each site's state is cloned (an O(1) clone) under its lock. A write holds
-    /// its site's lock from submit to apply, so every event at or before `P` is in the clones;
+    /// The cut is consistent without stopping writers: `P` = [`Engine::applied_through`] is
+    /// read first, then each site's state is cloned (an O(1) clone) under its lock. Every
+    /// event at or before `P` is in the states by then, so it is in the clones;
     /// a clone may hold later events too, and the snapshot waits until those are durable
     /// before it is written (a snapshot must never hold what the log may lose). Its per-site
     /// versions let recovery skip, in the log after `P`, what the states already hold.
@@ -1090,7 +1277,9 @@ impl Engine {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(CloseError::Poisoned);
         }
-        let position = self.inner.log.last_position()?;
+        // Every event up to here is in the states (a write holds its site's lock from submit
+        // to apply, and another writer's event counts only once applied).
+        let position = self.applied_through();
         // The sites in memory, and (with a bounded cache) the others: listed under the map's
         // lock, so a site is in one list or the other.
         let (slots, others): (Vec<(SiteId, Arc<Slot>)>, Vec<SiteId>) = {
@@ -1152,6 +1341,9 @@ impl Engine {
                     .wait_timeout(durable, Duration::from_millis(50));
             }
         }
+        if let Some(hook) = &self.inner.config.before_snapshot {
+            hook(position).map_err(|source| CloseError::BeforeSnapshot { position, source })?;
+        }
         let path = snapshots.write_with(position, &sites, carried)?;
         self.inner.snapshots_taken.fetch_add(1, Ordering::Relaxed);
         if self.inner.config.max_sites.is_some() {
@@ -1197,6 +1389,21 @@ impl Subscription {
     }
 }
 
+/// A submitted batch's events with the positions and site versions the log gave them.
+fn stored(ticket: &AppendTicket, envelopes: Vec<EventEnvelope>) -> Vec<StoredEvent> {
+    let appended = ticket.appended();
+    let first_version = appended.site_version + 1 - envelopes.len() as u64;
+    envelopes
+        .into_iter()
+        .enumerate()
+        .map(|(i, envelope)| StoredEvent {
+            position: appended.first_position + i as u64,
+            site_version: first_version + i as u64,
+            envelope,
+        })
+        .collect()
+}
+
 /// What [`recover_reporting`] calls per event of the tail.
 pub(crate) type ReportProgress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -1207,6 +1414,7 @@ pub(crate) fn replay_into(
     total: u64,
     sites: &mut BTreeMap<SiteId, SiteState>,
     config: &dyn Fn(&SiteId) -> InboxConfig,
+    observer: Option<&Observer>,
     progress: ReportProgress<'_>,
 ) -> Result<(u64, u64), ReadError> {
     let mut position = from.saturating_sub(1);
@@ -1215,17 +1423,58 @@ pub(crate) fn replay_into(
         position = stored.position;
         replayed += 1;
         progress(replayed, total);
-        let site = sites
-            .entry(stored.envelope.site)
-            .or_insert_with_key(|s| SiteState {
-                inbox: Inbox::new(config(s)),
-                version: 0,
-            });
+        if !sites.contains_key(&stored.envelope.site) {
+            let id = stored.envelope.site.clone();
+            let inbox = Inbox::new(config(&id));
+            sites.insert(id, SiteState { inbox, version: 0 });
+        }
+        let Some(site) = sites.get_mut(&stored.envelope.site) else {
+            return ControlFlow::Continue(());
+        };
         if stored.site_version > site.version {
-            site.inbox.apply_owned(stored.envelope.event);
+            match observer {
+                Some(observe) => {
+                    site.inbox.apply(&stored.envelope);
+                    observe(stored.position, &stored.envelope, &site.inbox);
+                }
+                None => site.inbox.apply_owned(stored.envelope.event),
+            }
             site.version = stored.site_version;
         }
         ControlFlow::Continue(())
     })?;
     Ok((position, replayed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::Watermark;
+
+    proptest! {
+        /// Ranges marked in any order, overlapping or repeated: `through` is the longest
+        /// prefix of positions every one of which was marked (the model: a set of positions).
+        #[test]
+        fn the_watermark_is_the_marked_prefix(
+            start in 0u64..4,
+            ranges in proptest::collection::vec((1u64..60, 0u64..6), 0..40),
+        ) {
+            let mut mark = Watermark { through: start, ahead: Default::default() };
+            let mut done: BTreeSet<u64> = (1..=start).collect();
+            for (first, len) in ranges {
+                let last = first + len;
+                mark.mark(first, last);
+                done.extend(first..=last);
+                let mut prefix = 0;
+                while done.contains(&(prefix + 1)) {
+                    prefix += 1;
+                }
+                prop_assert_eq!(mark.through, prefix);
+                prop_assert!(mark.ahead.keys().all(|&k| k > mark.through + 1));
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use inbox_core::{Inbox, InboxConfig, SiteId};
 use thiserror::Error;
 
-use crate::engine::replay_into;
+use crate::engine::{Observer, replay_into};
 use crate::{EventLog, ReadError, SkippedSnapshot, SnapshotError, Snapshots};
 
 /// One site's state and its version: how many of the site's events the state holds (the
@@ -52,14 +52,16 @@ pub fn recover(
     snapshots: Option<&Snapshots>,
     config: &dyn Fn(&SiteId) -> InboxConfig,
 ) -> Result<Recovered, RecoverError> {
-    recover_reporting(log, snapshots, config, &mut |_, _| {})
+    recover_reporting(log, snapshots, config, None, &mut |_, _| {})
 }
 
-/// [`recover`], calling `progress(done, total)` for each event of the tail it replays.
+/// [`recover`], calling `progress(done, total)` for each event of the tail it replays, and
+/// `observer` with each event it folds and its site's state right after it.
 pub(crate) fn recover_reporting(
     log: &dyn EventLog,
     snapshots: Option<&Snapshots>,
     config: &dyn Fn(&SiteId) -> InboxConfig,
+    observer: Option<&Observer>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Recovered, RecoverError> {
     let last = log.last_position()?;
@@ -91,7 +93,8 @@ pub(crate) fn recover_reporting(
     let total = last.saturating_sub(from - 1);
     // A snapshot's state may hold events past its position (taken while writers ran); each
     // site's version says which, and those are skipped.
-    let (position, replayed) = replay_into(log, from, total, &mut sites, config, progress)?;
+    let (position, replayed) =
+        replay_into(log, from, total, &mut sites, config, observer, progress)?;
     Ok(Recovered {
         sites,
         position,
