@@ -171,6 +171,7 @@ fn server(c: &mut Criterion) {
             signing_key: None,
             wix_public_key: None,
             postgres: None,
+            snapshot_every: None,
         })
         .await
         .unwrap()
@@ -237,7 +238,8 @@ fn server(c: &mut Criterion) {
         .engine
         .read(&inbox_core::SiteId::new(SITE), |inbox| {
             inbox.message_count()
-        });
+        })
+        .unwrap();
     assert_eq!(
         listed as u64,
         acknowledged - 1,

@@ -17,9 +17,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use inbox_core::{
-    Caller, Command, ContactId, Event, EventEnvelope, Inbox, MemberId, ParticipantId, SiteId,
-    VisitorId, WixUserId,
+    Caller, Command, ContactId, Event, Inbox, MemberId, ParticipantId, SiteId, VisitorId, WixUserId,
 };
+use inbox_store::{ReadError, StoredEvent};
 use inbox_wix::WixError;
 use inbox_wix::error::{FieldViolation, Rule};
 use inbox_wix::rest::{
@@ -31,7 +31,8 @@ use inbox_wix::webhook::WebhookVerifier;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::engine::{Engine, WriteError, now};
+use crate::clock::now;
+use crate::engine::{Engine, WriteError};
 
 /// Largest request body; larger ones get 413.
 pub const MAX_BODY: usize = 1 << 20;
@@ -95,13 +96,25 @@ impl From<WriteError> for ApiError {
                 WixError::application(409, "SITE_IS_NOT_A_REPLICA", e.to_string())
             }
             WriteError::Store(_)
-            | WriteError::ReplicaList(_)
+            | WriteError::Replicas(_)
+            | WriteError::Ingest(_)
             | WriteError::CatchUp(_)
             | WriteError::Contended(_) => {
                 tracing::error!(error = %e, "write failed");
                 WixError::application(503, "UNAVAILABLE", e.to_string())
             }
         })
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        tracing::error!(error = %e, "read failed");
+        ApiError(WixError::application(
+            503,
+            "UNAVAILABLE",
+            format!("the event log cannot be read: {e}"),
+        ))
     }
 }
 
@@ -152,7 +165,7 @@ fn write<R>(
     t: &Tenant,
     command: &Command,
     missing: &'static str,
-    answer: impl FnOnce(&Inbox, &[EventEnvelope]) -> Option<R>,
+    answer: impl FnOnce(&Inbox, &[StoredEvent]) -> Option<R>,
 ) -> Result<R, ApiError> {
     state
         .engine
@@ -216,7 +229,7 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
 async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
     // Asking a shared log is a database query: off the async workers.
     let events = blocking(move || {
-        state.engine.log().last_position().map_err(|e| {
+        state.engine.core().log().last_position().map_err(|e| {
             ApiError(WixError::application(
                 503,
                 "UNAVAILABLE",
@@ -265,7 +278,7 @@ async fn get_conversation(
         state.engine.read(&t.site, |inbox| {
             let view = inbox.conversation(id).map_err(WixError::from)?;
             Ok((GetConversationResponse::new(&view), view.redirected_from))
-        })
+        })?
     })
     .await?;
     let mut response = axum::Json(answer).into_response();
@@ -301,7 +314,7 @@ async fn get_or_create_conversation(
             |inbox, events| {
                 let created = events
                     .iter()
-                    .any(|e| matches!(e.event, Event::ConversationStarted { .. }));
+                    .any(|e| matches!(e.envelope.event, Event::ConversationStarted { .. }));
                 inbox
                     .conversation_of(participant)
                     .map(|view| GetOrCreateConversationResponse::new(&view, created))
@@ -322,7 +335,7 @@ async fn list_messages(
     blocking(move || {
         Ok(state
             .engine
-            .read(&t.site, |inbox| rest::list_messages(inbox, &query))?)
+            .read(&t.site, |inbox| rest::list_messages(inbox, &query))??)
     })
     .await
     .map(axum::Json)
@@ -343,7 +356,7 @@ async fn send_message(
             &command,
             "the message was not stored",
             |_, events| {
-                events.iter().find_map(|e| match &e.event {
+                events.iter().find_map(|e| match &e.envelope.event {
                     Event::MessageSent { message } => Some(SendMessageResponse::new(message)),
                     _ => None,
                 })
@@ -388,7 +401,7 @@ async fn get_contact(
     blocking(move || {
         Ok(state
             .engine
-            .read(&t.site, |inbox| rest::get_contact(inbox, &id))?)
+            .read(&t.site, |inbox| rest::get_contact(inbox, &id))??)
     })
     .await
     .map(axum::Json)
@@ -404,7 +417,7 @@ async fn query_contacts(
     blocking(move || {
         Ok(state
             .engine
-            .read(&t.site, |inbox| rest::query_contacts(inbox, &bytes))?)
+            .read(&t.site, |inbox| rest::query_contacts(inbox, &bytes))??)
     })
     .await
     .map(axum::Json)
@@ -444,7 +457,7 @@ async fn preview_merge(
     blocking(move || {
         Ok(state.engine.read(&t.site, |inbox| {
             rest::preview_merge(inbox, &id, &bytes, now())
-        })?)
+        })??)
     })
     .await
     .map(axum::Json)

@@ -4,12 +4,21 @@
 //! Wix webhooks into local replicas, and delivery of the emulator's own webhooks. The binary
 //! is a thin shell (`src/main.rs`) over this library, which tests start in-process.
 //!
-//! * [`engine`]: per-site core state over the durable log; decide, submit, apply, wait;
+//! * [`engine`]: the store's engine with the server's clock, ids, callers and replicas;
+//! * [`backend`]: what differs between the file store and PostgreSQL (log, snapshots,
+//!   replica registry, follower), chosen once at start;
 //! * [`http`]: the Wix REST paths and the emulator's own, in Wix's shapes and errors;
-//! * [`outbox`]: at-least-once webhook delivery from the log, with backoff and jitter;
-//! * [`keys`]: the signing and cursor keys in the data directory.
+//! * [`outbox`]: at-least-once webhook delivery from the engine's observations, with
+//!   backoff and jitter;
+//! * [`keys`]: the signing and cursor keys in the data directory;
+//! * [`clock`]: the system clock and the random id source.
+//!
+//! [`start`] wires them: the outbox is the engine's observer and follows its watermark, so
+//! neither module knows the other.
 #![deny(missing_docs)]
 
+pub mod backend;
+pub mod clock;
 pub mod engine;
 pub mod http;
 pub mod keys;
@@ -19,11 +28,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use inbox_core::SiteId;
 use inbox_wix::webhook::WebhookVerifier;
 use tokio::sync::watch;
 
+use crate::backend::{Backend, FileBackend, PostgresBackend};
 use crate::engine::{Engine, Opened};
 use crate::http::AppState;
 use crate::outbox::Outbox;
@@ -47,7 +58,14 @@ pub struct ServeOptions {
     /// A PostgreSQL URL: keep the log, the keys, the webhook cursors and the replica list
     /// in that database instead of `data`, so several processes can serve the same sites.
     pub postgres: Option<String>,
+    /// On the file store: write a snapshot every this many events (off the write path), so
+    /// that start-up replays only the log after the newest one. A snapshot is also written
+    /// at shutdown. `None`: only at shutdown.
+    pub snapshot_every: Option<u64>,
 }
+
+/// Events between two snapshots by default (`inboxd serve --snapshot-every`).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,21 +105,30 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     follower: Option<std::thread::JoinHandle<()>>,
+    stop_following: Arc<AtomicBool>,
 }
 
 impl Running {
     /// Stops accepting, lets requests in flight finish (their events are durable before
-    /// they are answered), stops the webhook workers (their cursors are saved after each
-    /// delivery) and returns.
+    /// they are answered), stops the webhook workers (their cursors are saved), stops the
+    /// follower, and writes a snapshot (with the webhooks still pending beside it) so the
+    /// next start replays only what comes after.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         for w in self.workers {
             let _ = w.await;
         }
-        self.engine.stop();
+        self.stop_following.store(true, Ordering::SeqCst);
         if let Some(f) = self.follower {
             let _ = tokio::task::spawn_blocking(move || f.join()).await;
+        }
+        let core = self.engine.core().clone();
+        match tokio::task::spawn_blocking(move || core.close()).await {
+            Ok(Ok(Some(path))) => tracing::info!(snapshot = %path.display(), "snapshot written"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "no snapshot at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "no snapshot at shutdown"),
         }
     }
 }
@@ -172,15 +199,21 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
     });
     let data = opts.data.clone();
     let ob = outbox.clone();
-    let shared = pg.clone();
-    let (engine, opened) = tokio::task::spawn_blocking(move || match shared {
-        Some(pg) => Engine::open_shared(pg, cursor_key, Some(ob), &mut |_, _| {}),
-        None => Engine::open(&data, cursor_key, Some(ob), &mut |_, _| {}),
+    let snapshot_every = opts.snapshot_every;
+    let (backend, engine, opened) = tokio::task::spawn_blocking(move || {
+        let backend: Arc<dyn Backend> = match pg {
+            Some(pg) => Arc::new(PostgresBackend::new(pg).map_err(|e| setup(&e))?),
+            None => Arc::new(FileBackend::open(&data).map_err(|e| setup(&e))?),
+        };
+        let (engine, opened) = open_engine(&*backend, cursor_key, snapshot_every, &ob)?;
+        Ok::<_, StartError>((backend, engine, opened))
     })
     .await
-    .map_err(|e| setup(&e))?
-    .map_err(StartError::Setup)?;
-    let engine = Arc::new(engine);
+    .map_err(|e| setup(&e))??;
+    let engine = Arc::new(engine.after_writes({
+        let outbox = outbox.clone();
+        move || outbox.notify()
+    }));
     let keys: HashMap<String, SiteId> = opts
         .api_keys
         .iter()
@@ -203,24 +236,33 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         source,
     })?;
     let (shutdown, rx) = watch::channel(false);
-    // What the outbox may deliver up to: the log's durable end, or on a shared log the
-    // follower's position (every event up to it is applied here and its webhooks queued).
-    let watermark: Arc<dyn Fn() -> u64 + Send + Sync> = if engine.is_shared() {
-        let e = engine.clone();
-        Arc::new(move || e.followed())
-    } else {
-        let log = engine.log().clone();
-        // The file log answers from memory and cannot fail; were it to, nothing new is
-        // delivered until it answers again.
-        Arc::new(move || log.last_position().unwrap_or(0))
+    // What the outbox may deliver up to: every event up to the engine's watermark is
+    // durable and was observed (its webhooks queued), whoever wrote it.
+    let watermark: Arc<dyn Fn() -> u64 + Send + Sync> = {
+        let core = engine.core().clone();
+        Arc::new(move || core.applied_through())
     };
     let workers = outbox.spawn_workers(watermark, rx.clone());
-    let follower = if engine.is_shared() {
-        let e = engine.clone();
+    let stop_following = Arc::new(AtomicBool::new(false));
+    let follower = if backend.is_shared() {
+        let (core, outbox, stop) = (
+            engine.core().clone(),
+            outbox.clone(),
+            stop_following.clone(),
+        );
         Some(
             std::thread::Builder::new()
                 .name("inbox-follower".into())
-                .spawn(move || e.follow())
+                .spawn(move || {
+                    let take_in = || match core.take_in() {
+                        Ok(0) => {}
+                        Ok(_) => outbox.notify(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "follower: reading the log failed; retrying");
+                        }
+                    };
+                    backend.follow(&take_in, &stop);
+                })
                 .map_err(|e| setup(&e))?,
         )
     } else {
@@ -245,5 +287,67 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         server,
         workers,
         follower,
+        stop_following,
     })
+}
+
+/// Opens the engine with the outbox as its observer, from the newest snapshot when the
+/// outbox has what it needs beside it: the webhooks pending at that snapshot (the start
+/// does not replay what the snapshot holds). Without them, and with a URL whose cursor is
+/// before the snapshot, the whole log is replayed instead.
+fn open_engine(
+    backend: &dyn Backend,
+    cursor_key: [u8; 16],
+    snapshot_every: Option<u64>,
+    outbox: &Arc<Outbox>,
+) -> Result<(Engine, Opened), StartError> {
+    let setup = |e: &dyn std::fmt::Display| StartError::Setup(e.to_string());
+    let log_end = backend.log().last_position().map_err(|e| setup(&e))?;
+    let undelivered_from = outbox
+        .start(log_end)
+        .map_err(|e| StartError::Setup(format!("webhook cursors: {e}")))?;
+    let config = || {
+        let replicas = backend.replicas();
+        let observer = outbox.clone();
+        let mut config = engine::config(cursor_key).observe(move |position, envelope, after| {
+            // A replica's events happened on the real Wix, which announced them.
+            match replicas.is_replica(&envelope.site, true) {
+                Ok(true) => {}
+                Ok(false) => observer.observe(position, envelope, after),
+                Err(e) => {
+                    tracing::warn!(site = %envelope.site, error = %e, "could not ask whether the site is a replica; announcing its event");
+                    observer.observe(position, envelope, after);
+                }
+            }
+        });
+        let saver = outbox.clone();
+        config = config.before_snapshot(move |position| saver.save_pending(position));
+        if let Some(n) = snapshot_every {
+            config = config.snapshot_every(n);
+        }
+        config
+    };
+    let (engine, opened) =
+        Engine::open(backend, config(), true, &mut |_, _| {}).map_err(|e| setup(&e))?;
+    let Some(snapshot) = opened.snapshot_position else {
+        return Ok((engine, opened));
+    };
+    if !outbox.is_active() || snapshot <= undelivered_from {
+        return Ok((engine, opened));
+    }
+    match outbox.load_pending(snapshot, opened.position) {
+        Ok(loaded) => {
+            tracing::info!(
+                snapshot,
+                loaded,
+                "webhooks pending at the snapshot queued again"
+            );
+            Ok((engine, opened))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "replaying the whole log for the webhooks not delivered yet");
+            drop(engine);
+            Engine::open(backend, config(), false, &mut |_, _| {}).map_err(|e| setup(&e))
+        }
+    }
 }

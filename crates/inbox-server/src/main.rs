@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use inbox_core::SiteId;
-use inbox_server::engine::Engine;
+use inbox_server::backend::{Backend, FileBackend, PostgresBackend};
+use inbox_server::engine::{Engine, config};
 use inbox_server::{ServeOptions, StartError};
 use inbox_wix::wire::{Conversation, Message};
 
@@ -81,6 +82,11 @@ struct Serve {
     /// start). Each process delivers webhooks for a URL only while it holds that URL's lease.
     #[arg(long, value_name = "URL", env = "INBOXD_POSTGRES")]
     postgres: Option<String>,
+    /// On the file store, write a snapshot of every site's state every N events (off the
+    /// write path; 0: only at shutdown), so start-up reads the newest snapshot and replays
+    /// only the log after it.
+    #[arg(long, value_name = "N", default_value_t = inbox_server::DEFAULT_SNAPSHOT_EVERY)]
+    snapshot_every: u64,
 }
 
 fn parse_api_key(text: &str) -> Result<(SiteId, String), String> {
@@ -133,6 +139,7 @@ fn serve(s: Serve) -> ExitCode {
         signing_key: s.signing_key,
         wix_public_key: s.wix_public_key,
         postgres: s.postgres,
+        snapshot_every: (s.snapshot_every > 0).then_some(s.snapshot_every),
     };
     runtime.block_on(async move {
         let running = match inbox_server::start(opts.clone()).await {
@@ -156,11 +163,12 @@ fn serve(s: Serve) -> ExitCode {
             );
         }
         tracing::info!(
+            snapshot = running.opened.snapshot_position,
             events = running.opened.events,
             sites = running.opened.sites,
             torn_tail_cut = running.opened.torn_tail,
             webhook_urls = opts.webhook_urls.len(),
-            "replayed the log"
+            "opened the store"
         );
         tracing::info!("inboxd listening on http://{}", running.addr);
         shutdown_signal().await;
@@ -206,25 +214,28 @@ impl Source {
 
 fn open_offline(source: &Source, progress: bool) -> Result<Engine, ExitCode> {
     let data = &source.data;
-    let shared = match &source.postgres {
-        Some(url) => match inbox_store::PostgresLog::connect(url) {
-            Ok(pg) => Some(std::sync::Arc::new(pg)),
-            Err(e) => {
-                eprintln!("inboxd: {e}");
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("inboxd: {e}");
+        ExitCode::FAILURE
+    };
+    let backend: Box<dyn Backend> = match &source.postgres {
+        Some(url) => {
+            let pg = inbox_store::PostgresLog::connect(url).map_err(|e| failed(&e))?;
+            Box::new(PostgresBackend::new(std::sync::Arc::new(pg)).map_err(|e| failed(&e))?)
+        }
+        None => {
+            if !data.join("log").exists() {
+                eprintln!("inboxd: {} has no event log", data.display());
                 return Err(ExitCode::FAILURE);
             }
-        },
-        None => None,
+            Box::new(FileBackend::open(data).map_err(|e| failed(&e))?)
+        }
     };
     let key_path = data.join("cursor-key");
     let cursor_key: [u8; 16] = std::fs::read(&key_path)
         .ok()
         .and_then(|b| b.try_into().ok())
         .unwrap_or([0; 16]);
-    if shared.is_none() && !data.join("log").exists() {
-        eprintln!("inboxd: {} has no event log", data.display());
-        return Err(ExitCode::FAILURE);
-    }
     let bar = if progress {
         indicatif::ProgressBar::new(0)
     } else {
@@ -244,15 +255,9 @@ fn open_offline(source: &Source, progress: bool) -> Result<Engine, ExitCode> {
             bar.set_position(done);
         }
     };
-    let result = match shared {
-        Some(pg) => Engine::open_shared(pg, cursor_key, None, &mut progress),
-        None => Engine::open(data, cursor_key, None, &mut progress),
-    };
+    let result = Engine::open(&*backend, config(cursor_key), true, &mut progress);
     bar.finish_and_clear();
-    result.map(|(engine, _)| engine).map_err(|e| {
-        eprintln!("inboxd: {e}");
-        ExitCode::FAILURE
-    })
+    result.map(|(engine, _)| engine).map_err(|e| failed(&e))
 }
 
 fn replay(source: &Source) -> ExitCode {
@@ -262,7 +267,7 @@ fn replay(source: &Source) -> ExitCode {
         Err(code) => return code,
     };
     let elapsed = started.elapsed();
-    let events = match inbox_store::EventLog::last_position(&**engine.log()) {
+    let events = match inbox_store::EventLog::last_position(&**engine.core().log()) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("inboxd replay: the log cannot be read: {e}");
@@ -275,8 +280,8 @@ fn replay(source: &Source) -> ExitCode {
         events as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     for site in engine.site_ids() {
-        let replica = engine.is_replica(&site);
-        engine.read(&site, |inbox| {
+        let replica = engine.is_replica(&site).unwrap_or(false);
+        let read = engine.read(&site, |inbox| {
             println!(
                 "site {site}{}: {} conversations, {} messages, {} contacts, {} anomalies",
                 if replica { " (replica)" } else { "" },
@@ -286,6 +291,10 @@ fn replay(source: &Source) -> ExitCode {
                 inbox.anomalies().count(),
             );
         });
+        if let Err(e) = read {
+            eprintln!("inboxd replay: site {site}: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
 }
@@ -301,7 +310,7 @@ fn export(source: &Source, only: Option<SiteId>) -> ExitCode {
         if only.as_ref().is_some_and(|o| o != &site) {
             continue;
         }
-        let written = engine.read(&site, |inbox| -> std::io::Result<()> {
+        let read = engine.read(&site, |inbox| -> std::io::Result<()> {
             for id in inbox.live_conversations() {
                 let Ok(view) = inbox.conversation(id) else {
                     continue;
@@ -324,6 +333,13 @@ fn export(source: &Source, only: Option<SiteId>) -> ExitCode {
             }
             Ok(())
         });
+        let written = match read {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("inboxd export: site {site}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         if let Err(e) = written {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return ExitCode::SUCCESS;

@@ -3,10 +3,15 @@
 //! The outbox *is* the event log: each webhook URL has a cursor, the log position up to
 //! which everything has been delivered to it, saved in `data/outbox/` (temporary file,
 //! fsync, rename) every [`SAVE_EVERY`] deliveries, whenever the worker catches up, and at
-//! shutdown. What is still to deliver is computed from the log: the engine queues each
-//! event's announcements (computed from the state right after the event) when it records
-//! it, and on start-up the replay queues those after the smallest cursor again. A worker
-//! per URL delivers, in log order, only what the log holds durably; a failed POST is
+//! shutdown. What is still to deliver is computed from the log: the store's engine shows the
+//! outbox each event with the state right after it ([`Outbox::observe`], wired as the
+//! engine's observer), which queues the event's announcements if they are after the smallest
+//! cursor, and on start-up the replay of the log's tail shows them again. A start from a
+//! snapshot does not replay what the snapshot holds, so before each snapshot the outbox
+//! saves what it has queued beside it ([`Outbox::save_pending`], `data/outbox/pending-<P>.json`)
+//! and loads it at the next start ([`Outbox::load_pending`]). A worker per URL delivers, in
+//! log order, only up to the engine's watermark (every event up to it is durable and its
+//! announcements queued); a failed POST is
 //! retried with exponential backoff and full jitter, with the same event id every time. So nothing acknowledged is lost when the receiver is
 //! down for minutes or `inboxd` is killed: at worst an event is delivered again, which the
 //! receiver deduplicates on its id.
@@ -29,16 +34,20 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use inbox_core::{EventEnvelope, Inbox};
 use inbox_store::{Lease, PostgresLog};
-use inbox_wix::webhook::{Announcement, WebhookSigner};
+use inbox_wix::webhook::{Announcement, WebhookSigner, announcements};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use crate::engine::now;
+use crate::clock::now;
 use crate::keys::write_private;
+
+/// Pending-announcement files kept beside the snapshots (the store keeps two snapshots).
+const PENDING_KEPT: usize = 3;
 
 /// How long a signed delivery stays valid.
 pub const TOKEN_TTL_SECS: i64 = 3600;
@@ -72,9 +81,29 @@ pub struct Outbox {
     delivered: AtomicU64,
     retries: AtomicU64,
     dead: AtomicU64,
-    gate: RwLock<()>,
+    /// Events after this position are announced: the smallest cursor at start (nothing
+    /// before [`Outbox::start`]).
+    undelivered_from: AtomicU64,
+    /// Where pending announcements are saved beside snapshots (the file store's outbox).
+    pending_dir: Option<PathBuf>,
     /// The shared database, when several processes deliver from one log.
     shared: Option<Arc<PostgresLog>>,
+}
+
+/// Why the announcements saved beside a snapshot could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    /// No file for that snapshot (written by an older version, or by `inboxd` offline).
+    #[error("no pending announcements were saved beside the snapshot at {0}")]
+    Missing(u64),
+    /// The file could not be read or decoded.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 fn read_cursor(path: &Path) -> Option<u64> {
@@ -88,7 +117,9 @@ impl Outbox {
         if !urls.is_empty() {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Self::with_targets(urls, dir, signer, None))
+        let mut outbox = Self::with_targets(urls, dir, signer, None);
+        outbox.pending_dir = Some(dir.to_path_buf());
+        Ok(outbox)
     }
 
     /// An outbox delivering to `urls` with its cursors, leases and dead letters in the
@@ -124,7 +155,8 @@ impl Outbox {
             delivered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             dead: AtomicU64::new(0),
-            gate: RwLock::new(()),
+            undelivered_from: AtomicU64::new(u64::MAX),
+            pending_dir: None,
             shared,
         }
     }
@@ -163,25 +195,98 @@ impl Outbox {
             t.cursor.store(c, Ordering::SeqCst);
             min = min.min(c);
         }
+        self.undelivered_from.store(min, Ordering::SeqCst);
         Ok(min)
     }
 
-    /// Held by a writer from submitting its events to the log until their announcements are
-    /// queued. The workers read the log's durable end only while no writer holds it, so
-    /// every position at or below that end has its announcements queued.
-    pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The engine's observer: queues what the event at `position` announces, computed from
+    /// `after`, its site's state right after it, unless every URL is past it.
+    pub fn observe(&self, position: u64, envelope: &EventEnvelope, after: &Inbox) {
+        if self.targets.is_empty() || position <= self.undelivered_from.load(Ordering::SeqCst) {
+            return;
+        }
+        self.enqueue(position, announcements(envelope, after));
     }
 
-    /// The log's durable end, read while no write is between submit and enqueue.
-    fn durable_end(&self, durable: &(dyn Fn() -> u64 + Send + Sync)) -> u64 {
-        let _quiet = self
-            .gate
-            .write()
+    /// Saves what is queued (every announcement not yet delivered to every URL) beside the
+    /// snapshot at `position`, synced, and removes the files of older snapshots but the
+    /// newest few. A shared database's outbox keeps no local snapshots and saves nothing.
+    pub fn save_pending(&self, position: u64) -> std::io::Result<()> {
+        let Some(dir) = &self.pending_dir else {
+            return Ok(());
+        };
+        if self.targets.is_empty() {
+            return Ok(());
+        }
+        let queued: Vec<(u64, Vec<Announcement>)> = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        let bytes = serde_json::to_vec(&queued).map_err(std::io::Error::other)?;
+        write_private(&dir.join(pending_name(position)), &bytes)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut older: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let p = name
+                    .to_str()?
+                    .strip_prefix("pending-")?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((p, entry.path()))
+            })
+            .collect();
+        older.sort();
+        let excess = older.len().saturating_sub(PENDING_KEPT);
+        for (_, path) in older.into_iter().take(excess) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    /// Queues what was saved beside the snapshot at `snapshot` that is still to deliver:
+    /// after the smallest cursor and up to `log_end` (an announcement past the log's end was
+    /// of an event the log lost). Call it after [`Outbox::start`].
+    pub fn load_pending(&self, snapshot: u64, log_end: u64) -> Result<usize, PendingError> {
+        let Some(dir) = &self.pending_dir else {
+            return Err(PendingError::Missing(snapshot));
+        };
+        let path = dir.join(pending_name(snapshot));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PendingError::Missing(snapshot));
+            }
+            Err(e) => {
+                return Err(PendingError::Unreadable {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let saved: Vec<(u64, Vec<Announcement>)> =
+            serde_json::from_slice(&bytes).map_err(|e| PendingError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let from = self.undelivered_from.load(Ordering::SeqCst);
+        let mut queue = self
+            .queue
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        durable()
+        let mut loaded = 0;
+        for (position, anns) in saved {
+            if position > from && position <= log_end && !anns.is_empty() {
+                queue.entry(position).or_insert(anns);
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
     }
 
     /// Whether any URL is configured: without one, nothing needs announcing.
@@ -190,7 +295,7 @@ impl Outbox {
     }
 
     /// Queues what the event at `position` announces.
-    pub fn enqueue(&self, position: u64, announcements: Vec<Announcement>) {
+    fn enqueue(&self, position: u64, announcements: Vec<Announcement>) {
         if self.targets.is_empty() || announcements.is_empty() {
             return;
         }
@@ -247,11 +352,11 @@ impl Outbox {
         *queue = keep;
     }
 
-    /// Runs one worker per URL until `shutdown` turns true. `durable` gives the log's
-    /// durable end.
+    /// Runs one worker per URL until `shutdown` turns true. `watermark` gives the position
+    /// up to which every event is durable and observed (the engine's `applied_through`).
     pub fn spawn_workers(
         self: &Arc<Self>,
-        durable: Arc<dyn Fn() -> u64 + Send + Sync>,
+        watermark: Arc<dyn Fn() -> u64 + Send + Sync>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let client = reqwest::Client::builder()
@@ -263,10 +368,10 @@ impl Outbox {
             .map(|t| {
                 let outbox = self.clone();
                 let target = t.clone();
-                let durable = durable.clone();
+                let watermark = watermark.clone();
                 let client = client.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move { outbox.work(target, client, durable, shutdown).await })
+                tokio::spawn(async move { outbox.work(target, client, watermark, shutdown).await })
             })
             .collect()
     }
@@ -275,7 +380,7 @@ impl Outbox {
         self: Arc<Self>,
         target: Arc<Target>,
         client: reqwest::Client,
-        durable: Arc<dyn Fn() -> u64 + Send + Sync>,
+        watermark: Arc<dyn Fn() -> u64 + Send + Sync>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         // The cursor is saved every SAVE_EVERY deliveries, when caught up, and on the way
@@ -311,10 +416,10 @@ impl Outbox {
                 lease = held;
             }
             let cursor = target.cursor.load(Ordering::SeqCst);
-            let end = self.durable_end(&*durable);
+            let end = watermark();
             let Some((position, anns)) = self.next(cursor, end) else {
                 if end > cursor {
-                    // Nothing to announce up to the durable end.
+                    // Nothing to announce up to the watermark.
                     target.cursor.store(end, Ordering::SeqCst);
                     self.collect_garbage();
                 }
@@ -542,6 +647,11 @@ impl Outbox {
             Err(format!("receiver answered {}", response.status()))
         }
     }
+}
+
+/// The file of what was pending at the snapshot at `position`.
+fn pending_name(position: u64) -> String {
+    format!("pending-{position:020}.json")
 }
 
 /// Full-jitter exponential backoff: a random delay up to `base * 2^attempt`, capped.

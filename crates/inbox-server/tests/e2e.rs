@@ -1288,6 +1288,71 @@ async fn given_a_receiver_failing_its_first_3_requests_when_messages_a_click_and
     server.stop().await;
 }
 
+/// Webhooks a receiver has not taken when the server stops are saved beside the snapshot
+/// written at shutdown; the restart starts from that snapshot (replaying nothing of the log)
+/// and still delivers every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_webhooks_a_receiver_refused_when_the_server_restarts_from_its_snapshot_then_every_one_is_still_delivered()
+ {
+    restart_with_webhooks_pending(false).await;
+}
+
+/// Without the file of pending webhooks beside the snapshot (a snapshot written by an older
+/// version), the start replays the whole log instead, and still delivers every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_webhooks_pending_and_no_file_of_them_beside_the_snapshot_when_the_server_restarts_then_it_replays_the_log_and_delivers_every_one()
+ {
+    restart_with_webhooks_pending(true).await;
+}
+
+async fn restart_with_webhooks_pending(lose_the_pending_file: bool) {
+    let receiver = Receiver::start(u64::MAX).await;
+    let url = receiver.url.clone();
+    let mut server = TestServer::start_with(|o| o.webhook_urls = vec![url]).await;
+    let api = server.api("site-pending");
+    let conversation = api.conversation_of("anonymousVisitorId", &guid()).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let m = api
+            .participant_says(&conversation, &format!("still to deliver {i}"))
+            .await;
+        sent.push(str_of(&m["id"]));
+    }
+    eventually("the receiver was tried", || !receiver.received().is_empty()).await;
+    server.stop().await;
+    let pending: Vec<String> = std::fs::read_dir(server.data().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pending-"))
+        .collect();
+    assert_eq!(pending.len(), 1, "saved beside the snapshot: {pending:?}");
+    if lose_the_pending_file {
+        std::fs::remove_file(server.data().join("outbox").join(&pending[0])).unwrap();
+    }
+
+    receiver.fail_next(0);
+    server.running = Some(common::start(server.opts.clone()).await);
+    let opened = server.running.as_ref().unwrap().opened;
+    if lose_the_pending_file {
+        assert!(
+            opened.events > 0 && opened.snapshot_position.is_none(),
+            "replayed the whole log: {opened:?}"
+        );
+    } else {
+        assert_eq!(
+            (opened.events, opened.snapshot_position.is_some()),
+            (0, true),
+            "started from the snapshot: {opened:?}"
+        );
+    }
+    eventually("every message announced after the restart", || {
+        let got = by_id(&receiver);
+        sent.iter()
+            .all(|id| find(&got, SENT_TO_BUSINESS, id).is_some())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_eight_sites_writing_concurrently_when_webhooks_are_on_then_every_message_is_announced_under_its_own_site_with_its_own_event_id()
  {
@@ -1358,8 +1423,8 @@ fn replica_message_announcement(
     Announcement {
         id: EventId::from_uuid(uuid::Uuid::new_v4()),
         instance_id: SiteId::new("replica-site"),
-        entity_fqdn: "wix.crm.inbox.v2.message",
-        slug: "message_sent_to_business",
+        entity_fqdn: "wix.crm.inbox.v2.message".into(),
+        slug: "message_sent_to_business".into(),
         entity_id: message_id.to_owned(),
         event_time: Timestamp::from_micros(ISSUED),
         body: json!({
@@ -1575,10 +1640,13 @@ async fn given_conversations_messages_and_an_open_cursor_when_the_server_restart
 
     server.restart().await;
     let opened = server.running.as_ref().unwrap().opened;
+    // Shut down cleanly, the server wrote a snapshot: the restart starts from it and
+    // replays nothing, and serves everything (the open cursor too) the same.
     assert!(
-        opened.events > 0,
-        "the restart replayed the log: {opened:?}"
+        opened.position > 0 && opened.snapshot_position == Some(opened.position),
+        "the restart started from the shutdown's snapshot: {opened:?}"
     );
+    assert_eq!(opened.events, 0, "{opened:?}");
     assert!(!opened.torn_tail);
     let api = server.api("site-restart");
 

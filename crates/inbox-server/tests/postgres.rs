@@ -268,8 +268,8 @@ fn replica_delivery(site: &str) -> String {
     let announcement = Announcement {
         id: EventId::from_uuid(uuid::Uuid::new_v4()),
         instance_id: SiteId::new(site),
-        entity_fqdn: "wix.crm.inbox.v2.message",
-        slug: "message_sent_to_business",
+        entity_fqdn: "wix.crm.inbox.v2.message".into(),
+        slug: "message_sent_to_business".into(),
         entity_id: "1700000000000000".to_owned(),
         event_time: now(),
         body: json!({

@@ -176,6 +176,7 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
         signing_key: None,
         wix_public_key: None,
         postgres: None,
+        snapshot_every: None,
     })
     .await
     .unwrap();
@@ -264,45 +265,48 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
 
     // ---- The server's state agrees with what the SDK was told.
     let site = SiteId::new(SITE);
-    running.engine.read(&site, |inbox| {
-        let contact = inbox
-            .contacts()
-            .get(contact_id)
-            .expect("the contact exists");
-        assert_eq!(contact.primary_email(), Some(email.as_str()));
-        assert_eq!(contact.name.first.as_deref(), Some("Jo"));
-        assert_eq!(
-            inbox.live_conversation_of(ParticipantId::Contact(contact_id)),
-            Some(conversation_id)
-        );
-        let stored: Vec<_> = inbox.messages_of(conversation_id).collect();
-        assert_eq!(stored.len(), SENT.len());
-        let mut wix_user = None;
-        for ((m, (kind, content, direction)), id) in stored.iter().zip(SENT).zip(&ids) {
-            assert_eq!(&m.id.to_string(), id, "{kind}");
-            assert_eq!(content_type(&m.content.body), content, "{kind}");
-            assert_eq!(m.direction, direction, "{kind}");
-            let visibility = if kind == "minimal" {
-                Visibility::Business
-            } else {
-                Visibility::BusinessAndParticipant
-            };
-            assert_eq!(m.visibility, visibility, "{kind}");
-            assert_eq!(m.silent, kind == "form", "{kind}");
-            match direction {
-                Direction::ParticipantToBusiness => {
-                    assert_eq!(m.sender, Sender::Contact(contact_id), "{kind}");
-                }
-                _ => {
-                    // The API key acts as one Wix user of its site.
-                    let Sender::WixUser(u) = m.sender else {
-                        panic!("{kind}: sent by {:?}", m.sender);
-                    };
-                    assert_eq!(*wix_user.get_or_insert(u), u, "{kind}");
+    running
+        .engine
+        .read(&site, |inbox| {
+            let contact = inbox
+                .contacts()
+                .get(contact_id)
+                .expect("the contact exists");
+            assert_eq!(contact.primary_email(), Some(email.as_str()));
+            assert_eq!(contact.name.first.as_deref(), Some("Jo"));
+            assert_eq!(
+                inbox.live_conversation_of(ParticipantId::Contact(contact_id)),
+                Some(conversation_id)
+            );
+            let stored: Vec<_> = inbox.messages_of(conversation_id).collect();
+            assert_eq!(stored.len(), SENT.len());
+            let mut wix_user = None;
+            for ((m, (kind, content, direction)), id) in stored.iter().zip(SENT).zip(&ids) {
+                assert_eq!(&m.id.to_string(), id, "{kind}");
+                assert_eq!(content_type(&m.content.body), content, "{kind}");
+                assert_eq!(m.direction, direction, "{kind}");
+                let visibility = if kind == "minimal" {
+                    Visibility::Business
+                } else {
+                    Visibility::BusinessAndParticipant
+                };
+                assert_eq!(m.visibility, visibility, "{kind}");
+                assert_eq!(m.silent, kind == "form", "{kind}");
+                match direction {
+                    Direction::ParticipantToBusiness => {
+                        assert_eq!(m.sender, Sender::Contact(contact_id), "{kind}");
+                    }
+                    _ => {
+                        // The API key acts as one Wix user of its site.
+                        let Sender::WixUser(u) = m.sender else {
+                            panic!("{kind}: sent by {:?}", m.sender);
+                        };
+                        assert_eq!(*wix_user.get_or_insert(u), u, "{kind}");
+                    }
                 }
             }
-        }
-    });
+        })
+        .unwrap();
 
     // ---- A participant clicks the template's postback button (the emulator's own path).
     let template = &ids[3];

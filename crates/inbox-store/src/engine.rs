@@ -494,6 +494,8 @@ struct Inner {
     snapshotting: AtomicBool,
     snapshot_errors: AtomicU64,
     snapshots_taken: AtomicU64,
+    /// Appends refused because another writer appended to the site first.
+    conflicts: AtomicU64,
     /// The snapshot thread running now, joined by [`Engine::close`].
     snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held while a snapshot is written: one at a time (two at one position would share a
@@ -664,6 +666,7 @@ impl Engine {
                 snapshotting: AtomicBool::new(false),
                 snapshot_errors: AtomicU64::new(0),
                 snapshots_taken: AtomicU64::new(0),
+                conflicts: AtomicU64::new(0),
                 snapshotter: Mutex::new(None),
                 writing_snapshot: Mutex::new(()),
                 poisoned: AtomicBool::new(false),
@@ -1126,6 +1129,7 @@ impl Engine {
             }
             Err(AppendError::Conflict { .. }) => {
                 *conflicts += 1;
+                self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
                 if *conflicts > self.inner.config.max_conflicts {
                     return Err(SubmitError::Contended(*conflicts));
                 }
@@ -1198,6 +1202,12 @@ impl Engine {
         Subscription {
             engine: self.clone(),
         }
+    }
+
+    /// Appends refused since open because another writer (another process on a shared log)
+    /// appended to the site first; each was caught up and decided again.
+    pub fn conflicts(&self) -> u64 {
+        self.inner.conflicts.load(Ordering::Relaxed)
     }
 
     /// The durable end of the log as the engine last saw it.

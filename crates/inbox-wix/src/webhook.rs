@@ -698,17 +698,19 @@ impl Replica {
 // ------------------------------------------------------------------------------------------
 // outgoing
 
-/// One delivery we announce, before signing.
-#[derive(Clone, Debug, PartialEq)]
+/// One delivery we announce, before signing. It serializes (camelCase) so that an outbox can
+/// keep what it has not delivered yet beside a snapshot of the state it was computed from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Announcement {
     /// Layer B's `id`: the recorded event's id, so retries share it.
     pub id: EventId,
     /// `instanceId`.
     pub instance_id: SiteId,
     /// `entityFqdn`.
-    pub entity_fqdn: &'static str,
+    pub entity_fqdn: String,
     /// `slug`.
-    pub slug: &'static str,
+    pub slug: String,
     /// `entityId`: the message id for message events, the target for merges.
     pub entity_id: String,
     /// `eventTime`: when the event was recorded.
@@ -770,11 +772,11 @@ impl Announcement {
 /// applied (to name the live conversation). Events Wix does not announce (contacts,
 /// lifecycle, erasure, a conversation being started) give none.
 pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcement> {
-    let base = |entity_fqdn, slug, entity_id: String, body, identity| Announcement {
+    let base = |entity_fqdn: &str, slug: &str, entity_id: String, body, identity| Announcement {
         id: envelope.event_id,
         instance_id: envelope.site.clone(),
-        entity_fqdn,
-        slug,
+        entity_fqdn: entity_fqdn.to_owned(),
+        slug: slug.to_owned(),
         entity_id,
         event_time: envelope.recorded_at,
         body,

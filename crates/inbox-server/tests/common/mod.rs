@@ -38,6 +38,7 @@ pub fn options(data: &Path) -> ServeOptions {
         signing_key: None,
         wix_public_key: None,
         postgres: None,
+        snapshot_every: None,
     }
 }
 
