@@ -172,6 +172,7 @@ fn server(c: &mut Criterion) {
             wix_public_key: None,
             postgres: None,
             snapshot_every: None,
+            max_sites: None,
         })
         .await
         .unwrap()

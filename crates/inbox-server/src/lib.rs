@@ -62,6 +62,11 @@ pub struct ServeOptions {
     /// that start-up replays only the log after the newest one. A snapshot is also written
     /// at shutdown. `None`: only at shutdown.
     pub snapshot_every: Option<u64>,
+    /// Hold at most this many sites' states in memory (a bounded cache: a site loads on
+    /// first use from the newest snapshot and its events after it, and the least recently
+    /// used idle site is evicted), so memory follows the sites in use. `None`: every site.
+    /// Ignored with webhook URLs: the outbox needs every site's state at each event.
+    pub max_sites: Option<usize>,
 }
 
 /// Events between two snapshots by default (`inboxd serve --snapshot-every`).
@@ -199,13 +204,13 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
     });
     let data = opts.data.clone();
     let ob = outbox.clone();
-    let snapshot_every = opts.snapshot_every;
+    let (snapshot_every, max_sites) = (opts.snapshot_every, opts.max_sites);
     let (backend, engine, opened) = tokio::task::spawn_blocking(move || {
         let backend: Arc<dyn Backend> = match pg {
             Some(pg) => Arc::new(PostgresBackend::new(pg).map_err(|e| setup(&e))?),
             None => Arc::new(FileBackend::open(&data).map_err(|e| setup(&e))?),
         };
-        let (engine, opened) = open_engine(&*backend, cursor_key, snapshot_every, &ob)?;
+        let (engine, opened) = open_engine(&backend, cursor_key, snapshot_every, max_sites, &ob)?;
         Ok::<_, StartError>((backend, engine, opened))
     })
     .await
@@ -291,14 +296,16 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
     })
 }
 
-/// Opens the engine with the outbox as its observer, from the newest snapshot when the
-/// outbox has what it needs beside it: the webhooks pending at that snapshot (the start
-/// does not replay what the snapshot holds). Without them, and with a URL whose cursor is
-/// before the snapshot, the whole log is replayed instead.
+/// Opens the engine from the newest snapshot. With webhook URLs the outbox is the engine's
+/// observer, and the start uses the snapshot only if the outbox has what it needs beside
+/// it: the webhooks pending at that snapshot (the start does not replay what the snapshot
+/// holds); without them, and with a URL whose cursor is before the snapshot, the whole log
+/// is replayed instead. Without URLs nothing observes, and `max_sites` bounds the cache.
 fn open_engine(
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     cursor_key: [u8; 16],
     snapshot_every: Option<u64>,
+    max_sites: Option<usize>,
     outbox: &Arc<Outbox>,
 ) -> Result<(Engine, Opened), StartError> {
     let setup = |e: &dyn std::fmt::Display| StartError::Setup(e.to_string());
@@ -307,9 +314,24 @@ fn open_engine(
         .start(log_end)
         .map_err(|e| StartError::Setup(format!("webhook cursors: {e}")))?;
     let config = || {
+        let mut config = engine::config(cursor_key);
+        if let Some(n) = snapshot_every {
+            config = config.snapshot_every(n);
+        }
+        let store = backend.clone();
+        if !outbox.is_active() {
+            config = config.before_snapshot(move |_| store.checkpoint());
+            return match max_sites {
+                Some(n) => config.max_sites(n),
+                None => config,
+            };
+        }
+        if max_sites.is_some() {
+            tracing::warn!("--max-sites is ignored with webhook URLs: every site is held");
+        }
         let replicas = backend.replicas();
         let observer = outbox.clone();
-        let mut config = engine::config(cursor_key).observe(move |position, envelope, after| {
+        config = config.observe(move |position, envelope, after| {
             // A replica's events happened on the real Wix, which announced them.
             match replicas.is_replica(&envelope.site, true) {
                 Ok(true) => {}
@@ -321,14 +343,13 @@ fn open_engine(
             }
         });
         let saver = outbox.clone();
-        config = config.before_snapshot(move |position| saver.save_pending(position));
-        if let Some(n) = snapshot_every {
-            config = config.snapshot_every(n);
-        }
-        config
+        config.before_snapshot(move |position| {
+            saver.save_pending(position)?;
+            store.checkpoint()
+        })
     };
     let (engine, opened) =
-        Engine::open(backend, config(), true, &mut |_, _| {}).map_err(|e| setup(&e))?;
+        Engine::open(&**backend, config(), true, &mut |_, _| {}).map_err(|e| setup(&e))?;
     let Some(snapshot) = opened.snapshot_position else {
         return Ok((engine, opened));
     };
@@ -347,7 +368,7 @@ fn open_engine(
         Err(e) => {
             tracing::warn!(error = %e, "replaying the whole log for the webhooks not delivered yet");
             drop(engine);
-            Engine::open(backend, config(), false, &mut |_, _| {}).map_err(|e| setup(&e))
+            Engine::open(&**backend, config(), false, &mut |_, _| {}).map_err(|e| setup(&e))
         }
     }
 }

@@ -87,6 +87,12 @@ struct Serve {
     /// only the log after it.
     #[arg(long, value_name = "N", default_value_t = inbox_server::DEFAULT_SNAPSHOT_EVERY)]
     snapshot_every: u64,
+    /// Hold at most N sites' states in memory: a site loads on first use (from the newest
+    /// snapshot and the log after it) and idle ones are evicted, so memory follows the
+    /// sites in use. Default: every site. Ignored with --webhook-url (the outbox needs every
+    /// site's state at each event).
+    #[arg(long, value_name = "N")]
+    max_sites: Option<usize>,
 }
 
 fn parse_api_key(text: &str) -> Result<(SiteId, String), String> {
@@ -140,6 +146,7 @@ fn serve(s: Serve) -> ExitCode {
         wix_public_key: s.wix_public_key,
         postgres: s.postgres,
         snapshot_every: (s.snapshot_every > 0).then_some(s.snapshot_every),
+        max_sites: s.max_sites,
     };
     runtime.block_on(async move {
         let running = match inbox_server::start(opts.clone()).await {

@@ -1288,6 +1288,42 @@ async fn given_a_receiver_failing_its_first_3_requests_when_messages_a_click_and
     server.stop().await;
 }
 
+/// With a cache of one site, two sites written and read in turn each answer their own
+/// messages (every switch evicts the other and loads it back from the log), and so they do
+/// after a restart from the shutdown's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_cache_of_one_site_when_two_sites_are_written_and_read_in_turn_then_each_serves_its_own_before_and_after_a_restart()
+ {
+    let mut server = TestServer::start_with(|o| o.max_sites = Some(1)).await;
+    let sites = ["site-cache-a", "site-cache-b"];
+    let mut conversations = Vec::new();
+    for site in sites {
+        let api = server.api(site);
+        conversations.push(api.conversation_of("anonymousVisitorId", &guid()).await);
+    }
+    for round in 0..3 {
+        for (site, c) in sites.iter().zip(&conversations) {
+            server
+                .api(site)
+                .participant_says(c, &format!("{site} {round}"))
+                .await;
+        }
+    }
+    let expect = |site: &str| (0..3).map(|r| format!("{site} {r}")).collect::<Vec<_>>();
+    for (site, c) in sites.iter().zip(&conversations) {
+        let listed = server.api(site).all_messages(c, "ASC", 100).await;
+        assert_eq!(texts(&listed), expect(site), "{site}");
+    }
+    let cache = server.running.as_ref().unwrap().engine.core().cache();
+    assert!(cache.loaded <= 1 && cache.evictions > 0, "{cache:?}");
+
+    server.restart().await;
+    for (site, c) in sites.iter().zip(&conversations).rev() {
+        let listed = server.api(site).all_messages(c, "ASC", 100).await;
+        assert_eq!(texts(&listed), expect(site), "{site} after the restart");
+    }
+}
+
 /// Webhooks a receiver has not taken when the server stops are saved beside the snapshot
 /// written at shutdown; the restart starts from that snapshot (replaying nothing of the log)
 /// and still delivers every one of them.

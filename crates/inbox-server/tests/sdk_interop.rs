@@ -177,6 +177,7 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
         wix_public_key: None,
         postgres: None,
         snapshot_every: None,
+        max_sites: None,
     })
     .await
     .unwrap();

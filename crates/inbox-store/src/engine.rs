@@ -496,6 +496,8 @@ struct Inner {
     snapshots_taken: AtomicU64,
     /// Appends refused because another writer appended to the site first.
     conflicts: AtomicU64,
+    /// The position of the newest snapshot this engine started from or wrote.
+    last_snapshot: Mutex<Option<u64>>,
     /// The snapshot thread running now, joined by [`Engine::close`].
     snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held while a snapshot is written: one at a time (two at one position would share a
@@ -578,6 +580,7 @@ impl Engine {
             HashSet::new(),
             None,
         );
+        *lock(&engine.inner.last_snapshot) = opened.snapshot_position;
         Ok((engine, opened))
     }
 
@@ -632,6 +635,7 @@ impl Engine {
             known,
             index,
         );
+        *lock(&engine.inner.last_snapshot) = opened.snapshot_position;
         Ok((engine, opened))
     }
 
@@ -669,6 +673,7 @@ impl Engine {
                 conflicts: AtomicU64::new(0),
                 snapshotter: Mutex::new(None),
                 writing_snapshot: Mutex::new(()),
+                last_snapshot: Mutex::new(None),
                 poisoned: AtomicBool::new(false),
             }),
         }
@@ -1279,6 +1284,10 @@ impl Engine {
     /// a clone may hold later events too, and the snapshot waits until those are durable
     /// before it is written (a snapshot must never hold what the log may lose). Its per-site
     /// versions let recovery skip, in the log after `P`, what the states already hold.
+    ///
+    /// If `P` is the position of the newest snapshot the engine started from or wrote
+    /// (nothing was applied since), that snapshot is answered and nothing is written (nor is
+    /// [`EngineConfig::before_snapshot`] called): a restart with no writes costs no snapshot.
     pub fn snapshot(&self) -> Result<Option<PathBuf>, CloseError> {
         let Some(snapshots) = &self.inner.snapshots else {
             return Ok(None);
@@ -1290,6 +1299,13 @@ impl Engine {
         // Every event up to here is in the states (a write holds its site's lock from submit
         // to apply, and another writer's event counts only once applied).
         let position = self.applied_through();
+        if *lock(&self.inner.last_snapshot) == Some(position) {
+            // Nothing new since the newest snapshot: it is this one.
+            let existing = snapshots.path_of(position);
+            if existing.exists() {
+                return Ok(Some(existing));
+            }
+        }
         // The sites in memory, and (with a bounded cache) the others: listed under the map's
         // lock, so a site is in one list or the other.
         let (slots, others): (Vec<(SiteId, Arc<Slot>)>, Vec<SiteId>) = {
@@ -1356,6 +1372,7 @@ impl Engine {
         }
         let path = snapshots.write_with(position, &sites, carried)?;
         self.inner.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.inner.last_snapshot) = Some(position);
         if self.inner.config.max_sites.is_some() {
             // Sites not in memory load from this snapshot from now on. (If it cannot be read
             // back, they go on loading from the one before, which is kept, and the log.)

@@ -81,6 +81,11 @@ fn name(position: u64) -> String {
 }
 
 impl Snapshots {
+    /// Where the snapshot at `position` is (or would be) kept.
+    pub(crate) fn path_of(&self, position: u64) -> PathBuf {
+        self.dir.join(name(position))
+    }
+
     /// Snapshots kept in `dir` (created if missing).
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, SnapshotError> {
         let dir = dir.as_ref().to_owned();

@@ -277,3 +277,45 @@ fn execute_with_answers_from_the_state_its_write_made() {
     );
     assert!(refused.is_err());
 }
+
+#[test]
+fn a_snapshot_with_nothing_new_since_the_last_one_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooked = Arc::new(Mutex::new(Vec::new()));
+    let open = || {
+        let hooked = hooked.clone();
+        let config = EngineConfig::new(|s: &SiteId| InboxConfig::new(s.clone(), [7; 16]))
+            .before_snapshot(move |p| {
+                hooked.lock().unwrap().push(p);
+                Ok(())
+            });
+        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+        let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+        Engine::open(Arc::new(log), Some(snapshots), config, &mut |_| {}).unwrap()
+    };
+    let (engine, _) = open();
+    let mut ids = SequentialIds::default();
+    write(&engine, &site(1), 2, &mut ids);
+    let first = engine.snapshot().unwrap().expect("a snapshot");
+    assert_eq!(
+        engine.snapshot().unwrap(),
+        Some(first.clone()),
+        "the same one"
+    );
+    assert_eq!(engine.snapshots_taken(), 1);
+    drop(engine);
+    // Reopened from it and closed with no write: nothing written.
+    let (engine, opened) = open();
+    assert_eq!(opened.snapshot_position, Some(3));
+    assert_eq!(engine.close().unwrap(), Some(first));
+    assert_eq!(*hooked.lock().unwrap(), vec![3]);
+    // A write after it: a new one.
+    let (engine, _) = open();
+    write(&engine, &site(1), 1, &mut ids);
+    let second = engine.close().unwrap().expect("a snapshot");
+    assert!(
+        second.ends_with(format!("snapshot-{:020}.snap", 4)),
+        "{second:?}"
+    );
+    assert_eq!(*hooked.lock().unwrap(), vec![3, 4]);
+}

@@ -39,6 +39,7 @@ pub fn options(data: &Path) -> ServeOptions {
         wix_public_key: None,
         postgres: None,
         snapshot_every: None,
+        max_sites: None,
     }
 }
 
