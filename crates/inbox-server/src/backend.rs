@@ -11,6 +11,7 @@ use std::time::Duration;
 use inbox_core::SiteId;
 use inbox_store::{EventLog, FileLog, PostgresError, PostgresLog, Snapshots};
 
+use crate::delivery::{DeliveryStore, FileDelivery, PostgresDelivery};
 use crate::keys::{KeyError, write_private};
 
 /// Why the replica registry could not answer or record.
@@ -174,6 +175,12 @@ pub trait Backend: Send + Sync {
     fn replicas(&self) -> Arc<dyn ReplicaRegistry>;
     /// Whether other processes append to the log too.
     fn is_shared(&self) -> bool;
+    /// Where the outbox keeps cursors, leases and dead letters.
+    fn deliveries(&self) -> std::io::Result<Arc<dyn DeliveryStore>>;
+    /// Where the outbox saves what is pending beside each snapshot (a store with snapshots).
+    fn pending_dir(&self) -> Option<PathBuf> {
+        None
+    }
     /// Whether opening the log cut a torn tail (a write a crash interrupted).
     fn torn_tail(&self) -> bool {
         false
@@ -191,6 +198,7 @@ pub trait Backend: Send + Sync {
 /// The embedded file store in a data directory: `log/`, `snapshots/`,
 /// `replica-sites.json`.
 pub struct FileBackend {
+    data: PathBuf,
     log: Arc<FileLog>,
     snapshots: Snapshots,
     replicas: Arc<FileReplicas>,
@@ -202,6 +210,7 @@ impl FileBackend {
     pub fn open(data: &Path) -> Result<Self, BackendError> {
         let (log, report) = FileLog::open(data.join("log"))?;
         Ok(FileBackend {
+            data: data.to_path_buf(),
             log: Arc::new(log),
             snapshots: Snapshots::new(data.join("snapshots"))?,
             replicas: Arc::new(FileReplicas::open(data.join("replica-sites.json"))?),
@@ -222,6 +231,13 @@ impl Backend for FileBackend {
     }
     fn is_shared(&self) -> bool {
         false
+    }
+    /// Files in `data/outbox/`.
+    fn deliveries(&self) -> std::io::Result<Arc<dyn DeliveryStore>> {
+        Ok(Arc::new(FileDelivery::new(self.data.join("outbox"))?))
+    }
+    fn pending_dir(&self) -> Option<PathBuf> {
+        Some(self.data.join("outbox"))
     }
     fn torn_tail(&self) -> bool {
         self.torn_tail
@@ -261,6 +277,9 @@ impl Backend for PostgresBackend {
     }
     fn is_shared(&self) -> bool {
         true
+    }
+    fn deliveries(&self) -> std::io::Result<Arc<dyn DeliveryStore>> {
+        Ok(Arc::new(PostgresDelivery::new(self.pg.clone())))
     }
 
     /// Listens for the log's `NOTIFY` (listening before each read, so a commit after the

@@ -7,6 +7,7 @@
 //! * [`engine`]: the store's engine with the server's clock, ids, callers and replicas;
 //! * [`backend`]: what differs between the file store and PostgreSQL (log, snapshots,
 //!   replica registry, follower), chosen once at start;
+//! * [`delivery`]: the outbox's cursors, leases and dead letters, in files or the database;
 //! * [`http`]: the Wix REST paths and the emulator's own, in Wix's shapes and errors;
 //! * [`outbox`]: at-least-once webhook delivery from the engine's observations, with
 //!   backoff and jitter;
@@ -19,6 +20,7 @@
 
 pub mod backend;
 pub mod clock;
+pub mod delivery;
 pub mod engine;
 pub mod http;
 pub mod keys;
@@ -193,25 +195,22 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let outbox = Arc::new(match &pg {
-        Some(pg) => Outbox::new_shared(&opts.webhook_urls, pg.clone(), signing.signer.clone()),
-        None => Outbox::new(
-            &opts.webhook_urls,
-            &opts.data.join("outbox"),
-            signing.signer.clone(),
-        )
-        .map_err(|e| setup(&e))?,
-    });
     let data = opts.data.clone();
-    let ob = outbox.clone();
+    let urls = opts.webhook_urls.clone();
+    let signer = signing.signer.clone();
     let (snapshot_every, max_sites) = (opts.snapshot_every, opts.max_sites);
-    let (backend, engine, opened) = tokio::task::spawn_blocking(move || {
+    let (backend, outbox, engine, opened) = tokio::task::spawn_blocking(move || {
         let backend: Arc<dyn Backend> = match pg {
             Some(pg) => Arc::new(PostgresBackend::new(pg).map_err(|e| setup(&e))?),
             None => Arc::new(FileBackend::open(&data).map_err(|e| setup(&e))?),
         };
-        let (engine, opened) = open_engine(&backend, cursor_key, snapshot_every, max_sites, &ob)?;
-        Ok::<_, StartError>((backend, engine, opened))
+        let deliveries = backend.deliveries().map_err(|e| setup(&e))?;
+        let outbox = Arc::new(
+            Outbox::new(&urls, deliveries, backend.pending_dir(), signer).map_err(|e| setup(&e))?,
+        );
+        let (engine, opened) =
+            open_engine(&backend, cursor_key, snapshot_every, max_sites, &outbox)?;
+        Ok::<_, StartError>((backend, outbox, engine, opened))
     })
     .await
     .map_err(|e| setup(&e))??;

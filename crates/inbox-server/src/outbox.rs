@@ -1,49 +1,47 @@
 //! Outgoing webhooks, delivered at least once from a durable outbox.
 //!
 //! The outbox *is* the event log: each webhook URL has a cursor, the log position up to
-//! which everything has been delivered to it, saved in `data/outbox/` (temporary file,
-//! fsync, rename) every [`SAVE_EVERY`] deliveries, whenever the worker catches up, and at
-//! shutdown. What is still to deliver is computed from the log: the store's engine shows the
-//! outbox each event with the state right after it ([`Outbox::observe`], wired as the
-//! engine's observer), which queues the event's announcements if they are after the smallest
-//! cursor, and on start-up the replay of the log's tail shows them again. A start from a
-//! snapshot does not replay what the snapshot holds, so before each snapshot the outbox
-//! saves what it has queued beside it ([`Outbox::save_pending`], `data/outbox/pending-<P>.json`)
-//! and loads it at the next start ([`Outbox::load_pending`]). A worker per URL delivers, in
-//! log order, only up to the engine's watermark (every event up to it is durable and its
-//! announcements queued); a failed POST is
-//! retried with exponential backoff and full jitter, with the same event id every time. So nothing acknowledged is lost when the receiver is
-//! down for minutes or `inboxd` is killed: at worst an event is delivered again, which the
-//! receiver deduplicates on its id.
+//! which everything has been delivered to it, saved every [`SAVE_EVERY`] deliveries,
+//! whenever the worker catches up, and at shutdown, where the [`DeliveryStore`] keeps it
+//! (files in `data/outbox/`, or the shared database). What is still to deliver is computed
+//! from the log: the store's engine shows the outbox each event with the state right after it
+//! ([`Outbox::observe`], wired as the engine's observer), which queues the event's
+//! announcements if they are after the smallest cursor, and on start-up the replay of the
+//! log's tail shows them again. A start from a snapshot does not replay what the snapshot
+//! holds, so before each snapshot the outbox saves what it has queued beside it
+//! ([`Outbox::save_pending`], `data/outbox/pending-<P>.json`) and loads it at the next start
+//! ([`Outbox::load_pending`]). A worker per URL delivers, in log order, only up to the
+//! engine's watermark (every event up to it is durable and its announcements queued); a
+//! failed POST is retried with exponential backoff and full jitter, with the same event id
+//! every time. So nothing acknowledged is lost when the receiver is down for minutes or
+//! `inboxd` is killed: at worst an event is delivered again, which the receiver
+//! deduplicates on its id.
 //!
-//! On PostgreSQL (`--postgres`, several processes on one database) the cursors live in the
-//! database (`inbox_cursors`), and each URL is delivered by one process at a time: the
-//! worker that holds the URL's lease (a session advisory lock, released by the server the
-//! moment its process dies). Every process queues every event's announcements (its
-//! follower applies the others' events), so whichever holds the lease can deliver from the
-//! shared cursor; the others only drop what the cursor has passed. The lease is checked
-//! before each delivery and the cursor is saved through the lease's own connection, so a
-//! process that lost its lease stops within one delivery and cannot move the cursor. Dead
-//! letters go to the database too (`inbox_kv`, `dead-letter:<url id>:<event id>`).
+//! A worker delivers only while it holds its URL's lease ([`DeliveryStore::try_lease`]): on
+//! the file store always, on PostgreSQL (several processes on one database) while no other
+//! process holds it. Every process queues every event's announcements (its follower takes
+//! the others' events in), so whichever holds the lease can deliver from the shared cursor;
+//! the others only drop what the cursor has passed. The lease is checked before each
+//! delivery and the cursor is saved through the lease, so a process that lost its lease
+//! stops within one delivery and cannot move the cursor.
 //!
 //! A URL configured for the first time starts at the log's end: it receives what happens
 //! from then on. A delivery refused [`MAX_ATTEMPTS`] times (about half an hour) is set
-//! aside in the URL's dead-letter file (`data/outbox/<id>.dead.jsonl`, synced) and logged,
-//! so one event a receiver can never take does not block every later one.
+//! aside as a dead letter (`data/outbox/<id>.dead.jsonl`, synced, or a row in the database)
+//! and logged, so one event a receiver can never take does not block every later one.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inbox_core::{EventEnvelope, Inbox};
-use inbox_store::{Lease, PostgresLog};
 use inbox_wix::webhook::{Announcement, WebhookSigner, announcements};
 use tokio::sync::{Notify, watch};
-use uuid::Uuid;
 
 use crate::clock::now;
+use crate::delivery::{DeliveryLease, DeliveryStore, UrlKey};
 use crate::keys::write_private;
 
 /// Pending-announcement files kept beside the snapshots (the store keeps two snapshots).
@@ -64,12 +62,8 @@ pub const SAVE_EVERY: u32 = 64;
 pub const MAX_ATTEMPTS: u32 = 40;
 
 struct Target {
-    url: String,
-    /// The URL's id (UUIDv5 of the URL): names its files and database rows.
-    id: Uuid,
+    key: UrlKey,
     cursor: AtomicU64,
-    cursor_path: PathBuf,
-    dead_path: PathBuf,
 }
 
 /// The outbox: announcements by log position, and one cursor per URL.
@@ -84,10 +78,10 @@ pub struct Outbox {
     /// Events after this position are announced: the smallest cursor at start (nothing
     /// before [`Outbox::start`]).
     undelivered_from: AtomicU64,
-    /// Where pending announcements are saved beside snapshots (the file store's outbox).
+    /// Where pending announcements are saved beside snapshots (a store with snapshots).
     pending_dir: Option<PathBuf>,
-    /// The shared database, when several processes deliver from one log.
-    shared: Option<Arc<PostgresLog>>,
+    /// Cursors, leases and dead letters.
+    store: Arc<dyn DeliveryStore>,
 }
 
 /// Why the announcements saved beside a snapshot could not be loaded.
@@ -106,48 +100,28 @@ pub enum PendingError {
     },
 }
 
-fn read_cursor(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().next()?.trim().parse().ok()
-}
-
 impl Outbox {
-    /// An outbox delivering to `urls`, with cursors kept in `dir`.
-    pub fn new(urls: &[String], dir: &Path, signer: WebhookSigner) -> std::io::Result<Self> {
-        if !urls.is_empty() {
+    /// An outbox delivering to `urls`, its cursors, leases and dead letters in `store`;
+    /// with `pending_dir`, it saves what is pending beside each snapshot there.
+    pub fn new(
+        urls: &[String],
+        store: Arc<dyn DeliveryStore>,
+        pending_dir: Option<PathBuf>,
+        signer: WebhookSigner,
+    ) -> std::io::Result<Self> {
+        if let Some(dir) = pending_dir.as_ref().filter(|_| !urls.is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut outbox = Self::with_targets(urls, dir, signer, None);
-        outbox.pending_dir = Some(dir.to_path_buf());
-        Ok(outbox)
-    }
-
-    /// An outbox delivering to `urls` with its cursors, leases and dead letters in the
-    /// shared database.
-    pub fn new_shared(urls: &[String], pg: Arc<PostgresLog>, signer: WebhookSigner) -> Self {
-        Self::with_targets(urls, Path::new("postgres:inbox_cursors"), signer, Some(pg))
-    }
-
-    fn with_targets(
-        urls: &[String],
-        dir: &Path,
-        signer: WebhookSigner,
-        shared: Option<Arc<PostgresLog>>,
-    ) -> Self {
         let targets = urls
             .iter()
             .map(|url| {
-                let id = Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes());
                 Arc::new(Target {
-                    url: url.clone(),
-                    id,
+                    key: UrlKey::new(url),
                     cursor: AtomicU64::new(u64::MAX),
-                    cursor_path: dir.join(format!("{id}.cursor")),
-                    dead_path: dir.join(format!("{id}.dead.jsonl")),
                 })
             })
             .collect();
-        Outbox {
+        Ok(Outbox {
             queue: Mutex::new(BTreeMap::new()),
             targets,
             notify: Notify::new(),
@@ -156,14 +130,9 @@ impl Outbox {
             retries: AtomicU64::new(0),
             dead: AtomicU64::new(0),
             undelivered_from: AtomicU64::new(u64::MAX),
-            pending_dir: None,
-            shared,
-        }
-    }
-
-    /// The database row of a URL's cursor.
-    fn cursor_name(target: &Target) -> String {
-        format!("webhook:{}", target.id)
+            pending_dir,
+            store,
+        })
     }
 
     /// Loads each URL's cursor (a new URL starts at `log_end`) and returns the smallest:
@@ -175,23 +144,7 @@ impl Outbox {
     pub fn start(&self, log_end: u64) -> std::io::Result<u64> {
         let mut min = u64::MAX;
         for t in &self.targets {
-            if let Some(pg) = &self.shared {
-                let c = pg
-                    .cursor_or_insert(&Self::cursor_name(t), log_end)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?
-                    .min(log_end);
-                t.cursor.store(c, Ordering::SeqCst);
-                min = min.min(c);
-                continue;
-            }
-            let c = match read_cursor(&t.cursor_path) {
-                Some(c) => c.min(log_end),
-                None => {
-                    write_private(&t.cursor_path, format!("{log_end}\n{}\n", t.url).as_bytes())
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    log_end
-                }
-            };
+            let c = self.store.start_cursor(&t.key, log_end)?.min(log_end);
             t.cursor.store(c, Ordering::SeqCst);
             min = min.min(c);
         }
@@ -387,33 +340,30 @@ impl Outbox {
         // out: at least once either way, at most SAVE_EVERY repeats after a crash, and no
         // fsync per delivery.
         let mut unsaved = 0u32;
-        // On a shared database: the URL's lease, while this process holds it.
-        let mut lease: Option<Lease> = None;
+        // The URL's lease, while this process holds it.
+        let mut lease: Option<Box<dyn DeliveryLease>> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             // Register for a wake-up before looking, so a notify in between is not missed.
             let notified = self.notify.notified();
-            if self.shared.is_some() {
-                let held = match lease.take() {
-                    Some(l) => self.check_lease(&target, l).await,
-                    None => self.take_lease(&target).await,
-                };
-                if held.is_none() {
-                    // Another process delivers to this URL: drop what its cursor passed.
-                    unsaved = 0;
-                    self.refresh_cursor(&target).await;
-                    self.collect_garbage();
-                    tokio::select! {
-                        () = notified => {}
-                        _ = shutdown.changed() => {}
-                        // Try for the lease again: its holder may have died.
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    continue;
+            lease = match lease.take() {
+                Some(l) => self.check_lease(&target, l).await,
+                None => self.take_lease(&target).await,
+            };
+            if lease.is_none() {
+                // Another process delivers to this URL: drop what its cursor passed.
+                unsaved = 0;
+                self.refresh_cursor(&target).await;
+                self.collect_garbage();
+                tokio::select! {
+                    () = notified => {}
+                    _ = shutdown.changed() => {}
+                    // Try for the lease again: its holder may have died.
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                lease = held;
+                continue;
             }
             let cursor = target.cursor.load(Ordering::SeqCst);
             let end = watermark();
@@ -430,7 +380,8 @@ impl Outbox {
                 tokio::select! {
                     () = notified => {}
                     _ = shutdown.changed() => {}
-                    // A safety net: the log may grow without a notify (a replica write).
+                    // A safety net: the log may grow without a notify (another process's
+                    // write taken in by a read).
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
@@ -443,13 +394,15 @@ impl Outbox {
                         stopped = true;
                         break 'announcements;
                     }
-                    match self.deliver(&client, &target.url, a).await {
+                    match self.deliver(&client, &target.key.url, a).await {
                         Ok(()) => {
                             self.delivered.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         Err(why) if attempt + 1 >= MAX_ATTEMPTS => {
-                            tracing::error!(url = %target.url, event_id = %a.id, %why, attempts = attempt + 1, kept_in = %self.dead_letter_place(&target, a), "webhook delivery set aside after too many attempts");
+                            let place =
+                                self.store.dead_letter_place(&target.key, &a.id.to_string());
+                            tracing::error!(url = %target.key.url, event_id = %a.id, %why, attempts = attempt + 1, kept_in = %place, "webhook delivery set aside after too many attempts");
                             self.dead_letter(&target, a, &why).await;
                             break;
                         }
@@ -457,7 +410,7 @@ impl Outbox {
                             self.retries.fetch_add(1, Ordering::Relaxed);
                             let delay = backoff(attempt);
                             attempt = attempt.saturating_add(1);
-                            tracing::warn!(url = %target.url, event_id = %a.id, %why, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
+                            tracing::warn!(url = %target.key.url, event_id = %a.id, %why, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
                             tokio::select! {
                                 () = tokio::time::sleep(delay) => {}
                                 _ = shutdown.changed() => {}
@@ -482,41 +435,37 @@ impl Outbox {
         }
     }
 
-    /// Shared database: tries to take the URL's lease; on success the cursor is reloaded
-    /// from the database (the previous holder may have moved it).
-    async fn take_lease(&self, target: &Target) -> Option<Lease> {
-        let pg = self.shared.clone()?;
-        let name = Self::cursor_name(target);
-        let taken = tokio::task::spawn_blocking(move || {
-            let Some(lease) = pg.try_lease(&name)? else {
-                return Ok(None);
-            };
-            let cursor = pg.cursor(&name)?;
-            Ok::<_, inbox_store::PostgresError>(Some((lease, cursor)))
-        })
-        .await;
+    /// Tries to take the URL's lease; on success the cursor is reloaded from the store (the
+    /// previous holder may have moved it).
+    async fn take_lease(&self, target: &Target) -> Option<Box<dyn DeliveryLease>> {
+        let (store, key) = (self.store.clone(), target.key.clone());
+        let taken = tokio::task::spawn_blocking(move || store.try_lease(&key)).await;
         match taken {
             Ok(Ok(Some((lease, cursor)))) => {
                 if let Some(c) = cursor {
                     target.cursor.store(c, Ordering::SeqCst);
                 }
-                tracing::info!(url = %target.url, cursor = target.cursor.load(Ordering::SeqCst), "took the webhook lease: this process delivers to the URL");
+                tracing::debug!(url = %target.key.url, cursor = target.cursor.load(Ordering::SeqCst), "holding the webhook lease: this process delivers to the URL");
                 Some(lease)
             }
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
-                tracing::warn!(url = %target.url, error = %e, "could not try the webhook lease");
+                tracing::warn!(url = %target.key.url, error = %e, "could not try the webhook lease");
                 None
             }
             Err(e) => {
-                tracing::warn!(url = %target.url, error = %e, "could not try the webhook lease");
+                tracing::warn!(url = %target.key.url, error = %e, "could not try the webhook lease");
                 None
             }
         }
     }
 
-    /// Shared database: whether the lease still holds (its connection answers).
-    async fn check_lease(&self, target: &Target, mut lease: Lease) -> Option<Lease> {
+    /// Whether the lease still holds.
+    async fn check_lease(
+        &self,
+        target: &Target,
+        mut lease: Box<dyn DeliveryLease>,
+    ) -> Option<Box<dyn DeliveryLease>> {
         let checked = tokio::task::spawn_blocking(move || {
             let held = lease.is_held();
             held.then_some(lease)
@@ -525,70 +474,45 @@ impl Outbox {
         .ok()
         .flatten();
         if checked.is_none() {
-            tracing::warn!(url = %target.url, "lost the webhook lease");
+            tracing::warn!(url = %target.key.url, "lost the webhook lease");
         }
         checked
     }
 
-    /// Shared database: the URL's cursor as its lease holder saved it.
+    /// The URL's cursor as its lease holder saved it.
     async fn refresh_cursor(&self, target: &Target) {
-        let Some(pg) = self.shared.clone() else {
-            return;
-        };
-        let name = Self::cursor_name(target);
-        if let Ok(Ok(Some(c))) = tokio::task::spawn_blocking(move || pg.cursor(&name)).await {
+        let (store, key) = (self.store.clone(), target.key.clone());
+        if let Ok(Ok(Some(c))) = tokio::task::spawn_blocking(move || store.saved_cursor(&key)).await
+        {
             target.cursor.store(c, Ordering::SeqCst);
         }
     }
 
-    async fn save_cursor(&self, target: &Target, lease: &mut Option<Lease>) {
+    /// Saves the cursor through the lease; if that fails the lease is let go (another
+    /// process may hold it now, or the store is failing: deliveries may repeat).
+    async fn save_cursor(&self, target: &Target, lease: &mut Option<Box<dyn DeliveryLease>>) {
         let position = target.cursor.load(Ordering::SeqCst);
-        if self.shared.is_some() {
-            let Some(mut held) = lease.take() else {
-                return;
-            };
-            let name = Self::cursor_name(target);
-            let saved = tokio::task::spawn_blocking(move || {
-                let r = held.save_cursor(&name, position);
-                (held, r)
-            })
-            .await;
-            match saved {
-                Ok((held, Ok(()))) => *lease = Some(held),
-                Ok((_, Err(e))) => {
-                    tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; letting the lease go (deliveries may repeat)");
-                }
-                Err(e) => {
-                    tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; letting the lease go (deliveries may repeat)");
-                }
-            }
+        let Some(mut held) = lease.take() else {
             return;
-        }
-        let path = target.cursor_path.clone();
-        let text = format!("{position}\n{}\n", target.url);
-        let saved =
-            tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
-        let failed = match saved {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
         };
-        if let Some(e) = failed {
-            tracing::error!(url = %target.url, error = %e, "could not save the webhook cursor; deliveries after a restart may repeat");
+        let saved = tokio::task::spawn_blocking(move || {
+            let r = held.save_cursor(position);
+            (held, r)
+        })
+        .await;
+        match saved {
+            Ok((held, Ok(()))) => *lease = Some(held),
+            Ok((_, Err(e))) => {
+                tracing::error!(url = %target.key.url, error = %e, "could not save the webhook cursor; letting the lease go (deliveries may repeat)");
+            }
+            Err(e) => {
+                tracing::error!(url = %target.key.url, error = %e, "could not save the webhook cursor; letting the lease go (deliveries may repeat)");
+            }
         }
     }
 
-    /// Where a dead letter is kept: the URL's file, or its row in the shared database.
-    fn dead_letter_place(&self, target: &Target, a: &Announcement) -> String {
-        if self.shared.is_some() {
-            format!("inbox_kv row dead-letter:{}:{}", target.id, a.id)
-        } else {
-            target.dead_path.display().to_string()
-        }
-    }
-
-    /// Appends a delivery that could not be made to the URL's dead-letter file (one JSON
-    /// line: the event id, type, the layer-A payload and the last error), synced.
+    /// Records a delivery that could not be made (one JSON line: the event id, type, the
+    /// layer-A payload and the last error).
     async fn dead_letter(&self, target: &Target, a: &Announcement, why: &str) {
         let line = serde_json::json!({
             "eventId": a.id.to_string(),
@@ -597,30 +521,11 @@ impl Outbox {
             "error": why,
         })
         .to_string();
-        if let Some(pg) = self.shared.clone() {
-            let name = format!("dead-letter:{}:{}", target.id, a.id);
-            let written =
-                tokio::task::spawn_blocking(move || pg.insert_setting(&name, line.as_bytes()))
-                    .await;
-            if !matches!(written, Ok(Ok(_))) {
-                tracing::error!(url = %target.url, event_id = %a.id, "could not record the dead letter in the database");
-            }
-            self.dead.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let path = target.dead_path.clone();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            writeln!(f, "{line}")?;
-            f.sync_all()
-        })
-        .await;
+        let (store, key, event_id) = (self.store.clone(), target.key.clone(), a.id.to_string());
+        let written =
+            tokio::task::spawn_blocking(move || store.dead_letter(&key, &event_id, &line)).await;
         if !matches!(written, Ok(Ok(()))) {
-            tracing::error!(url = %target.url, event_id = %a.id, "could not write the dead-letter file");
+            tracing::error!(url = %target.key.url, event_id = %a.id, "could not record the dead letter");
         }
         self.dead.fetch_add(1, Ordering::Relaxed);
     }

@@ -1,0 +1,236 @@
+//! Where the outbox keeps each webhook URL's cursor and dead letters, and who may deliver to
+//! a URL: behind [`DeliveryStore`], chosen once at start, so the outbox's worker has one
+//! path for both stores.
+//!
+//! * [`FileDelivery`]: files in `data/outbox/` (`<url id>.cursor`, written atomically;
+//!   `<url id>.dead.jsonl`, appended and synced); this process is the only deliverer, so
+//!   its lease always holds.
+//! * [`PostgresDelivery`]: the shared database (`inbox_cursors`, dead letters as
+//!   `dead-letter:<url id>:<event id>` settings); a URL is delivered by the process holding
+//!   its lease (a session advisory lock released the moment its connection dies), and the
+//!   cursor is saved through the lease's own connection, so a process that lost the lease
+//!   cannot move it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use inbox_store::{Lease, PostgresLog};
+use uuid::Uuid;
+
+use crate::keys::write_private;
+
+/// A webhook URL as the stores name it: its id (UUIDv5 of the URL) and the URL.
+#[derive(Clone, Debug)]
+pub struct UrlKey {
+    /// Names its files and database rows.
+    pub id: Uuid,
+    /// The URL.
+    pub url: String,
+}
+
+impl UrlKey {
+    /// The key of `url`.
+    pub fn new(url: &str) -> Self {
+        UrlKey {
+            id: Uuid::new_v5(&Uuid::NAMESPACE_URL, url.as_bytes()),
+            url: url.to_owned(),
+        }
+    }
+}
+
+/// A lease just taken, and the URL's cursor as the previous holder saved it.
+pub type Taken = (Box<dyn DeliveryLease>, Option<u64>);
+
+/// Where cursors and dead letters are kept, and the leases on URLs. Every call may block
+/// (files, the database): the outbox calls them off the async workers.
+pub trait DeliveryStore: Send + Sync {
+    /// The URL's saved cursor (the last position delivered), or `initial` saved for a URL
+    /// configured for the first time (saved at once: were it saved only after the first
+    /// deliveries, a kill before then would make the restart take the URL for new again and
+    /// skip what was acknowledged in between).
+    fn start_cursor(&self, url: &UrlKey, initial: u64) -> std::io::Result<u64>;
+    /// Tries to become the URL's deliverer: the lease, and the cursor as the previous holder
+    /// saved it. `None`: another process delivers to it.
+    fn try_lease(
+        &self,
+        url: &UrlKey,
+    ) -> std::io::Result<Option<Taken>>;
+    /// The URL's cursor as its deliverer last saved it.
+    fn saved_cursor(&self, url: &UrlKey) -> std::io::Result<Option<u64>>;
+    /// Records a delivery set aside after too many attempts (`line`: one JSON object).
+    fn dead_letter(&self, url: &UrlKey, event_id: &str, line: &str) -> std::io::Result<()>;
+    /// Where [`DeliveryStore::dead_letter`] puts it, for the log line.
+    fn dead_letter_place(&self, url: &UrlKey, event_id: &str) -> String;
+}
+
+/// The right to deliver to one URL, while it holds.
+pub trait DeliveryLease: Send {
+    /// Whether it still holds.
+    fn is_held(&mut self) -> bool;
+    /// Saves the URL's cursor; fails if the lease no longer holds.
+    fn save_cursor(&mut self, position: u64) -> std::io::Result<()>;
+}
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Cursors and dead letters in a directory; one process delivers.
+pub struct FileDelivery {
+    dir: PathBuf,
+}
+
+impl FileDelivery {
+    /// Keeps them in `dir` (created if missing).
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(FileDelivery { dir })
+    }
+
+    fn cursor_path(&self, url: &UrlKey) -> PathBuf {
+        self.dir.join(format!("{}.cursor", url.id))
+    }
+}
+
+fn read_cursor(path: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+fn write_cursor(path: &std::path::Path, url: &UrlKey, position: u64) -> std::io::Result<()> {
+    write_private(path, format!("{position}\n{}\n", url.url).as_bytes()).map_err(io)
+}
+
+impl DeliveryStore for FileDelivery {
+    fn start_cursor(&self, url: &UrlKey, initial: u64) -> std::io::Result<u64> {
+        let path = self.cursor_path(url);
+        match read_cursor(&path) {
+            Some(c) => Ok(c),
+            None => {
+                write_cursor(&path, url, initial)?;
+                Ok(initial)
+            }
+        }
+    }
+
+    fn try_lease(
+        &self,
+        url: &UrlKey,
+    ) -> std::io::Result<Option<Taken>> {
+        let path = self.cursor_path(url);
+        let saved = read_cursor(&path);
+        let lease = FileLease {
+            path,
+            url: url.clone(),
+        };
+        Ok(Some((Box::new(lease), saved)))
+    }
+
+    fn saved_cursor(&self, url: &UrlKey) -> std::io::Result<Option<u64>> {
+        Ok(read_cursor(&self.cursor_path(url)))
+    }
+
+    fn dead_letter(&self, url: &UrlKey, _event_id: &str, line: &str) -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.dead.jsonl", url.id)))?;
+        writeln!(f, "{line}")?;
+        f.sync_all()
+    }
+
+    fn dead_letter_place(&self, url: &UrlKey, _event_id: &str) -> String {
+        self.dir
+            .join(format!("{}.dead.jsonl", url.id))
+            .display()
+            .to_string()
+    }
+}
+
+/// The file store's lease: always held (one process per data directory, which the log's
+/// lock guarantees).
+struct FileLease {
+    path: PathBuf,
+    url: UrlKey,
+}
+
+impl DeliveryLease for FileLease {
+    fn is_held(&mut self) -> bool {
+        true
+    }
+
+    fn save_cursor(&mut self, position: u64) -> std::io::Result<()> {
+        write_cursor(&self.path, &self.url, position)
+    }
+}
+
+/// Cursors, leases and dead letters in the shared database.
+pub struct PostgresDelivery {
+    pg: Arc<PostgresLog>,
+}
+
+impl PostgresDelivery {
+    /// Over a connected database.
+    pub fn new(pg: Arc<PostgresLog>) -> Self {
+        PostgresDelivery { pg }
+    }
+}
+
+/// The database row of a URL's cursor, and the name of its lease.
+fn cursor_name(url: &UrlKey) -> String {
+    format!("webhook:{}", url.id)
+}
+
+impl DeliveryStore for PostgresDelivery {
+    fn start_cursor(&self, url: &UrlKey, initial: u64) -> std::io::Result<u64> {
+        self.pg
+            .cursor_or_insert(&cursor_name(url), initial)
+            .map_err(io)
+    }
+
+    fn try_lease(
+        &self,
+        url: &UrlKey,
+    ) -> std::io::Result<Option<Taken>> {
+        let name = cursor_name(url);
+        let Some(lease) = self.pg.try_lease(&name).map_err(io)? else {
+            return Ok(None);
+        };
+        let saved = self.pg.cursor(&name).map_err(io)?;
+        Ok(Some((Box::new(PostgresLease { lease, name }), saved)))
+    }
+
+    fn saved_cursor(&self, url: &UrlKey) -> std::io::Result<Option<u64>> {
+        self.pg.cursor(&cursor_name(url)).map_err(io)
+    }
+
+    fn dead_letter(&self, url: &UrlKey, event_id: &str, line: &str) -> std::io::Result<()> {
+        let name = format!("dead-letter:{}:{event_id}", url.id);
+        self.pg
+            .insert_setting(&name, line.as_bytes())
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn dead_letter_place(&self, url: &UrlKey, event_id: &str) -> String {
+        format!("inbox_kv row dead-letter:{}:{event_id}", url.id)
+    }
+}
+
+struct PostgresLease {
+    lease: Lease,
+    name: String,
+}
+
+impl DeliveryLease for PostgresLease {
+    fn is_held(&mut self) -> bool {
+        self.lease.is_held()
+    }
+
+    /// Through the lease's own connection (`greatest(old, new)`): a holder whose connection
+    /// broke cannot write it.
+    fn save_cursor(&mut self, position: u64) -> std::io::Result<()> {
+        self.lease.save_cursor(&self.name, position).map_err(io)
+    }
+}
