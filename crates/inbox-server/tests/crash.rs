@@ -56,6 +56,9 @@ async fn kill_9_under_load_loses_no_acknowledged_message_and_no_webhook() {
     // Which load phase acknowledged each message.
     let mut phase_of: HashMap<Key, usize> = HashMap::new();
     let mut torn_tails = 0;
+    // Restarts that began from a snapshot (written every SNAPSHOT_EVERY events, or at the
+    // SIGTERM), with the webhooks pending at it saved beside it.
+    let mut from_snapshots = 0;
     let last = CYCLES + 1;
 
     // Phase 0 ends with SIGTERM under the load, phases 1 to CYCLES with SIGKILL under the
@@ -66,6 +69,9 @@ async fn kill_9_under_load_loses_no_acknowledged_message_and_no_webhook() {
         let server = Server::start(&data, &receiver.url).await;
         if server.cut_torn_tail() {
             torn_tails += 1;
+        }
+        if server.started_from_snapshot() {
+            from_snapshots += 1;
         }
         if phase > 0 {
             // What the previous phases acknowledged survived, exactly once.
@@ -104,6 +110,13 @@ async fn kill_9_under_load_loses_no_acknowledged_message_and_no_webhook() {
     if server.cut_torn_tail() {
         torn_tails += 1;
     }
+    if server.started_from_snapshot() {
+        from_snapshots += 1;
+    }
+    assert!(
+        from_snapshots >= CYCLES,
+        "only {from_snapshots} restarts began from a snapshot"
+    );
     let listed = check_listed(&server.base, &acked, &conversations).await;
     let name = format!("phase {last}");
     let (tally, mut kept) = load(vec![server], &mut rng, &name, 30, End::Keep).await;
@@ -221,7 +234,8 @@ async fn kill_9_under_load_loses_no_acknowledged_message_and_no_webhook() {
     println!("after the last restart: {listed} messages listed, {after_count} more acknowledged");
     println!(
         "{} messages acknowledged in all ({} stored, so {} durable without an answer), {} \
-         merges, {torn_tails} torn tails cut on restart",
+         merges, {torn_tails} torn tails cut on restart, {from_snapshots} restarts from a \
+         snapshot",
         acked.len(),
         exported.len(),
         exported.len() - acked.len(),

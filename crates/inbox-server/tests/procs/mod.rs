@@ -193,6 +193,9 @@ pub fn decode(jwt: &str) -> Result<Delivery, String> {
 // ------------------------------------------------------------------------------------------
 // the server as a child process
 
+/// Events between two snapshots of the file-store servers these tests start.
+pub const SNAPSHOT_EVERY: u64 = 50;
+
 pub struct Server {
     pub child: Child,
     pub base: String,
@@ -203,10 +206,13 @@ pub struct Server {
 
 impl Server {
     /// Starts `inboxd serve` on a port the kernel picks, and returns once it is listening
-    /// (the address is read from its log line) and `/healthz` answers.
+    /// (the address is read from its log line) and `/healthz` answers. It writes a snapshot
+    /// every [`SNAPSHOT_EVERY`] events, so kills land before, during and after snapshots,
+    /// and restarts start from one with webhooks still pending.
     pub async fn start(data: &Path, hook_url: &str) -> Server {
         let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), data.into()];
         args.extend(["--webhook-url".into(), hook_url.into()]);
+        args.extend(["--snapshot-every".into(), SNAPSHOT_EVERY.to_string().into()]);
         Server::start_with(&args).await
     }
 
@@ -290,6 +296,15 @@ impl Server {
             .unwrap()
             .iter()
             .any(|l| l.contains("torn_tail_cut=true"))
+    }
+
+    /// Whether start-up began from a snapshot (its "opened the store" line names one).
+    pub fn started_from_snapshot(&self) -> bool {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("opened the store") && l.contains("snapshot="))
     }
 
     pub fn assert_running(&mut self) {
