@@ -193,7 +193,7 @@ fn cache_sizes() -> (usize, usize) {
     if quick_mode() {
         (200, 20)
     } else {
-        (10_000, 1_000)
+        (100_000, 1_000)
     }
 }
 
