@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use inbox_store::{Lease, PostgresLog};
+use inbox_store::{PostgresLog, Session};
 use uuid::Uuid;
 
 use crate::keys::write_private;
@@ -52,10 +52,7 @@ pub trait DeliveryStore: Send + Sync {
     fn start_cursor(&self, url: &UrlKey, initial: u64) -> std::io::Result<u64>;
     /// Tries to become the URL's deliverer: the lease, and the cursor as the previous holder
     /// saved it. `None`: another process delivers to it.
-    fn try_lease(
-        &self,
-        url: &UrlKey,
-    ) -> std::io::Result<Option<Taken>>;
+    fn try_lease(&self, url: &UrlKey) -> std::io::Result<Option<Taken>>;
     /// The URL's cursor as its deliverer last saved it.
     fn saved_cursor(&self, url: &UrlKey) -> std::io::Result<Option<u64>>;
     /// Records a delivery set aside after too many attempts (`line`: one JSON object).
@@ -114,10 +111,7 @@ impl DeliveryStore for FileDelivery {
         }
     }
 
-    fn try_lease(
-        &self,
-        url: &UrlKey,
-    ) -> std::io::Result<Option<Taken>> {
+    fn try_lease(&self, url: &UrlKey) -> std::io::Result<Option<Taken>> {
         let path = self.cursor_path(url);
         let saved = read_cursor(&path);
         let lease = FileLease {
@@ -165,7 +159,9 @@ impl DeliveryLease for FileLease {
     }
 }
 
-/// Cursors, leases and dead letters in the shared database.
+/// Cursors, leases and dead letters in the shared database: the cursors in
+/// `inbox_cursors` (name, position), one row per URL; a URL's lease is a session advisory
+/// lock on a connection of its own; dead letters are settings.
 pub struct PostgresDelivery {
     pg: Arc<PostgresLog>,
 }
@@ -182,27 +178,74 @@ fn cursor_name(url: &UrlKey) -> String {
     format!("webhook:{}", url.id)
 }
 
+/// A stable 64-bit advisory lock key for a lease name (FNV-1a; advisory keys are a flat
+/// bigint space, and the store's migration lock is a different constant). Every version of
+/// inboxd on one database must compute the same key, or two would deliver to one URL.
+fn lease_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "inbox-lease:".bytes().chain(name.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_le_bytes(h.to_le_bytes())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+const SELECT_CURSOR: &str = "SELECT position FROM inbox_cursors WHERE name = $1";
+
+impl PostgresDelivery {
+    fn saved(&self, name: &str) -> std::io::Result<Option<u64>> {
+        self.pg
+            .with_connection(|c| {
+                c.query_opt(SELECT_CURSOR, &[&name])
+                    .map(|r| r.map(|r| to_u64(r.get(0))))
+            })
+            .map_err(io)
+    }
+}
+
 impl DeliveryStore for PostgresDelivery {
     fn start_cursor(&self, url: &UrlKey, initial: u64) -> std::io::Result<u64> {
+        let name = cursor_name(url);
+        let initial = to_i64(initial);
         self.pg
-            .cursor_or_insert(&cursor_name(url), initial)
+            .with_connection(|c| {
+                c.execute(
+                    "INSERT INTO inbox_cursors (name, position) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&name, &initial],
+                )?;
+                c.query_one(SELECT_CURSOR, &[&name])
+                    .map(|r| to_u64(r.get(0)))
+            })
             .map_err(io)
     }
 
-    fn try_lease(
-        &self,
-        url: &UrlKey,
-    ) -> std::io::Result<Option<Taken>> {
+    fn try_lease(&self, url: &UrlKey) -> std::io::Result<Option<Taken>> {
         let name = cursor_name(url);
-        let Some(lease) = self.pg.try_lease(&name).map_err(io)? else {
+        let mut session = self.pg.session().map_err(io)?;
+        let got: bool = session
+            .client()
+            .map_err(io)?
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lease_key(&name)])
+            .map_err(io)?
+            .get(0);
+        if !got {
             return Ok(None);
-        };
-        let saved = self.pg.cursor(&name).map_err(io)?;
-        Ok(Some((Box::new(PostgresLease { lease, name }), saved)))
+        }
+        let saved = self.saved(&name)?;
+        Ok(Some((Box::new(PostgresLease { session, name }), saved)))
     }
 
     fn saved_cursor(&self, url: &UrlKey) -> std::io::Result<Option<u64>> {
-        self.pg.cursor(&cursor_name(url)).map_err(io)
+        self.saved(&cursor_name(url))
     }
 
     fn dead_letter(&self, url: &UrlKey, event_id: &str, line: &str) -> std::io::Result<()> {
@@ -218,19 +261,33 @@ impl DeliveryStore for PostgresDelivery {
     }
 }
 
+/// A lease: the advisory lock held by a session of its own, released when the session's
+/// connection closes (the lease dropped, or the process dead).
 struct PostgresLease {
-    lease: Lease,
+    session: Session,
     name: String,
 }
 
 impl DeliveryLease for PostgresLease {
     fn is_held(&mut self) -> bool {
-        self.lease.is_held()
+        self.session.is_alive()
     }
 
-    /// Through the lease's own connection (`greatest(old, new)`): a holder whose connection
-    /// broke cannot write it.
+    /// Through the lease's own connection, never backwards (`greatest(old, new)`): a holder
+    /// whose connection broke, so that another process may hold the lease now, cannot
+    /// write it.
     fn save_cursor(&mut self, position: u64) -> std::io::Result<()> {
-        self.lease.save_cursor(&self.name, position).map_err(io)
+        let name = &self.name;
+        self.session
+            .client()
+            .map_err(io)?
+            .execute(
+                "INSERT INTO inbox_cursors (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET position = greatest(inbox_cursors.position, \
+                 EXCLUDED.position)",
+                &[name, &to_i64(position)],
+            )
+            .map(|_| ())
+            .map_err(io)
     }
 }

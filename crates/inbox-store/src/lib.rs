@@ -96,7 +96,7 @@ pub use engine::{
 pub use file::{FileLog, FileLogOptions, LogStats, OpenError, OpenReport, TornTail};
 pub use memory::MemoryLog;
 #[cfg(feature = "postgres")]
-pub use postgres::{Lease, Listener, PostgresError, PostgresLog};
+pub use postgres::{Listener, PostgresError, PostgresLog, Session};
 pub use recover::{RecoverError, Recovered, SiteState, recover, write_snapshot};
 pub use snapshot::{SkippedSnapshot, SnapshotError, Snapshots};
 

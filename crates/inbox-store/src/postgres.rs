@@ -13,9 +13,11 @@
 //!   version, so old versions are upcast on read the same way.
 //! * `inbox_head(position)`: one row, the last position.
 //! * `inbox_sites(site PRIMARY KEY, version)`: each site's version.
-//! * `inbox_kv(name PRIMARY KEY, value)` and `inbox_cursors(name PRIMARY KEY, position)`:
-//!   small shared settings and follower cursors (what `inboxd` keeps in its data directory
-//!   on the file store: keys, webhook cursors, replica sites).
+//! * `inbox_kv(name PRIMARY KEY, value)`: small shared settings (what `inboxd` keeps in its
+//!   data directory on the file store: keys, replica sites).
+//! * `inbox_cursors(name PRIMARY KEY, position)`: created by the first migration; inboxd's
+//!   webhook cursors live there, and inboxd owns their SQL (through
+//!   [`PostgresLog::with_connection`] and [`PostgresLog::session`]).
 //!
 //! # Appends: optimistic, group-committed, dense
 //!
@@ -333,67 +335,30 @@ impl PostgresLog {
         })?)
     }
 
-    /// The cursor `name`, creating it at `initial` if it does not exist.
-    pub fn cursor_or_insert(&self, name: &str, initial: u64) -> Result<u64, PostgresError> {
-        let initial = to_i64(initial);
-        Ok(self.with_client(|c| {
-            c.execute(
-                "INSERT INTO inbox_cursors (name, position) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO NOTHING",
-                &[&name, &initial],
-            )?;
-            c.query_one(
-                "SELECT position FROM inbox_cursors WHERE name = $1",
-                &[&name],
-            )
-            .map(|r| to_u64(r.get(0)))
-        })?)
+    /// Runs `f` on a pooled connection to the log's database: for a caller's own tables
+    /// (inboxd keeps its webhook cursors in `inbox_cursors`). The connection goes back to the
+    /// pool if `f` succeeded.
+    pub fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, PostgresError> {
+        Ok(self.with_client(f)?)
     }
 
-    /// The cursor `name`, if it exists.
-    pub fn cursor(&self, name: &str) -> Result<Option<u64>, PostgresError> {
-        Ok(self.with_client(|c| {
-            c.query_opt(
-                "SELECT position FROM inbox_cursors WHERE name = $1",
-                &[&name],
-            )
-            .map(|r| r.map(|r| to_u64(r.get(0))))
-        })?)
-    }
-
-    /// Tries to take the lease `name`: a session advisory lock on a connection of its own,
-    /// held until the [`Lease`] is dropped or its connection breaks (a killed process's
-    /// leases are released by the server at once). `None`: another process holds it.
-    pub fn try_lease(&self, name: &str) -> Result<Option<Lease>, PostgresError> {
-        let mut client = connect(&self.config).map_err(|e| PostgresError::Connect(describe(&e)))?;
-        let key = lease_key(name);
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
-            .get(0);
-        if !got {
-            close_off_thread(vec![client]);
-            return Ok(None);
-        }
-        Ok(Some(Lease {
+    /// A connection of its own to the log's database, held until the [`Session`] is dropped
+    /// (then closed on a thread of its own, so dropping it on an async runtime is safe): for
+    /// what lives as long as a connection, such as a session advisory lock (inboxd's
+    /// webhook leases).
+    pub fn session(&self) -> Result<Session, PostgresError> {
+        let client = connect(&self.config).map_err(|e| PostgresError::Connect(describe(&e)))?;
+        Ok(Session {
             client: Some(client),
-            name: name.to_owned(),
-        }))
+        })
     }
 
     fn decode_rows(rows: &[Row]) -> Result<Vec<StoredEvent>, ReadError> {
         rows.iter().map(decode_row).collect()
     }
-}
-
-/// A stable 64-bit advisory lock key for a lease name (FNV-1a; advisory keys are a flat
-/// bigint space, and the migration lock is a different constant).
-fn lease_key(name: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "inbox-lease:".bytes().chain(name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::from_le_bytes(h.to_le_bytes())
 }
 
 fn decode_row(row: &Row) -> Result<StoredEvent, ReadError> {
@@ -856,46 +821,31 @@ impl Listener {
     }
 }
 
-/// A lease held by this process: a session advisory lock on a connection of its own,
-/// released when dropped or when the process dies.
-pub struct Lease {
+/// A connection of its own to the log's database ([`PostgresLog::session`]).
+pub struct Session {
     client: Option<Client>,
-    name: String,
 }
 
-impl Drop for Lease {
+impl Drop for Session {
     fn drop(&mut self) {
-        // Closing the connection releases the advisory lock.
+        // Closing the connection releases whatever it held (advisory locks included).
         close_off_thread(self.client.take().into_iter().collect());
     }
 }
 
-impl Lease {
-    /// The lease's name.
-    pub fn name(&self) -> &str {
-        &self.name
+impl Session {
+    /// The connection.
+    pub fn client(&mut self) -> Result<&mut Client, PostgresError> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| PostgresError::Query("the session is closed".into()))
     }
 
-    /// Whether the lease still holds (its connection is alive and answers).
-    pub fn is_held(&mut self) -> bool {
+    /// Whether the connection is alive and answers.
+    pub fn is_alive(&mut self) -> bool {
         self.client
             .as_mut()
             .is_some_and(|c| !c.is_closed() && c.simple_query("SELECT 1").is_ok())
-    }
-
-    /// Saves the cursor `name` through the lease's connection: a holder whose connection
-    /// broke (so that another process may hold the lease now) cannot write it.
-    pub fn save_cursor(&mut self, name: &str, position: u64) -> Result<(), PostgresError> {
-        let Some(client) = self.client.as_mut() else {
-            return Err(PostgresError::Query("the lease is closed".into()));
-        };
-        client.execute(
-            "INSERT INTO inbox_cursors (name, position) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET position = greatest(inbox_cursors.position, \
-             EXCLUDED.position)",
-            &[&name, &to_i64(position)],
-        )?;
-        Ok(())
     }
 }
 

@@ -150,6 +150,8 @@ fn a_write_that_conflicts_with_another_writer_catches_up_and_decides_again() {
     );
     assert_eq!(b.read(&site(1), |i| i.messages_of(c).count()).unwrap(), 2);
     assert_eq!(log.site_version(&site(1)).unwrap(), 3);
+    // B's get-or-create (decided against its empty state) and its message each conflicted.
+    assert_eq!((a.conflicts(), b.conflicts()), (0, 2));
 }
 
 #[test]
