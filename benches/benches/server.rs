@@ -163,17 +163,10 @@ fn server(c: &mut Criterion) {
 
     // The engine.
     let running = runtime.block_on(async {
-        inbox_server::start(inbox_server::ServeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data: dir.path().join("inboxd"),
-            api_keys: Vec::new(),
-            webhook_urls: Vec::new(),
-            signing_key: None,
-            wix_public_key: None,
-            postgres: None,
-            snapshot_every: None,
-            max_sites: None,
-        })
+        inbox_server::start(inbox_server::ServeOptions::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().join("inboxd"),
+        ))
         .await
         .unwrap()
     });

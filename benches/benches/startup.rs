@@ -125,15 +125,9 @@ fn sizes() -> Vec<u32> {
 async fn first_answer(data: &Path, max_sites: Option<usize>, http: &reqwest::Client) -> Duration {
     let started = Instant::now();
     let running = inbox_server::start(inbox_server::ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: data.to_path_buf(),
-        api_keys: Vec::new(),
-        webhook_urls: Vec::new(),
-        signing_key: None,
-        wix_public_key: None,
-        postgres: None,
         snapshot_every: None,
         max_sites,
+        ..inbox_server::ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.to_path_buf())
     })
     .await
     .unwrap();

@@ -74,6 +74,26 @@ pub struct ServeOptions {
 /// Events between two snapshots by default (`inboxd serve --snapshot-every`).
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
 
+impl ServeOptions {
+    /// Serving the file store in `data` on `listen`, as `inboxd serve` does with no other
+    /// flag: no API keys (so loopback only), no webhooks, the signing key generated into
+    /// `data`, no replica intake, a snapshot every [`DEFAULT_SNAPSHOT_EVERY`] events, every
+    /// site held. Set the fields to change any of it.
+    pub fn new(listen: SocketAddr, data: PathBuf) -> Self {
+        ServeOptions {
+            listen,
+            data,
+            api_keys: Vec::new(),
+            webhook_urls: Vec::new(),
+            signing_key: None,
+            wix_public_key: None,
+            postgres: None,
+            snapshot_every: Some(DEFAULT_SNAPSHOT_EVERY),
+            max_sites: None,
+        }
+    }
+}
+
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -169,15 +169,9 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
     let (hook_url, received, mut delivered) = start_receiver().await;
     let data = tempfile::tempdir().unwrap();
     let running = start(ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: data.path().to_path_buf(),
         api_keys: vec![(SiteId::new(SITE), KEY.into())],
         webhook_urls: vec![hook_url],
-        signing_key: None,
-        wix_public_key: None,
-        postgres: None,
-        snapshot_every: None,
-        max_sites: None,
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
     })
     .await
     .unwrap();

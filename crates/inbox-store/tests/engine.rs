@@ -7,49 +7,22 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use inbox_core::contacts::{ContactDraft, ContactName};
 use inbox_core::{
-    Command, ContactId, Context, ConversationId, Direction, EventEnvelope, Inbox, InboxConfig,
-    MessageDraft, ParticipantId, Rejection, SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
+    Command, ContactId, ConversationId, EventEnvelope, Inbox, InboxConfig, ParticipantId,
+    Rejection, SequentialIds, SiteId,
 };
 use inbox_store::{
     Engine, EngineConfig, EventLog, ExecuteError, FileLog, IngestError, MemoryLog, Snapshots,
     recover,
 };
 use uuid::Uuid;
-
-fn config() -> EngineConfig {
-    EngineConfig::new(|s: &SiteId| InboxConfig::new(s.clone(), [7; 16]))
-}
-
-fn site(n: u8) -> SiteId {
-    SiteId::new(format!("site-{n}"))
-}
-
-fn visitor(n: u128) -> ParticipantId {
-    ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(0x51 + n)))
-}
-
-fn at(micros: i64) -> Context {
-    Context::at(Timestamp::from_micros(1_700_000_000_000_000 + micros))
-}
-
-fn get_or_create(v: u128) -> Command {
-    Command::GetOrCreateConversation {
-        participant: visitor(v),
-    }
-}
-
-fn send(conversation_id: ConversationId, text: &str) -> Command {
-    Command::SendMessage {
-        conversation_id,
-        message: MessageDraft::text(text, Direction::ParticipantToBusiness),
-        send_as: SendAs::Participant,
-    }
-}
 
 fn conversation_of(engine: &Engine, s: &SiteId, v: u128) -> ConversationId {
     engine

@@ -10,13 +10,13 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use inbox_core::{
-    Command, Context, ConversationId, Direction, Inbox, InboxConfig, MessageDraft, ParticipantId,
-    SendAs, SequentialIds, SiteId, Timestamp, VisitorId,
-};
+use common::*;
+use inbox_core::{ConversationId, Inbox, InboxConfig, SequentialIds, SiteId};
 use inbox_store::{CloseError, Engine, EngineConfig, EventLog, FileLog, MemoryLog, Snapshots};
 use uuid::Uuid;
 
@@ -35,32 +35,6 @@ fn observed_config(seen: &Seen) -> EngineConfig {
             assert!(before.is_none(), "position {position} observed twice");
         },
     )
-}
-
-fn site(n: u8) -> SiteId {
-    SiteId::new(format!("site-{n}"))
-}
-
-fn visitor(n: u128) -> ParticipantId {
-    ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(0x51 + n)))
-}
-
-fn at(micros: i64) -> Context {
-    Context::at(Timestamp::from_micros(1_700_000_000_000_000 + micros))
-}
-
-fn get_or_create(v: u128) -> Command {
-    Command::GetOrCreateConversation {
-        participant: visitor(v),
-    }
-}
-
-fn send(conversation_id: ConversationId, text: &str) -> Command {
-    Command::SendMessage {
-        conversation_id,
-        message: MessageDraft::text(text, Direction::ParticipantToBusiness),
-        send_as: SendAs::Participant,
-    }
 }
 
 /// Writes a conversation and `messages` messages on `s` (so `1 + messages` events).

@@ -30,17 +30,7 @@ pub const WAIT_STEP: Duration = Duration::from_millis(20);
 
 /// Options for a server on `127.0.0.1:0` over `data`, no keys, no webhooks.
 pub fn options(data: &Path) -> ServeOptions {
-    ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: data.to_owned(),
-        api_keys: Vec::new(),
-        webhook_urls: Vec::new(),
-        signing_key: None,
-        wix_public_key: None,
-        postgres: None,
-        snapshot_every: None,
-        max_sites: None,
-    }
+    ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.to_owned())
 }
 
 /// `(site, key)` pairs as `ServeOptions` takes them.

@@ -72,3 +72,34 @@ pub fn append_nth(log: &dyn inbox_store::EventLog, site: &SiteId, i: u64, text: 
     )
     .unwrap();
 }
+
+/// The engine's configuration the engine tests share: a fixed cursor key.
+pub fn config() -> inbox_store::EngineConfig {
+    inbox_store::EngineConfig::new(|s: &SiteId| inbox_core::InboxConfig::new(s.clone(), [7; 16]))
+}
+
+/// Visitor `n` as a participant.
+pub fn visitor(n: u128) -> ParticipantId {
+    ParticipantId::Visitor(VisitorId::from_uuid(Uuid::from_u128(0x51 + n)))
+}
+
+/// A command context `micros` after a fixed instant.
+pub fn at(micros: i64) -> inbox_core::Context {
+    inbox_core::Context::at(Timestamp::from_micros(1_700_000_000_000_000 + micros))
+}
+
+/// Get Or Create Conversation for visitor `v`.
+pub fn get_or_create(v: u128) -> inbox_core::Command {
+    inbox_core::Command::GetOrCreateConversation {
+        participant: visitor(v),
+    }
+}
+
+/// Send Message of `text` from the participant of `conversation_id`.
+pub fn send(conversation_id: ConversationId, text: &str) -> inbox_core::Command {
+    inbox_core::Command::SendMessage {
+        conversation_id,
+        message: inbox_core::MessageDraft::text(text, Direction::ParticipantToBusiness),
+        send_as: inbox_core::SendAs::Participant,
+    }
+}
