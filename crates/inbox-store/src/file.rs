@@ -6,6 +6,7 @@
 //! LOCK                           held (flock) while a process has the log open
 //! 00000000000000000001.seg       segment whose first record is position 1
 //! 00000000000000524289.seg       the next segment, and so on
+//! CHECKPOINT                     where each event is, up to a position (`file_index`)
 //! ```
 //!
 //! **Group commit.** An append encodes its records under the lock, assigns positions and
@@ -42,6 +43,7 @@ use inbox_core::{EventEnvelope, SiteId};
 use thiserror::Error;
 
 use crate::codec::{SegmentFormat, decode_header, decode_record, encode_record};
+use crate::file_index::{Head, Index};
 use crate::{
     AppendError, AppendTicket, Appended, EventLog, ExpectedVersion, ReadError, StoredEvent,
     check_append,
@@ -158,6 +160,8 @@ struct Shared {
     options: FileLogOptions,
     state: Mutex<State>,
     flushed: Condvar,
+    /// One checkpoint written at a time.
+    checkpointing: Mutex<()>,
     _lock: File,
 }
 
@@ -172,29 +176,13 @@ struct Segment {
     sealed_len: Option<u64>,
 }
 
-/// The scan's result up to a position, saved by [`FileLog::checkpoint`] so that opening
-/// only reads what came after it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Checkpoint {
-    position: u64,
-    /// Covered segments: first position, covered length, format (1 or 2).
-    segments: Vec<(u64, u64, u8)>,
-    locations: Vec<(u32, u64)>,
-    sites: Vec<(String, Vec<u64>)>,
-}
-
-const CHECKPOINT_FILE: &str = "CHECKPOINT";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"INBXCKP1";
-
 #[derive(Debug)]
 struct State {
     segments: Vec<Segment>,
     /// Logical end of the last segment, pending bytes included.
     tail_len: u64,
-    /// Where each event is: (segment index, byte offset of its record), by position - 1.
-    locations: Vec<(u32, u64)>,
-    /// Positions of each site's events.
-    sites: HashMap<SiteId, Vec<u64>>,
+    /// Where each event is, and each site's positions (`file_index`).
+    index: Index,
     /// Records accepted but not yet written: (segment index, bytes).
     pending: Vec<(usize, Vec<u8>)>,
     /// Last position that is durable (readable and acknowledged).
@@ -254,8 +242,7 @@ impl FileLog {
         let mut state = State {
             segments: Vec::new(),
             tail_len: 0,
-            locations: Vec::new(),
-            sites: HashMap::new(),
+            index: Index::default(),
             pending: Vec::new(),
             durable: 0,
             durable_end: (0, 0),
@@ -268,16 +255,18 @@ impl FileLog {
         // A checkpoint lets the scan start where it ends (it was written from this very
         // scan's result, and everything it covers is durable).
         let mut resume: Option<(usize, u64)> = None;
-        if let Some(loaded) = load_checkpoint(&dir) {
-            match loaded.and_then(|cp| apply_checkpoint(cp, &paths, &mut state)) {
-                Ok((covered, len)) => {
-                    report.checkpoint_position = state.assigned;
-                    resume = Some((covered, len));
+        if let Some(loaded) = Index::open_checkpoint(&dir) {
+            match loaded.and_then(|(index, head)| {
+                check_checkpoint(&head, &paths).map(|covered| (index, head.position, covered))
+            }) {
+                Ok((index, position, covered)) => {
+                    state.index = index;
+                    state.assigned = position;
+                    report.checkpoint_position = position;
+                    resume = Some(covered);
                 }
                 Err(why) => {
-                    // Start over from nothing: the checkpoint may have left half a state.
-                    state.locations.clear();
-                    state.sites.clear();
+                    state.index.clear();
                     state.assigned = 0;
                     report.checkpoint_ignored = Some(why);
                 }
@@ -334,6 +323,7 @@ impl FileLog {
                     options,
                     state: Mutex::new(state),
                     flushed: Condvar::new(),
+                    checkpointing: Mutex::new(()),
                     _lock: lock,
                 }),
             },
@@ -341,15 +331,22 @@ impl FileLog {
         ))
     }
 
-    /// Saves the scan's result up to the last durable position (where each event is, each
-    /// site's positions) beside the segments, so the next open reads only what came after.
-    /// Call it when taking a snapshot, or before a planned shutdown. Returns the position it
-    /// covers. A missing, stale or damaged checkpoint only makes the next open slower.
+    /// Saves the index up to the last durable position (where each event is, each site's
+    /// positions) beside the segments, so the next open reads only its head and what came
+    /// after; what it covers is dropped from memory, and read from the file when needed.
+    /// Call it when taking a snapshot, or before a planned shutdown. It copies the previous
+    /// checkpoint and runs without holding the log's lock but for a copy of the tail's
+    /// index. Returns the position it covers. A missing, stale or damaged checkpoint only
+    /// makes the next open slower.
     pub fn checkpoint(&self) -> io::Result<u64> {
-        let checkpoint = {
+        let _one_at_a_time = self
+            .shared
+            .checkpointing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (capture, segments) = {
             let state = self.lock();
             let (end_seg, end_len) = state.durable_end;
-            let durable = state.durable;
             let mut segments = Vec::with_capacity(end_seg + 1);
             for (j, seg) in state.segments.iter().enumerate().take(end_seg + 1) {
                 let covered = if j == end_seg {
@@ -364,44 +361,12 @@ impl FileLog {
                 };
                 segments.push((seg.first_position, covered, format));
             }
-            let upto = usize::try_from(durable).unwrap_or(usize::MAX);
-            Checkpoint {
-                position: durable,
-                segments,
-                locations: state.locations.iter().take(upto).copied().collect(),
-                sites: state
-                    .sites
-                    .iter()
-                    .map(|(site, positions)| {
-                        let kept: Vec<u64> = positions
-                            .iter()
-                            .copied()
-                            .take_while(|p| *p <= durable)
-                            .collect();
-                        (site.0.clone(), kept)
-                    })
-                    .filter(|(_, p)| !p.is_empty())
-                    .collect(),
-            }
+            (state.index.capture(state.durable), segments)
         };
-        let payload = postcard::to_allocvec(&checkpoint).map_err(io::Error::other)?;
-        let dir = &self.shared.dir;
-        let tmp = dir.join(format!(".{CHECKPOINT_FILE}.tmp"));
-        {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&tmp)?;
-            f.write_all(CHECKPOINT_MAGIC)?;
-            f.write_all(&(payload.len() as u64).to_le_bytes())?;
-            f.write_all(&crc32c::crc32c(&payload).to_le_bytes())?;
-            f.write_all(&payload)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
-        File::open(dir).and_then(|d| d.sync_all())?;
-        Ok(checkpoint.position)
+        let position = capture.position();
+        let written = capture.write(&self.shared.dir, segments)?;
+        self.lock().index.install(written);
+        Ok(position)
     }
 
     /// Counters since the log was opened.
@@ -504,43 +469,17 @@ impl State {
     }
 }
 
-/// Reads a checkpoint file: `None` when there is none, an error string when it is damaged.
-fn load_checkpoint(dir: &Path) -> Option<Result<Checkpoint, String>> {
-    let bytes = fs::read(dir.join(CHECKPOINT_FILE)).ok()?;
-    Some((|| {
-        let (magic, rest) = bytes.split_at_checked(8).ok_or("checkpoint too short")?;
-        if magic != CHECKPOINT_MAGIC {
-            return Err("not a checkpoint (bad magic)".to_owned());
-        }
-        let (len, rest) = rest.split_at_checked(8).ok_or("checkpoint too short")?;
-        let (crc, payload) = rest.split_at_checked(4).ok_or("checkpoint too short")?;
-        let len = u64::from_le_bytes(len.try_into().map_err(|_| "bad length")?);
-        let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "bad checksum field")?);
-        if len != payload.len() as u64 {
-            return Err("checkpoint length does not match".to_owned());
-        }
-        if crc32c::crc32c(payload) != crc {
-            return Err("checkpoint checksum mismatch".to_owned());
-        }
-        postcard::from_bytes(payload).map_err(|e| format!("undecodable checkpoint: {e}"))
-    })())
-}
-
-/// Installs a checkpoint into a fresh state after checking it against the segments on disk.
-/// Returns the index of the last covered segment and where its scan resumes.
-fn apply_checkpoint(
-    cp: Checkpoint,
-    paths: &[(u64, PathBuf)],
-    state: &mut State,
-) -> Result<(usize, u64), String> {
-    let Some(last) = cp.segments.len().checked_sub(1) else {
+/// Checks a checkpoint's head against the segments on disk. Returns the index of the last
+/// covered segment and where its scan resumes.
+fn check_checkpoint(head: &Head, paths: &[(u64, PathBuf)]) -> Result<(usize, u64), String> {
+    let Some(last) = head.segments.len().checked_sub(1) else {
         return Err("checkpoint covers no segment".into());
     };
-    if cp.segments.len() > paths.len() {
+    if head.segments.len() > paths.len() {
         return Err("checkpoint covers segments that are gone".into());
     }
     for (j, ((first, covered, format), (on_disk, path))) in
-        cp.segments.iter().zip(paths).enumerate()
+        head.segments.iter().zip(paths).enumerate()
     {
         if first != on_disk {
             return Err(format!(
@@ -558,21 +497,10 @@ fn apply_checkpoint(
             ));
         }
     }
-    let total: usize = cp.sites.iter().map(|(_, p)| p.len()).sum();
-    if cp.locations.len() as u64 != cp.position || total as u64 != cp.position {
-        return Err("checkpoint is inconsistent".into());
-    }
-    if cp.locations.iter().any(|(seg, _)| *seg as usize > last) {
-        return Err("checkpoint points past its segments".into());
-    }
-    state.assigned = cp.position;
-    state.locations = cp.locations;
-    state.sites = cp
-        .sites
-        .into_iter()
-        .map(|(s, p)| (SiteId::new(s), p))
-        .collect();
-    let resume = cp.segments.get(last).map_or(0, |(_, covered, _)| *covered);
+    let resume = head
+        .segments
+        .get(last)
+        .map_or(0, |(_, covered, _)| *covered);
     Ok((last, resume))
 }
 
@@ -679,7 +607,7 @@ fn scan_segment(
                 ),
             ));
         }
-        let site_version_now = state.sites.get(record.site).map_or(0, Vec::len) as u64
+        let site_version_now = state.index.site_len(record.site)
             + batch_per_site.get(record.site).copied().unwrap_or(0);
         if record.site_version != site_version_now + 1 {
             return Err(corrupt(
@@ -702,13 +630,7 @@ fn scan_segment(
             for b in batch.drain(..) {
                 state.assigned += 1;
                 let position = state.assigned;
-                match state.sites.get_mut(b.site) {
-                    Some(positions) => positions.push(position),
-                    None => {
-                        state.sites.insert(SiteId::new(b.site), vec![position]);
-                    }
-                }
-                state.locations.push((index as u32, b.offset));
+                state.index.push(b.site, position, (index as u32, b.offset));
             }
             batch_per_site.clear();
             batch_start = offset;
@@ -813,7 +735,7 @@ impl EventLog for FileLog {
         if let Some(why) = &state.failed {
             return Err(AppendError::Failed(why.clone()));
         }
-        let actual = state.sites.get(site).map_or(0, |v| v.len() as u64);
+        let actual = state.index.site_len(&site.0);
         check_append(site, expected, actual, events)?;
         let first_position = state.assigned + 1;
         let mut records: Vec<Vec<u8>> = Vec::with_capacity(events.len());
@@ -857,11 +779,13 @@ impl EventLog for FileLog {
             });
             state.tail_len = SEGMENT_MAGIC.len() as u64;
         }
-        for record in records {
+        for (i, record) in records.into_iter().enumerate() {
             let seg = state.segments.len() - 1;
             let offset = state.tail_len;
             state.tail_len += record.len() as u64;
-            state.locations.push((seg as u32, offset));
+            state
+                .index
+                .push(&site.0, first_position + i as u64, (seg as u32, offset));
             match state.pending.last_mut() {
                 Some((s, bytes)) if *s == seg => bytes.extend_from_slice(&record),
                 _ => state.pending.push((seg, record)),
@@ -869,11 +793,6 @@ impl EventLog for FileLog {
         }
         let last_position = first_position + events.len() as u64 - 1;
         state.assigned = last_position;
-        state
-            .sites
-            .entry(site.clone())
-            .or_default()
-            .extend(first_position..=last_position);
         let site_version = actual + events.len() as u64;
         Ok(AppendTicket {
             appended: Appended {
@@ -955,25 +874,39 @@ impl EventLog for FileLog {
     ) -> Result<Vec<StoredEvent>, ReadError> {
         let wanted = {
             let state = self.lock();
-            let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
-            let wanted: Vec<(PathBuf, Arc<File>, SegmentFormat, u64)> = state
-                .sites
-                .get(site)
+            let places = state
+                .index
+                .site_events(site, from_version, max, state.durable)
+                .map_err(|source| ReadError::Io {
+                    path: self.shared.dir.join(crate::file_index::CHECKPOINT_FILE),
+                    source,
+                })?;
+            let wanted: Vec<(u64, PathBuf, Arc<File>, SegmentFormat, u64)> = places
                 .into_iter()
-                .flat_map(|v| v.iter().skip(skip))
-                .take_while(|p| **p <= state.durable)
-                .take(max)
-                .filter_map(|p| {
-                    let (seg, off) = *state.locations.get(usize::try_from(*p - 1).ok()?)?;
+                .filter_map(|(p, (seg, off))| {
                     let s = state.segments.get(seg as usize)?;
-                    Some((s.path.clone(), s.file.clone()?, s.format, off))
+                    Some((p, s.path.clone(), s.file.clone()?, s.format, off))
                 })
                 .collect();
             wanted
         };
         wanted
             .into_iter()
-            .map(|(path, file, format, off)| read_record_at(&path, &file, format, off))
+            .map(|(p, path, file, format, off)| {
+                let stored = read_record_at(&path, &file, format, off)?;
+                if stored.position != p || stored.envelope.site != *site {
+                    return Err(ReadError::Corrupt {
+                        path,
+                        offset: off,
+                        reason: format!(
+                            "the index says position {p} of site {site} is here; the record is \
+                             position {} of site {}",
+                            stored.position, stored.envelope.site
+                        ),
+                    });
+                }
+                Ok(stored)
+            })
             .collect()
     }
 
@@ -988,11 +921,7 @@ impl EventLog for FileLog {
             if from_position > state.durable {
                 return Ok(());
             }
-            let Some(start) = state
-                .locations
-                .get(usize::try_from(from_position - 1).unwrap_or(usize::MAX))
-                .copied()
-            else {
+            let Some((start_position, start)) = state.index.start_of(from_position) else {
                 return Ok(());
             };
             let segments: Vec<(PathBuf, SegmentFormat)> = state
@@ -1000,10 +929,11 @@ impl EventLog for FileLog {
                 .iter()
                 .map(|s| (s.path.clone(), s.format))
                 .collect();
-            (state.durable, start, segments)
+            (state.durable, (start_position, start), segments)
         };
-        // Read sequentially through big buffers, not record by record.
-        let mut position = from_position;
+        let (mut position, start) = start;
+        // Read sequentially through big buffers, not record by record (from the sparse
+        // index's position at or before `from_position`: records before it are skipped).
         let mut payload = Vec::new();
         for (i, (path, format)) in segments.iter().enumerate().skip(start.0 as usize) {
             let file = File::open(path).map_err(|source| ReadError::Io {
@@ -1052,18 +982,29 @@ impl EventLog for FileLog {
                         path: path.clone(),
                         source,
                     })?;
+                let at = offset;
                 let corrupt = |reason: String| ReadError::Corrupt {
                     path: path.clone(),
-                    offset,
+                    offset: at,
                     reason,
                 };
                 if crc32c::crc32c(&payload) != crc {
                     return Err(corrupt("checksum mismatch".into()));
                 }
+                offset += RECORD_HEADER + u64::from(len);
+                let this = position;
+                position += 1;
+                if this < from_position {
+                    continue;
+                }
                 let stored =
                     decode_record(*format, &payload).map_err(|e| corrupt(e.to_string()))?;
-                offset += RECORD_HEADER + u64::from(len);
-                position += 1;
+                if stored.position != this {
+                    return Err(corrupt(format!(
+                        "the record is position {}, the index says {this}",
+                        stored.position
+                    )));
+                }
                 if f(stored).is_break() {
                     return Ok(());
                 }
@@ -1077,9 +1018,7 @@ impl EventLog for FileLog {
 
     fn site_version(&self, site: &SiteId) -> Result<u64, ReadError> {
         let state = self.lock();
-        Ok(state.sites.get(site).map_or(0, |v| {
-            v.iter().take_while(|p| **p <= state.durable).count() as u64
-        }))
+        Ok(state.index.site_len_upto(&site.0, state.durable))
     }
 
     fn last_position(&self) -> Result<u64, ReadError> {

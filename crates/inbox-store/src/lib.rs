@@ -67,6 +67,7 @@ mod asynchronous;
 mod codec;
 mod engine;
 mod file;
+mod file_index;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

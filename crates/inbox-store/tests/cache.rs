@@ -268,7 +268,8 @@ fn writers_of_many_sites_through_a_small_cache_lose_nothing() {
     let acked: Vec<Vec<(SiteId, inbox_core::MessageId)>> = std::thread::scope(|scope| {
         scope.spawn(|| {
             for _ in 0..5 {
-                engine.snapshot().unwrap();
+                // Each call writes one, or answers the newest if nothing was applied since.
+                assert!(engine.snapshot().unwrap().is_some());
             }
         });
         let writers: Vec<_> = (0..8u8)
@@ -318,5 +319,5 @@ fn writers_of_many_sites_through_a_small_cache_lose_nothing() {
     }
     assert_eq!(acked.iter().map(Vec::len).sum::<usize>(), 320);
     assert!(engine.cache().loaded <= 3, "{:?}", engine.cache());
-    assert!(engine.snapshots_taken() >= 5);
+    assert!(engine.snapshots_taken() >= 1);
 }
