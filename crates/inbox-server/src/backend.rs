@@ -188,11 +188,6 @@ pub trait Backend: Send + Sync {
     /// Runs until `stop`, calling `take_in` whenever the log may have grown through another
     /// process, and returns; a store only this process writes returns at once.
     fn follow(&self, _take_in: &dyn Fn(), _stop: &AtomicBool) {}
-    /// Called before each snapshot: saves what spares the next open a scan of the log (the
-    /// file log's index), if the store has such a thing.
-    fn checkpoint(&self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The embedded file store in a data directory: `log/`, `snapshots/`,
@@ -241,10 +236,6 @@ impl Backend for FileBackend {
     }
     fn torn_tail(&self) -> bool {
         self.torn_tail
-    }
-    /// `FileLog::checkpoint`: the next open reads the index up to here instead of scanning.
-    fn checkpoint(&self) -> std::io::Result<()> {
-        self.log.checkpoint().map(|_| ())
     }
 }
 

@@ -337,9 +337,7 @@ fn open_engine(
         if let Some(n) = snapshot_every {
             config = config.snapshot_every(n);
         }
-        let store = backend.clone();
         if !outbox.is_active() {
-            config = config.before_snapshot(move |_| store.checkpoint());
             return match max_sites {
                 Some(n) => config.max_sites(n),
                 None => config,
@@ -362,10 +360,7 @@ fn open_engine(
             }
         });
         let saver = outbox.clone();
-        config.before_snapshot(move |position| {
-            saver.save_pending(position)?;
-            store.checkpoint()
-        })
+        config.before_snapshot(move |position| saver.save_pending(position))
     };
     let (engine, opened) =
         Engine::open(&**backend, config(), true, &mut |_, _| {}).map_err(|e| setup(&e))?;

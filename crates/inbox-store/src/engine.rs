@@ -331,6 +331,10 @@ pub enum CloseError {
     /// and is not snapshotted. Reopen the engine (it recovers what the log really has).
     #[error("a write failed after it was applied; reopen the engine to recover from the log")]
     Poisoned,
+    /// The snapshot was written, but the log could not save its index beside it
+    /// ([`EventLog::checkpoint`]): the next open scans more of the log, nothing is lost.
+    #[error("the snapshot is written; saving the log's index failed: {0}")]
+    Checkpoint(std::io::Error),
     /// The [`EngineConfig::before_snapshot`] hook failed; no snapshot was written.
     #[error("before the snapshot at {position}: {source}")]
     BeforeSnapshot {
@@ -1285,6 +1289,9 @@ impl Engine {
     /// before it is written (a snapshot must never hold what the log may lose). Its per-site
     /// versions let recovery skip, in the log after `P`, what the states already hold.
     ///
+    /// After it, the log saves its index ([`EventLog::checkpoint`]), so that the next open
+    /// reads neither the state nor the index of what the snapshot covers.
+    ///
     /// If `P` is the position of the newest snapshot the engine started from or wrote
     /// (nothing was applied since), that snapshot is answered and nothing is written (nor is
     /// [`EngineConfig::before_snapshot`] called): a restart with no writes costs no snapshot.
@@ -1373,6 +1380,7 @@ impl Engine {
         let path = snapshots.write_with(position, &sites, carried)?;
         self.inner.snapshots_taken.fetch_add(1, Ordering::Relaxed);
         *lock(&self.inner.last_snapshot) = Some(position);
+        let checkpointed = self.inner.log.checkpoint().map_err(CloseError::Checkpoint);
         if self.inner.config.max_sites.is_some() {
             // Sites not in memory load from this snapshot from now on. (If it cannot be read
             // back, they go on loading from the one before, which is kept, and the log.)
@@ -1380,6 +1388,7 @@ impl Engine {
                 *write_lock(&self.inner.index) = Some(Arc::new(index));
             }
         }
+        checkpointed?;
         Ok(Some(path))
     }
 

@@ -715,6 +715,10 @@ fn valid_record_after(bytes: &[u8], offset: u64, format: SegmentFormat, assigned
 }
 
 impl EventLog for FileLog {
+    fn checkpoint(&self) -> io::Result<u64> {
+        FileLog::checkpoint(self)
+    }
+
     fn append(
         &self,
         site: &SiteId,

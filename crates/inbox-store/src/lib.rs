@@ -297,6 +297,14 @@ pub trait EventLog: Send + Sync {
 
     /// The position of the last durable event (0 for an empty log).
     fn last_position(&self) -> Result<u64, ReadError>;
+
+    /// Saves whatever spares the next open work (the file log's index, see
+    /// [`FileLog::checkpoint`]); the engine calls it after each snapshot. Returns the
+    /// position it covers; a log with nothing to save (the default) does nothing and
+    /// answers 0.
+    fn checkpoint(&self) -> std::io::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Checks a batch and the expected version against the site's current one; shared by every

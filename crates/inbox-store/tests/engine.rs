@@ -497,3 +497,30 @@ fn two_engines_over_one_postgres_database_share_every_site() {
     assert_eq!(bounded.cache().loaded, 1);
     assert_eq!(bounded.site_count(), 2);
 }
+
+/// Each snapshot is followed by the log's checkpoint: the next open of the file log reads
+/// its index up to the snapshot instead of scanning the segments.
+#[test]
+fn a_snapshot_checkpoints_the_file_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = SequentialIds::default();
+    {
+        let (log, _) = FileLog::open(dir.path().join("log")).unwrap();
+        let snapshots = Snapshots::new(dir.path().join("snapshots")).unwrap();
+        let (engine, _) =
+            Engine::open(Arc::new(log), Some(snapshots), config(), &mut |_| {}).unwrap();
+        engine
+            .execute(&site(1), &get_or_create(1), &at(1), &mut ids)
+            .unwrap();
+        let c = conversation_of(&engine, &site(1), 1);
+        engine
+            .execute(&site(1), &send(c, "hello"), &at(2), &mut ids)
+            .unwrap();
+        engine.close().unwrap().expect("a snapshot");
+    }
+    let (_, report) = FileLog::open(dir.path().join("log")).unwrap();
+    assert_eq!(
+        (report.checkpoint_position, report.checkpoint_ignored),
+        (2, None)
+    );
+}
