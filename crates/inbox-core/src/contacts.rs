@@ -479,6 +479,8 @@ fn normalize_phone(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// One `@` between a non-empty local part and domain, and no whitespace or control
+/// character (a NUL, an escape) anywhere: what no mail system delivers to.
 fn valid_email(email: &str) -> bool {
     let e = email.trim();
     match e.split_once('@') {
@@ -487,6 +489,7 @@ fn valid_email(email: &str) -> bool {
                 && !domain.is_empty()
                 && !domain.contains('@')
                 && !e.contains(char::is_whitespace)
+                && !e.contains(char::is_control)
         }
         None => false,
     }

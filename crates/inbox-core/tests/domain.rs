@@ -339,6 +339,22 @@ fn ids_of(messages: &[&Message]) -> Vec<MessageId> {
     messages.iter().map(|m| m.id).collect()
 }
 
+/// An email with a control character in it (a NUL, an escape, a line feed inside) is no
+/// address: refused, and nothing is created.
+#[test]
+fn given_no_contacts_when_one_is_created_with_a_control_character_in_its_email_then_it_is_refused()
+{
+    for bad in [
+        "ann\u{0}@example.com",
+        "ann@exa\u{1b}mple.com",
+        "ann@example.com\u{7f}",
+    ] {
+        given([])
+            .when(create_contact(contact_id(1), "Ann", bad))
+            .then_rejected(CreateContactError::InvalidEmail(bad.to_owned()));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Example flow: "Sync messages from an external service"
 

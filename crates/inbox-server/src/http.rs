@@ -173,6 +173,29 @@ fn write<R>(
         .ok_or_else(|| WixError::application(500, "INTERNAL", missing).into())
 }
 
+/// A path's one parameter, as text; a segment that is not UTF-8 (or otherwise not what
+/// the route takes) is answered in Wix's error shape, like every other bad input, instead
+/// of axum's plain-text rejection.
+struct Segment(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => Ok(Segment(text)),
+            Err(rejection) => Err(ApiError(WixError::invalid(FieldViolation::new(
+                "path",
+                format!("the path segment is not valid: {}", rejection.body_text()),
+                Rule::Format,
+            )))),
+        }
+    }
+}
+
 /// Who is calling, for which site.
 struct Tenant {
     site: SiteId,
@@ -270,7 +293,7 @@ async fn public_key(State(state): State<Arc<AppState>>) -> Response {
 async fn get_conversation(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let t = tenant(&state, &headers)?;
     let (answer, redirected_from) = blocking(move || {
@@ -395,7 +418,7 @@ async fn create_contact(
 async fn get_contact(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult<ContactResponse> {
     let t = tenant(&state, &headers)?;
     blocking(move || {
@@ -426,7 +449,7 @@ async fn query_contacts(
 async fn merge_contacts(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<ContactResponse> {
     let t = tenant(&state, &headers)?;
@@ -449,7 +472,7 @@ async fn merge_contacts(
 async fn preview_merge(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<ContactResponse> {
     let t = tenant(&state, &headers)?;
@@ -568,7 +591,7 @@ struct IdentifyRequest {
 async fn identify_visitor(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(visitor): Path<String>,
+    Segment(visitor): Segment,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<GetConversationResponse> {
     let t = tenant(&state, &headers)?;

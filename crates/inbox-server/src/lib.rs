@@ -69,10 +69,17 @@ pub struct ServeOptions {
     /// used idle site is evicted), so memory follows the sites in use. `None`: every site.
     /// Ignored with webhook URLs: the outbox needs every site's state at each event.
     pub max_sites: Option<usize>,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (so idle, half-sent requests are not held forever).
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// Events between two snapshots by default (`inboxd serve --snapshot-every`).
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+
+/// How long a client may take to send its headers, by default
+/// (`inboxd serve --header-read-timeout`).
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ServeOptions {
     /// Serving the file store in `data` on `listen`, as `inboxd serve` does with no other
@@ -90,6 +97,7 @@ impl ServeOptions {
             postgres: None,
             snapshot_every: Some(DEFAULT_SNAPSHOT_EVERY),
             max_sites: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -292,15 +300,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
     } else {
         None
     };
-    let mut stop = rx;
     let app = http::router(state);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(serve(listener, app, opts.header_read_timeout, rx));
     Ok(Running {
         addr,
         engine,
@@ -313,6 +314,59 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         follower,
         stop_following,
     })
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then lets the connections finish
+/// what they are answering. HTTP/1.1 and HTTP/2 (prior knowledge); a client that has not
+/// sent a request's headers within `header_read_timeout` is disconnected. (`axum::serve`
+/// sets no such timeout, hence hyper's own connection builder here.)
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_read_timeout: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: give the process a moment.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Opens the engine from the newest snapshot. With webhook URLs the outbox is the engine's

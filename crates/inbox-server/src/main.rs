@@ -93,6 +93,10 @@ struct Serve {
     /// site's state at each event).
     #[arg(long, value_name = "N")]
     max_sites: Option<usize>,
+    /// Seconds a client may take to send a request's headers before its connection is
+    /// closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = inbox_server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout: u64,
 }
 
 fn parse_api_key(text: &str) -> Result<(SiteId, String), String> {
@@ -147,6 +151,7 @@ fn serve(s: Serve) -> ExitCode {
         postgres: s.postgres,
         snapshot_every: (s.snapshot_every > 0).then_some(s.snapshot_every),
         max_sites: s.max_sites,
+        header_read_timeout: std::time::Duration::from_secs(s.header_read_timeout.max(1)),
     };
     runtime.block_on(async move {
         let running = match inbox_server::start(opts.clone()).await {

@@ -958,6 +958,20 @@ async fn given_bad_requests_when_sent_then_each_is_refused_with_its_status_and_w
     .await
     .validation_error(Some("conversationId"));
     api.contact("not-a-guid").await.validation_error(None);
+    // A path segment that is not UTF-8 once decoded: Wix's shape, not a plain-text answer.
+    api.conversation("%FF%FE")
+        .await
+        .validation_error(Some("path"));
+    api.contact("%C3%28").await.validation_error(Some("path"));
+    // Control characters in an email (a NUL, an escape) are not an address.
+    for bad in ["ann\u{0}@example.com", "ann@exa\u{1b}mple.com"] {
+        api.post(
+            "/contacts/v4/contacts",
+            &json!({"info": {"emails": {"items": [{"email": bad}]}}}),
+        )
+        .await
+        .validation_error(Some("info.emails.items"));
+    }
     api.post(
         "/emulator/v1/visitors/not-a-guid/identify",
         &json!({"contactId": guid()}),
@@ -1322,6 +1336,36 @@ async fn given_a_cache_of_one_site_when_two_sites_are_written_and_read_in_turn_t
         let listed = server.api(site).all_messages(c, "ASC", 100).await;
         assert_eq!(texts(&listed), expect(site), "{site} after the restart");
     }
+}
+
+/// A client that starts a request and never finishes its headers is disconnected once the
+/// header read timeout passes; a whole request on another connection is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_half_sent_request_when_the_header_read_timeout_passes_then_the_connection_is_closed()
+ {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|o| {
+        o.header_read_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let addr = server.running.as_ref().unwrap().addr;
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.api("local").get("/healthz").await.status, 200);
+    // The server ends the idle connection (an answer saying so, or none) on its own; the
+    // bound here only turns a server that never does into a failure instead of a hang.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        idle.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(ended, Ok(Ok(_)) | Ok(Err(_))),
+        "the half-sent request's connection was still open after 30 s"
+    );
 }
 
 /// Webhooks a receiver has not taken when the server stops are saved beside the snapshot

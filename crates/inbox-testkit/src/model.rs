@@ -268,6 +268,7 @@ fn is_email(email: &str) -> bool {
         && !domain.is_empty()
         && !domain.contains('@')
         && !trimmed.chars().any(char::is_whitespace)
+        && !trimmed.chars().any(char::is_control)
 }
 
 fn name_is_empty(name: &ContactName) -> bool {

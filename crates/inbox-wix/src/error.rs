@@ -202,7 +202,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "(validationError)",
         400,
-        "a field is missing, malformed, out of range or breaks a message rule",
+        "a field is missing, malformed, out of range or breaks a message rule (an email with whitespace or a control character is malformed); a path segment that is not UTF-8 is a violation of field `path`",
     ),
     (
         "INVALID_CURSOR",
@@ -257,7 +257,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "INVALID_WEBHOOK_SIGNATURE",
         401,
-        "a webhook token with another algorithm than RS256, a bad signature, no exp, or an expired exp",
+        "a webhook token with another algorithm than RS256, critical header extensions (`crit`), a bad signature, no exp, an expired exp, or an `nbf` still ahead",
     ),
     ("PERMISSION_DENIED", 403, "the key belongs to another site"),
     ("NOT_FOUND", 404, "(inboxd) no such path"),

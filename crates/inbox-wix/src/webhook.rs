@@ -82,6 +82,18 @@ pub enum WebhookError {
     /// The token has no numeric `exp` claim.
     #[error("webhook JWT has no numeric exp claim")]
     MissingExpiry,
+    /// The header marks extensions critical (`crit`, RFC 7515 section 4.1.11): none is
+    /// understood here, so the token must be refused.
+    #[error("webhook JWT marks extensions critical that are not understood: {0:?}")]
+    CriticalExtension(Vec<String>),
+    /// The token is not valid yet (`nbf` after now, beyond the leeway).
+    #[error("webhook JWT is not valid before {nbf} (unix seconds); now is {now}")]
+    NotYetValid {
+        /// `nbf`, in Unix seconds.
+        nbf: i64,
+        /// The time checked against, in Unix seconds.
+        now: i64,
+    },
     /// The token expired.
     #[error("webhook JWT expired at {exp} (unix seconds); now is {now}")]
     Expired {
@@ -116,8 +128,10 @@ impl WebhookError {
                 WixError::application(400, "INVALID_WEBHOOK_PAYLOAD", self.to_string())
             }
             WebhookError::AlgorithmRefused(_)
+            | WebhookError::CriticalExtension(_)
             | WebhookError::BadSignature
             | WebhookError::MissingExpiry
+            | WebhookError::NotYetValid { .. }
             | WebhookError::Expired { .. } => {
                 WixError::application(401, "INVALID_WEBHOOK_SIGNATURE", self.to_string())
             }
@@ -141,6 +155,7 @@ impl std::fmt::Debug for WebhookVerifier {
 struct Claims {
     data: Value,
     exp: Option<Value>,
+    nbf: Option<Value>,
 }
 
 impl WebhookVerifier {
@@ -181,6 +196,17 @@ impl WebhookVerifier {
             Some(other) => return Err(WebhookError::AlgorithmRefused(other.to_owned())),
             None => return Err(WebhookError::AlgorithmRefused(String::new())),
         }
+        if let Some(crit) = header.get("crit") {
+            let names = crit
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|n| n.as_str().map_or_else(|| n.to_string(), str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![crit.to_string()]);
+            return Err(WebhookError::CriticalExtension(names));
+        }
         let mut validation = Validation::new(Algorithm::RS256);
         // Expiry is checked below against the caller's `now`, not the library's clock.
         validation.validate_exp = false;
@@ -206,6 +232,15 @@ impl WebhookVerifier {
         let exp = exp.floor() as i64;
         if exp.saturating_add(EXPIRY_LEEWAY_SECS) < now_secs {
             return Err(WebhookError::Expired { exp, now: now_secs });
+        }
+        if let Some(nbf) = &claims.nbf {
+            let nbf = nbf
+                .as_f64()
+                .ok_or_else(|| WebhookError::payload("jwt", "nbf must be a number"))?
+                .floor() as i64;
+            if nbf > now_secs.saturating_add(EXPIRY_LEEWAY_SECS) {
+                return Err(WebhookError::NotYetValid { nbf, now: now_secs });
+            }
         }
         match claims.data {
             Value::String(a) => Delivery::from_data(&a),

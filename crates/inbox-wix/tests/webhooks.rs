@@ -254,6 +254,55 @@ fn an_expired_token_and_one_without_expiry_are_refused() {
     );
 }
 
+/// A header that marks extensions critical (RFC 7515 section 4.1.11): the recipient must
+/// refuse what it does not understand, and this one understands none, even with a good
+/// signature.
+#[test]
+fn a_header_with_critical_extensions_is_refused_though_signed() {
+    let header = json!({"alg": "RS256", "typ": "JWT", "crit": ["exp-ext"], "exp-ext": true});
+    let signing_input = format!(
+        "{}.{}",
+        b64(&header),
+        b64(&claims(Value::String(merged_data())))
+    );
+    let signature =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &app_key(), Algorithm::RS256).unwrap();
+    let token = format!("{signing_input}.{signature}");
+    let (err, wix) = refusal(&token);
+    assert_eq!(err, WebhookError::CriticalExtension(vec!["exp-ext".into()]));
+    assert!(wix.starts_with("401 "), "{wix}");
+}
+
+#[test]
+fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+    let iat = NOW / 1_000_000;
+    let later = json!({"data": merged_data(), "iat": iat, "exp": iat + 7_200, "nbf": iat + 3_600});
+    let (err, wix) = refusal(&token_with(Algorithm::RS256, &app_key(), &later));
+    assert_eq!(
+        err,
+        WebhookError::NotYetValid {
+            nbf: iat + 3_600,
+            now: iat
+        }
+    );
+    assert!(wix.starts_with("401 "), "{wix}");
+    // Within the leeway, and in the past, it passes.
+    for nbf in [iat + 30, iat - 30] {
+        let fine = json!({"data": merged_data(), "iat": iat, "exp": iat + 300, "nbf": nbf});
+        assert!(
+            app_verifier()
+                .verify(&token_with(Algorithm::RS256, &app_key(), &fine), now())
+                .is_ok(),
+            "nbf {nbf}"
+        );
+    }
+    let odd = json!({"data": merged_data(), "iat": iat, "exp": iat + 300, "nbf": "soon"});
+    assert!(matches!(
+        refusal(&token_with(Algorithm::RS256, &app_key(), &odd)).0,
+        WebhookError::Payload { .. }
+    ));
+}
+
 #[test]
 fn a_payload_that_is_not_the_documented_nesting_is_refused() {
     let signed = |claims: Value| token_with(Algorithm::RS256, &app_key(), &claims);
