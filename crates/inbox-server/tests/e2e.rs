@@ -508,7 +508,7 @@ async fn given_three_contacts_with_conversations_when_merged_with_the_target_rev
             &json!({"targetContactRevision": revision + 1, "sourceContactIds": [s1, s2]}),
         )
         .await;
-    stale.app_error(409, "CONTACT_REVISION_MISMATCH");
+    stale.app_error(428, "FAILED_PRECONDITION");
     api.contact(&s1).await.ok();
     assert_eq!(api.contact(&target_id).await.ok(), before_preview);
     // The revision is required; the target may not be its own source.
@@ -520,7 +520,7 @@ async fn given_three_contacts_with_conversations_when_merged_with_the_target_rev
         &json!({"targetContactRevision": revision, "sourceContactIds": [target_id]}),
     )
     .await
-    .app_error(400, "CANNOT_MERGE_CONTACT_INTO_ITSELF");
+    .app_error(400, "ILLEGAL_MERGE");
 
     // The merge.
     let merged = api
@@ -542,7 +542,7 @@ async fn given_three_contacts_with_conversations_when_merged_with_the_target_rev
         &json!({"targetContactRevision": revision, "sourceContactIds": [s3]}),
     )
     .await
-    .app_error(409, "CONTACT_REVISION_MISMATCH");
+    .app_error(428, "FAILED_PRECONDITION");
 
     // The conversations merged into the target's.
     for old in [&c1, &c2] {

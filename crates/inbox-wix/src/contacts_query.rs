@@ -116,7 +116,8 @@ pub enum QueryError {
         /// What is wrong.
         reason: String,
     },
-    /// A filter on a field contacts cannot be filtered on. Code `UNSUPPORTED_FILTER`.
+    /// A filter on a field contacts cannot be filtered on. Code
+    /// `UNSUPPORTED_FILTER_FIELD_UNKNOWN`.
     #[error("unsupported filter at {path}: {field:?} is not a field contacts can be filtered on")]
     UnknownFilterField {
         /// Where.
@@ -125,7 +126,7 @@ pub enum QueryError {
         field: String,
     },
     /// A known operator on a field that does not support it (e.g. `$startsWith` on a date,
-    /// `$gt` on an email, or `$hasAll` anywhere). Code `UNSUPPORTED_FILTER`.
+    /// `$gt` on an email, or `$hasAll` anywhere). Code `UNSUPPORTED_FILTER_OPERATOR`.
     #[error("unsupported filter at {path}: {op} is not supported on {}", field_path(*.field))]
     UnsupportedFilter {
         /// Where.
@@ -134,6 +135,25 @@ pub enum QueryError {
         field: ContactField,
         /// The operator, e.g. `$startsWith`.
         op: &'static str,
+    },
+    /// A value of the wrong type for its field or operator (a number where an email is
+    /// compared, `$in` without an array, `$exists` without a boolean). Code
+    /// `UNSUPPORTED_FILTER_VALUE_TYPE`.
+    #[error("unsupported filter value type at {path}: {reason}")]
+    FilterValueType {
+        /// Where.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value of the right type that is not a value of its field (a date string that is not
+    /// RFC 3339). Code `UNSUPPORTED_FILTER_VALUE`.
+    #[error("unsupported filter value at {path}: {reason}")]
+    FilterValue {
+        /// Where.
+        path: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A non-empty `search`: this engine has no free-text search. Refused rather than
     /// ignored, since ignoring it would answer with contacts the caller did not ask for.
@@ -193,8 +213,10 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// The error code: `MALFORMED_FILTER`, `UNSUPPORTED_FILTER`, `ILLEGAL_LIMIT` or
-    /// `UNSUPPORTED_SORT_FIELD` (the contacts codes of the Wix SDK), or `INVALID_QUERY` (this
+    /// The error code: `MALFORMED_FILTER`, `UNSUPPORTED_FILTER` (a search),
+    /// `UNSUPPORTED_FILTER_FIELD_UNKNOWN`, `UNSUPPORTED_FILTER_OPERATOR`,
+    /// `UNSUPPORTED_FILTER_VALUE_TYPE`, `UNSUPPORTED_FILTER_VALUE`, `ILLEGAL_LIMIT` or
+    /// `UNSUPPORTED_SORT_FIELD` (the Query Contacts codes of the Wix SDK), or `INVALID_QUERY` (this
     /// engine's, listed in [`crate::error::ERROR_CODES`]) for a bad offset, an unknown
     /// `fields`/`fieldsets` value, or a wrong request shape outside the filter, which none of
     /// the Wix codes describes.
@@ -205,9 +227,11 @@ impl QueryError {
             | QueryError::UnknownProjectionField { .. }
             | QueryError::UnknownFieldset { .. } => "INVALID_QUERY",
             QueryError::MalformedFilter { .. } => "MALFORMED_FILTER",
-            QueryError::UnknownFilterField { .. }
-            | QueryError::UnsupportedFilter { .. }
-            | QueryError::UnsupportedSearch => "UNSUPPORTED_FILTER",
+            QueryError::UnknownFilterField { .. } => "UNSUPPORTED_FILTER_FIELD_UNKNOWN",
+            QueryError::UnsupportedFilter { .. } => "UNSUPPORTED_FILTER_OPERATOR",
+            QueryError::FilterValueType { .. } => "UNSUPPORTED_FILTER_VALUE_TYPE",
+            QueryError::FilterValue { .. } => "UNSUPPORTED_FILTER_VALUE",
+            QueryError::UnsupportedSearch => "UNSUPPORTED_FILTER",
             QueryError::IllegalLimit { .. } => "ILLEGAL_LIMIT",
             QueryError::UnsupportedSortField { .. } | QueryError::UnsupportedSortOrder { .. } => {
                 "UNSUPPORTED_SORT_FIELD"
@@ -223,6 +247,8 @@ impl QueryError {
             | QueryError::MalformedFilter { path, .. }
             | QueryError::UnknownFilterField { path, .. }
             | QueryError::UnsupportedFilter { path, .. }
+            | QueryError::FilterValueType { path, .. }
+            | QueryError::FilterValue { path, .. }
             | QueryError::UnsupportedSortField { path, .. }
             | QueryError::UnsupportedSortOrder { path, .. }
             | QueryError::UnknownProjectionField { path, .. }
@@ -542,7 +568,7 @@ fn condition(
         Op::Lte => Condition::Lte(filter_value(field, value, path)?),
         Op::In | Op::HasSome => {
             let items = value.as_array().ok_or_else(|| {
-                malformed(
+                value_type(
                     path,
                     format!("{} takes an array; got {}", op.name(), describe(value)),
                 )
@@ -559,7 +585,7 @@ fn condition(
             }
         }
         Op::Exists => Condition::Exists(value.as_bool().ok_or_else(|| {
-            malformed(
+            value_type(
                 path,
                 format!("$exists takes true or false; got {}", describe(value)),
             )
@@ -568,7 +594,7 @@ fn condition(
             value
                 .as_str()
                 .ok_or_else(|| {
-                    malformed(
+                    value_type(
                         path,
                         format!("$startsWith takes a string; got {}", describe(value)),
                     )
@@ -593,7 +619,7 @@ fn filter_value(field: ContactField, value: &Value, path: &str) -> Result<Filter
     }
     match value {
         Value::String(s) => Ok(FilterValue::Text(s.clone())),
-        _ => Err(malformed(
+        _ => Err(value_type(
             path,
             format!(
                 "{} is compared with strings; got {}",
@@ -618,7 +644,7 @@ fn timestamp(value: &Value, path: &str) -> Result<Timestamp, QueryError> {
         _ => None,
     };
     let text = text.ok_or_else(|| {
-        malformed(
+        value_type(
             path,
             format!(
                 "expected an RFC 3339 date-time string or {{\"$date\": \"..\"}}; got {}",
@@ -628,11 +654,9 @@ fn timestamp(value: &Value, path: &str) -> Result<Timestamp, QueryError> {
     })?;
     DateTime::parse_from_rfc3339(text)
         .map(|t| Timestamp::from(t.with_timezone(&Utc)))
-        .map_err(|e| {
-            malformed(
-                path,
-                format!("{:?} is not an RFC 3339 date-time ({e})", short(text)),
-            )
+        .map_err(|e| QueryError::FilterValue {
+            path: path.to_owned(),
+            reason: format!("{:?} is not an RFC 3339 date-time ({e})", short(text)),
         })
 }
 
@@ -910,6 +934,13 @@ fn shown(path: &str) -> &str {
 
 fn invalid(path: &str, reason: String) -> QueryError {
     QueryError::InvalidQuery {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+fn value_type(path: &str, reason: String) -> QueryError {
+    QueryError::FilterValueType {
         path: path.to_owned(),
         reason,
     }

@@ -217,7 +217,27 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "UNSUPPORTED_FILTER",
         400,
-        "a contacts filter names a field or operator that is not supported",
+        "a contacts query asks for a free-text search, which is not supported",
+    ),
+    (
+        "UNSUPPORTED_FILTER_FIELD_UNKNOWN",
+        400,
+        "a contacts filter names a field contacts cannot be filtered on",
+    ),
+    (
+        "UNSUPPORTED_FILTER_OPERATOR",
+        400,
+        "a contacts filter applies an operator its field does not support",
+    ),
+    (
+        "UNSUPPORTED_FILTER_VALUE_TYPE",
+        400,
+        "a contacts filter compares with a value of the wrong type (a number for an email, $in without an array)",
+    ),
+    (
+        "UNSUPPORTED_FILTER_VALUE",
+        400,
+        "a contacts filter compares with a value its field cannot hold (a date that is not RFC 3339)",
     ),
     (
         "ILLEGAL_LIMIT",
@@ -235,14 +255,14 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "a contacts query with bad paging offset or projection",
     ),
     (
-        "CANNOT_MERGE_CONTACT_INTO_ITSELF",
+        "INSUFFICIENT_CONTACT_DATA",
         400,
-        "a merge lists the target among its sources",
+        "create contact: no name, email or phone",
     ),
     (
-        "DUPLICATE_SOURCE_CONTACT",
+        "ILLEGAL_MERGE",
         400,
-        "a merge lists one source twice",
+        "merge contacts: the target among the sources, a source listed twice, or a source that is a site member (data.reason says which: SOURCE_IS_TARGET, DUPLICATE_SOURCE, SOURCE_IS_MEMBER)",
     ),
     (
         "INVALID_WEBHOOK_PAYLOAD",
@@ -289,19 +309,9 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "create contact: an email or phone already belongs to another contact (data names duplicateContactId and duplicateEmail or duplicatePhone)",
     ),
     (
-        "CONTACT_ALREADY_EXISTS",
+        "CONTACT_ID_ALREADY_EXISTS",
         409,
         "create contact: the id is taken",
-    ),
-    (
-        "CONTACT_REVISION_MISMATCH",
-        409,
-        "merge contacts: targetContactRevision is not the target's current revision",
-    ),
-    (
-        "SOURCE_CONTACT_IS_MEMBER",
-        409,
-        "merge contacts: a source is a site member",
     ),
     (
         "VISITOR_ALREADY_IDENTIFIED",
@@ -332,6 +342,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "PAYLOAD_TOO_LARGE",
         413,
         "(inboxd) a request body over 1 MiB",
+    ),
+    (
+        "FAILED_PRECONDITION",
+        428,
+        "merge or preview merge contacts: targetContactRevision is not the target's current revision (data names both)",
     ),
     (
         "INTERNAL",
@@ -412,7 +427,7 @@ impl From<CreateContactError> for WixError {
         let text = e.to_string();
         match e {
             CreateContactError::Empty => {
-                WixError::invalid(FieldViolation::new("info", text, Rule::RequiredField))
+                WixError::application(400, "INSUFFICIENT_CONTACT_DATA", text)
             }
             CreateContactError::InvalidEmail(_) => {
                 WixError::invalid(FieldViolation::new("info.emails.items", text, Rule::Format))
@@ -431,7 +446,7 @@ impl From<CreateContactError> for WixError {
                 )
             }
             CreateContactError::AlreadyExists(_) => {
-                WixError::application(409, "CONTACT_ALREADY_EXISTS", text)
+                WixError::application(409, "CONTACT_ID_ALREADY_EXISTS", text)
             }
         }
     }
@@ -451,18 +466,20 @@ impl From<MergeContactsError> for WixError {
                     json!({"min": 1, "max": MAX_MERGE_SOURCES}),
                 ),
             ),
-            MergeContactsError::SourceIsTarget(_) => {
-                WixError::application(400, "CANNOT_MERGE_CONTACT_INTO_ITSELF", text)
+            MergeContactsError::SourceIsTarget(id) => {
+                WixError::application(400, "ILLEGAL_MERGE", text)
+                    .with_data(json!({"reason": "SOURCE_IS_TARGET", "contactId": id.to_string()}))
             }
-            MergeContactsError::DuplicateSource(_) => {
-                WixError::application(400, "DUPLICATE_SOURCE_CONTACT", text)
+            MergeContactsError::DuplicateSource(id) => {
+                WixError::application(400, "ILLEGAL_MERGE", text)
+                    .with_data(json!({"reason": "DUPLICATE_SOURCE", "contactId": id.to_string()}))
             }
             MergeContactsError::SourceIsMember(id) => {
-                WixError::application(409, "SOURCE_CONTACT_IS_MEMBER", text)
-                    .with_data(json!({"contactId": id.to_string()}))
+                WixError::application(400, "ILLEGAL_MERGE", text)
+                    .with_data(json!({"reason": "SOURCE_IS_MEMBER", "contactId": id.to_string()}))
             }
             MergeContactsError::RevisionConflict { expected, actual } => {
-                WixError::application(409, "CONTACT_REVISION_MISMATCH", text)
+                WixError::application(428, "FAILED_PRECONDITION", text)
                     .with_data(json!({"expectedRevision": expected, "currentRevision": actual}))
             }
         }

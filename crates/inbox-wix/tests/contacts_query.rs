@@ -71,9 +71,13 @@ fn paging(q: &ContactQuery) -> String {
     format!("limit {:?}, offset {}", q.limit, q.offset)
 }
 
-const CODES: [&str; 5] = [
+const CODES: [&str; 9] = [
     "MALFORMED_FILTER",
     "UNSUPPORTED_FILTER",
+    "UNSUPPORTED_FILTER_FIELD_UNKNOWN",
+    "UNSUPPORTED_FILTER_OPERATOR",
+    "UNSUPPORTED_FILTER_VALUE_TYPE",
+    "UNSUPPORTED_FILTER_VALUE",
     "ILLEGAL_LIMIT",
     "UNSUPPORTED_SORT_FIELD",
     "INVALID_QUERY",
@@ -216,7 +220,7 @@ fn id_takes_eq_ne_in_has_some_and_exists() {
     check_filter(
         r#"{"id": {"$startsWith": "4e"}}"#,
         expect![
-            "UNSUPPORTED_FILTER: unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"
+            "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"
         ],
     );
 }
@@ -325,7 +329,7 @@ fn which_operators_each_field_accepts() {
             match parse_query_request(&body) {
                 Ok(_) => accepted.push(op),
                 Err(e) => {
-                    assert_eq!(e.code(), "UNSUPPORTED_FILTER", "{field} {op}: {e}");
+                    assert_eq!(e.code(), "UNSUPPORTED_FILTER_OPERATOR", "{field} {op}: {e}");
                     refused.push(op);
                 }
             }
@@ -550,73 +554,73 @@ fn malformed_filters_name_their_path() {
         (
             r#"{"info.emails.email": 5}"#,
             expect![
-                "MALFORMED_FILTER: malformed filter at query.filter.info.emails.email: info.emails.email is compared with strings; got 5"
+                "UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.info.emails.email: info.emails.email is compared with strings; got 5"
             ],
         ),
         (
             r#"{"info.emails.email": {"$eq": null}}"#,
             expect![
-                "MALFORMED_FILTER: malformed filter at query.filter.info.emails.email.$eq: info.emails.email is compared with strings; got null"
+                "UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.info.emails.email.$eq: info.emails.email is compared with strings; got null"
             ],
         ),
         (
             r#"{"id": ["a"]}"#,
             expect![
-                "MALFORMED_FILTER: malformed filter at query.filter.id: id is compared with strings; got an array"
+                "UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.id: id is compared with strings; got an array"
             ],
         ),
         (
             r#"{"id": {"$in": "a"}}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.id.$in: $in takes an array; got the string "a""#
+                r#"UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.id.$in: $in takes an array; got the string "a""#
             ]],
         ),
         (
             r#"{"id": {"$in": ["a", 2]}}"#,
             expect![
-                "MALFORMED_FILTER: malformed filter at query.filter.id.$in[1]: id is compared with strings; got 2"
+                "UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.id.$in[1]: id is compared with strings; got 2"
             ],
         ),
         (
             r#"{"primaryInfo.email": {"$exists": "yes"}}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.primaryInfo.email.$exists: $exists takes true or false; got the string "yes""#
+                r#"UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.primaryInfo.email.$exists: $exists takes true or false; got the string "yes""#
             ]],
         ),
         (
             r#"{"info.name.first": {"$startsWith": ["J"]}}"#,
             expect![
-                "MALFORMED_FILTER: malformed filter at query.filter.info.name.first.$startsWith: $startsWith takes a string; got an array"
+                "UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.info.name.first.$startsWith: $startsWith takes a string; got an array"
             ],
         ),
         (
             r#"{"id": {"$date": "2024-01-01T00:00:00Z"}}"#,
             expect![
-                "MALFORMED_FILTER: malformed filter at query.filter.id: id is compared with strings; got an object"
+                "UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.id: id is compared with strings; got an object"
             ],
         ),
         (
             r#"{"createdDate": "yesterday"}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.createdDate: "yesterday" is not an RFC 3339 date-time (premature end of input)"#
+                r#"UNSUPPORTED_FILTER_VALUE: unsupported filter value at query.filter.createdDate: "yesterday" is not an RFC 3339 date-time (premature end of input)"#
             ]],
         ),
         (
             r#"{"createdDate": {"$gt": "2024-01-01"}}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.createdDate.$gt: "2024-01-01" is not an RFC 3339 date-time (premature end of input)"#
+                r#"UNSUPPORTED_FILTER_VALUE: unsupported filter value at query.filter.createdDate.$gt: "2024-01-01" is not an RFC 3339 date-time (premature end of input)"#
             ]],
         ),
         (
             r#"{"createdDate": {"$gt": 1704067200000}}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.createdDate.$gt: expected an RFC 3339 date-time string or {"$date": ".."}; got 1704067200000"#
+                r#"UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.createdDate.$gt: expected an RFC 3339 date-time string or {"$date": ".."}; got 1704067200000"#
             ]],
         ),
         (
             r#"{"updatedDate": {"$lt": {"$date": 5}}}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.updatedDate.$lt: expected an RFC 3339 date-time string or {"$date": ".."}; got an object"#
+                r#"UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.updatedDate.$lt: expected an RFC 3339 date-time string or {"$date": ".."}; got an object"#
             ]],
         ),
     ];
@@ -631,56 +635,56 @@ fn unsupported_filters_name_the_field_and_operator() {
         (
             r#"{"info.company": "Wix"}"#,
             expect![[
-                r#"UNSUPPORTED_FILTER: unsupported filter at query.filter.info.company: "info.company" is not a field contacts can be filtered on"#
+                r#"UNSUPPORTED_FILTER_FIELD_UNKNOWN: unsupported filter at query.filter.info.company: "info.company" is not a field contacts can be filtered on"#
             ]],
         ),
         (
             r#"{"_id": {"$eq": "a"}}"#,
             expect![[
-                r#"UNSUPPORTED_FILTER: unsupported filter at query.filter._id: "_id" is not a field contacts can be filtered on"#
+                r#"UNSUPPORTED_FILTER_FIELD_UNKNOWN: unsupported filter at query.filter._id: "_id" is not a field contacts can be filtered on"#
             ]],
         ),
         (
             r#"{"$and": [{"id": "a"}, {"info.phones.phone": {"$startsWith": "+1"}}]}"#,
             expect![[
-                r#"UNSUPPORTED_FILTER: unsupported filter at query.filter.$and[1].info.phones.phone: "info.phones.phone" is not a field contacts can be filtered on"#
+                r#"UNSUPPORTED_FILTER_FIELD_UNKNOWN: unsupported filter at query.filter.$and[1].info.phones.phone: "info.phones.phone" is not a field contacts can be filtered on"#
             ]],
         ),
         (
             r#"{"createdDate": {"$startsWith": "2024"}}"#,
             expect![
-                "UNSUPPORTED_FILTER: unsupported filter at query.filter.createdDate.$startsWith: $startsWith is not supported on createdDate"
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.createdDate.$startsWith: $startsWith is not supported on createdDate"
             ],
         ),
         (
             r#"{"updatedDate": {"$exists": true}}"#,
             expect![
-                "UNSUPPORTED_FILTER: unsupported filter at query.filter.updatedDate.$exists: $exists is not supported on updatedDate"
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.updatedDate.$exists: $exists is not supported on updatedDate"
             ],
         ),
         (
             r#"{"createdDate": {"$in": ["2024-01-01T00:00:00Z"]}}"#,
             expect![
-                "UNSUPPORTED_FILTER: unsupported filter at query.filter.createdDate.$in: $in is not supported on createdDate"
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.createdDate.$in: $in is not supported on createdDate"
             ],
         ),
         (
             r#"{"info.emails.email": {"$gt": "a"}}"#,
             expect![
-                "UNSUPPORTED_FILTER: unsupported filter at query.filter.info.emails.email.$gt: $gt is not supported on info.emails.email"
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.info.emails.email.$gt: $gt is not supported on info.emails.email"
             ],
         ),
         (
             r#"{"info.emails.email": {"$hasAll": ["a", "b"]}}"#,
             expect![
-                "UNSUPPORTED_FILTER: unsupported filter at query.filter.info.emails.email.$hasAll: $hasAll is not supported on info.emails.email"
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.info.emails.email.$hasAll: $hasAll is not supported on info.emails.email"
             ],
         ),
         // Support is checked before the value: a bad value on an unsupported pair is reported as unsupported.
         (
             r#"{"id": {"$startsWith": 5}}"#,
             expect![
-                "UNSUPPORTED_FILTER: unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"
             ],
         ),
         // ...but an unknown operator is malformed, whatever the field.
@@ -1087,7 +1091,7 @@ fn request_shape_errors() {
         (
             r#"{"query": {"filter": {"id": {"$in": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}}}}"#,
             expect![[
-                r#"MALFORMED_FILTER: malformed filter at query.filter.id.$in: $in takes an array; got the string "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…""#
+                r#"UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.id.$in: $in takes an array; got the string "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…""#
             ]],
         ),
     ];
@@ -1102,12 +1106,12 @@ fn every_error_has_a_code_and_a_path() {
         (json!([]), "INVALID_QUERY", ""),
         (
             json!({"query": {"filter": {"id": {"$in": [1]}}}}),
-            "MALFORMED_FILTER",
+            "UNSUPPORTED_FILTER_VALUE_TYPE",
             "query.filter.id.$in[0]",
         ),
         (
             json!({"query": {"filter": {"bogus": 1}}}),
-            "UNSUPPORTED_FILTER",
+            "UNSUPPORTED_FILTER_FIELD_UNKNOWN",
             "query.filter.bogus",
         ),
         (json!({"search": "x"}), "UNSUPPORTED_FILTER", "search"),

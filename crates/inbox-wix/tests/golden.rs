@@ -692,6 +692,10 @@ fn the_error_table_in_the_docs_is_the_one_in_the_code() {
     for code in [
         "MALFORMED_FILTER",
         "UNSUPPORTED_FILTER",
+        "UNSUPPORTED_FILTER_FIELD_UNKNOWN",
+        "UNSUPPORTED_FILTER_OPERATOR",
+        "UNSUPPORTED_FILTER_VALUE_TYPE",
+        "UNSUPPORTED_FILTER_VALUE",
         "ILLEGAL_LIMIT",
         "UNSUPPORTED_SORT_FIELD",
         "INVALID_QUERY",

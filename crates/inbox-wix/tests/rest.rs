@@ -784,7 +784,7 @@ fn contacts_refusals() {
             json!({"targetContactRevision": 7, "sourceContactIds": [source]}),
         ),
         expect![[
-            r#"409 {"details":{"applicationError":{"code":"CONTACT_REVISION_MISMATCH","data":{"currentRevision":1,"expectedRevision":7},"description":"target contact revision is 1, but the request expected 7"}},"message":"target contact revision is 1, but the request expected 7"}"#
+            r#"428 {"details":{"applicationError":{"code":"FAILED_PRECONDITION","data":{"currentRevision":1,"expectedRevision":7},"description":"target contact revision is 1, but the request expected 7"}},"message":"target contact revision is 1, but the request expected 7"}"#
         ]],
     );
     check(
@@ -802,7 +802,7 @@ fn contacts_refusals() {
             json!({"targetContactRevision": 1, "sourceContactIds": [contact(1).to_string()]}),
         ),
         expect![[
-            r#"400 {"details":{"applicationError":{"code":"CANNOT_MERGE_CONTACT_INTO_ITSELF","data":{},"description":"contact 00000000-0000-0000-0000-00000000c001 cannot be merged into itself"}},"message":"contact 00000000-0000-0000-0000-00000000c001 cannot be merged into itself"}"#
+            r#"400 {"details":{"applicationError":{"code":"ILLEGAL_MERGE","data":{"contactId":"00000000-0000-0000-0000-00000000c001","reason":"SOURCE_IS_TARGET"},"description":"contact 00000000-0000-0000-0000-00000000c001 cannot be merged into itself"}},"message":"contact 00000000-0000-0000-0000-00000000c001 cannot be merged into itself"}"#
         ]],
     );
     check(
@@ -811,7 +811,7 @@ fn contacts_refusals() {
             json!({"targetContactRevision": "1", "sourceContactIds": [source, source]}),
         ),
         expect![[
-            r#"400 {"details":{"applicationError":{"code":"DUPLICATE_SOURCE_CONTACT","data":{},"description":"source contact 00000000-0000-0000-0000-00000000c002 is listed twice"}},"message":"source contact 00000000-0000-0000-0000-00000000c002 is listed twice"}"#
+            r#"400 {"details":{"applicationError":{"code":"ILLEGAL_MERGE","data":{"contactId":"00000000-0000-0000-0000-00000000c002","reason":"DUPLICATE_SOURCE"},"description":"source contact 00000000-0000-0000-0000-00000000c002 is listed twice"}},"message":"source contact 00000000-0000-0000-0000-00000000c002 is listed twice"}"#
         ]],
     );
     check(
@@ -873,7 +873,7 @@ fn query_contacts_refusals_carry_the_wix_codes() {
     check(
         q(json!({"query": {"filter": {"id": {"$startsWith": "x"}}}})),
         expect![[
-            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER","data":{},"description":"unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"}},"message":"unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"}"#
+            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER_OPERATOR","data":{},"description":"unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"}},"message":"unsupported filter at query.filter.id.$startsWith: $startsWith is not supported on id"}"#
         ]],
     );
     check(
