@@ -149,9 +149,15 @@ pub struct SendMessageRequest {
     /// The message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
-    /// `false` sends silently (the message's `silent` is then true).
+    /// Whether the message triggers notifications (Wix's default: `false`). Accepted and
+    /// without effect: the emulator sends no notifications. It does not make the message
+    /// silent, which is another thing (`silent`: no unread count or summary update).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_notifications: Option<bool>,
+    /// Deprecated by Wix in favour of `message.silent` (removal planned for 2026-06-01),
+    /// still honoured: `true` makes the message silent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent: Option<bool>,
     /// On whose behalf; default `CALLER`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_as: Option<SendAsWire>,
@@ -167,7 +173,7 @@ impl SendMessageRequest {
         let conversation_id = conversation_id("conversationId", &self.conversation_id)?;
         let message = required(&self.message, "message")?.clone();
         let mut draft = message.into_draft(self.direction)?;
-        if self.send_notifications == Some(false) {
+        if self.silent == Some(true) {
             draft.silent = true;
         }
         let send_as = match self.send_as {

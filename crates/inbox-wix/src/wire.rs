@@ -691,7 +691,12 @@ impl Message {
         };
         Ok(core_msg::MessageDraft {
             content,
-            badges: self.badges.into_iter().map(Badge::into_core).collect(),
+            badges: self
+                .badges
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| b.into_core(i))
+                .collect::<Result<_, _>>()?,
             target_channels: self.target_channels.into_iter().map(Into::into).collect(),
             source_channel: self.source_channel.map(Into::into),
             visibility: self.visibility.map(Into::into),
@@ -798,7 +803,7 @@ impl Message {
             badges: self
                 .badges
                 .into_iter()
-                .map(Badge::into_core)
+                .map(Badge::observed_into_core)
                 .collect::<Vec<_>>()
                 .into_boxed_slice(),
         })
@@ -892,8 +897,34 @@ impl Item {
     }
 }
 
+/// The values `badges[i].badgeVisibility` may take (Wix's `BadgeVisibility` enum).
+pub const BADGE_VISIBILITIES: [&str; 3] = [
+    "UNKNOWN_BADGE_VISIBILITY",
+    "BUSINESS_AND_PARTICIPANT",
+    "BUSINESS",
+];
+
 impl Badge {
-    fn into_core(self) -> core_msg::Badge {
+    /// The core badge; a `badgeVisibility` outside Wix's enum is refused (`badges[i]`).
+    fn into_core(self, i: usize) -> Result<core_msg::Badge, WixError> {
+        if let Some(v) = self.badge_visibility.as_deref()
+            && !BADGE_VISIBILITIES.contains(&v)
+        {
+            return Err(WixError::invalid(FieldViolation::new(
+                format!("message.badges[{i}].badgeVisibility"),
+                format!(
+                    "badgeVisibility must be one of {}; got {v:?}",
+                    BADGE_VISIBILITIES.join(", ")
+                ),
+                Rule::InvalidEnumValue,
+            )));
+        }
+        Ok(self.observed_into_core())
+    }
+
+    /// The core badge of a message observed on Wix (a webhook): kept as Wix sent it, a
+    /// visibility this build does not know included.
+    fn observed_into_core(self) -> core_msg::Badge {
         core_msg::Badge {
             text: self.text.into(),
             icon_url: self.icon_url.map(Into::into),

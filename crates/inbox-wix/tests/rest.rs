@@ -180,6 +180,7 @@ fn send_request() -> impl Strategy<Value = SendMessageRequest> {
                 conversation_id,
                 message,
                 send_notifications,
+                silent: send_notifications.map(|n| !n),
                 send_as,
                 direction: None,
             }
@@ -590,9 +591,15 @@ fn send_message_refusals() {
     );
     // None of those changed anything.
     assert_eq!(w.inbox.message_count(), 0);
-    // And the same conversation accepts a good one, sent silently.
-    let ok = send(&mut w, json!({"conversation_id": conv, "send_notifications": false, "message": {"content": basic, "direction": "BUSINESS_TO_PARTICIPANT"}})).unwrap();
+    // And the same conversation accepts a good one, sent silently through the deprecated
+    // top-level `silent`...
+    let ok = send(&mut w, json!({"conversation_id": conv, "silent": true, "message": {"content": basic.clone(), "direction": "BUSINESS_TO_PARTICIPANT"}})).unwrap();
     assert!(matches!(&ok[0].event, inbox_core::Event::MessageSent { message } if message.silent));
+    // ...while `sendNotifications: false` is about notifications, not silence.
+    let loud = send(&mut w, json!({"conversationId": conv, "sendNotifications": false, "message": {"content": basic, "direction": "BUSINESS_TO_PARTICIPANT"}})).unwrap();
+    assert!(
+        matches!(&loud[0].event, inbox_core::Event::MessageSent { message } if !message.silent)
+    );
 }
 
 #[test]
@@ -920,4 +927,30 @@ fn get_conversation_follows_merges() {
             r#"404 {"details":{"applicationError":{"code":"CONVERSATION_NOT_FOUND","data":{},"description":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"conversation 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
         ]],
     );
+}
+
+#[test]
+fn a_badge_visibility_outside_wixs_enum_is_refused_and_each_of_its_values_is_kept() {
+    let (mut w, conv) = world();
+    let with = |visibility: &str| {
+        json!({"conversationId": conv, "message": {
+            "direction": "BUSINESS_TO_PARTICIPANT",
+            "content": {"basic": {"items": [{"text": "hi"}]}},
+            "badges": [{"text": "VIP", "badgeVisibility": visibility}],
+        }})
+    };
+    check(
+        send(&mut w, with("SOMETIMES")),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"badgeVisibility must be one of UNKNOWN_BADGE_VISIBILITY, BUSINESS_AND_PARTICIPANT, BUSINESS; got \"SOMETIMES\"","field":"message.badges[0].badgeVisibility","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"badgeVisibility must be one of UNKNOWN_BADGE_VISIBILITY, BUSINESS_AND_PARTICIPANT, BUSINESS; got \"SOMETIMES\""}"#
+        ]],
+    );
+    assert_eq!(w.inbox.message_count(), 0);
+    for v in inbox_wix::wire::BADGE_VISIBILITIES {
+        let sent = send(&mut w, with(v)).unwrap();
+        let inbox_core::Event::MessageSent { message } = &sent[0].event else {
+            panic!("{sent:?}");
+        };
+        assert_eq!(message.badges[0].badge_visibility.as_deref(), Some(v));
+    }
 }
