@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use crate::backend::{Backend, FileBackend, PostgresBackend};
 use crate::engine::{Engine, Opened};
 use crate::http::AppState;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Subscription};
 
 /// How to run the server (the flags of `inboxd serve`).
 #[derive(Clone, Debug)]
@@ -50,8 +50,12 @@ pub struct ServeOptions {
     pub data: PathBuf,
     /// `(site, key)` pairs; empty: any key, loopback only.
     pub api_keys: Vec<(SiteId, String)>,
-    /// Where to deliver webhooks.
+    /// Where to deliver every webhook.
     pub webhook_urls: Vec<String>,
+    /// `(event type, URL)`: deliver that event type to that URL (as an app subscribes to
+    /// each event type in Wix's dev center); a URL receives only the types it subscribed
+    /// to, unless it is in `webhook_urls` too.
+    pub webhook_subscriptions: Vec<(String, String)>,
     /// RSA private key (PEM) to sign webhooks with; generated into the data directory if
     /// absent.
     pub signing_key: Option<PathBuf>,
@@ -92,6 +96,7 @@ impl ServeOptions {
             data,
             api_keys: Vec::new(),
             webhook_urls: Vec::new(),
+            webhook_subscriptions: Vec::new(),
             signing_key: None,
             wix_public_key: None,
             postgres: None,
@@ -224,7 +229,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         None => None,
     };
     let data = opts.data.clone();
-    let urls = opts.webhook_urls.clone();
+    let subscriptions = Subscription::combine(&opts.webhook_urls, &opts.webhook_subscriptions)
+        .map_err(|e| setup(&e))?;
     let signer = signing.signer.clone();
     let (snapshot_every, max_sites) = (opts.snapshot_every, opts.max_sites);
     let (backend, outbox, engine, opened) = tokio::task::spawn_blocking(move || {
@@ -234,7 +240,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         };
         let deliveries = backend.deliveries().map_err(|e| setup(&e))?;
         let outbox = Arc::new(
-            Outbox::new(&urls, deliveries, backend.pending_dir(), signer).map_err(|e| setup(&e))?,
+            Outbox::new(&subscriptions, deliveries, backend.pending_dir(), signer)
+                .map_err(|e| setup(&e))?,
         );
         let (engine, opened) =
             open_engine(&backend, cursor_key, snapshot_every, max_sites, &outbox)?;

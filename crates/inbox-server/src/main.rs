@@ -68,6 +68,11 @@ struct Serve {
     /// Deliver webhooks (signed JWTs, at least once) to this URL (repeatable).
     #[arg(long = "webhook-url", value_name = "URL")]
     webhook_urls: Vec<String>,
+    /// Deliver one event type to a URL, as EVENT_TYPE=URL (repeatable; e.g.
+    /// wix.crm.inbox.v2.message_message_sent_to_business=http://127.0.0.1:3000/hook): a URL
+    /// given only this way receives only the types it subscribed to, as with Wix.
+    #[arg(long = "webhook", value_name = "EVENT_TYPE=URL", value_parser = parse_subscription)]
+    webhook_subscriptions: Vec<(String, String)>,
     /// RSA private key (PEM) that signs outgoing webhooks. Default: one generated once into
     /// the data directory. `GET /emulator/v1/public-key` serves its public half.
     #[arg(long, value_name = "PEM")]
@@ -97,6 +102,22 @@ struct Serve {
     /// closed.
     #[arg(long, value_name = "SECONDS", default_value_t = inbox_server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     header_read_timeout: u64,
+}
+
+fn parse_subscription(text: &str) -> Result<(String, String), String> {
+    let Some((event, url)) = text
+        .split_once('=')
+        .filter(|(e, u)| !e.is_empty() && !u.is_empty())
+    else {
+        return Err(format!("expected EVENT_TYPE=URL, got {text:?}"));
+    };
+    if !inbox_wix::webhook::ANNOUNCED_EVENT_TYPES.contains(&event) {
+        return Err(format!(
+            "unknown event type {event:?}; the emulator announces: {}",
+            inbox_wix::webhook::ANNOUNCED_EVENT_TYPES.join(", ")
+        ));
+    }
+    Ok((event.to_owned(), url.to_owned()))
 }
 
 fn parse_api_key(text: &str) -> Result<(SiteId, String), String> {
@@ -146,6 +167,7 @@ fn serve(s: Serve) -> ExitCode {
         data: s.data,
         api_keys: s.api_keys,
         webhook_urls: s.webhook_urls,
+        webhook_subscriptions: s.webhook_subscriptions,
         signing_key: s.signing_key,
         wix_public_key: s.wix_public_key,
         postgres: s.postgres,
@@ -180,6 +202,7 @@ fn serve(s: Serve) -> ExitCode {
             sites = running.opened.sites,
             torn_tail_cut = running.opened.torn_tail,
             webhook_urls = opts.webhook_urls.len(),
+            webhook_subscriptions = opts.webhook_subscriptions.len(),
             "opened the store"
         );
         tracing::info!("inboxd listening on http://{}", running.addr);

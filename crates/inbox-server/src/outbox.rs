@@ -30,14 +30,14 @@
 //! aside as a dead letter (`data/outbox/<id>.dead.jsonl`, synced, or a row in the database)
 //! and logged, so one event a receiver can never take does not block every later one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inbox_core::{EventEnvelope, Inbox};
-use inbox_wix::webhook::{Announcement, WebhookSigner, announcements};
+use inbox_wix::webhook::{ANNOUNCED_EVENT_TYPES, Announcement, WebhookSigner, announcements};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::now;
@@ -63,8 +63,74 @@ pub const MAX_ATTEMPTS: u32 = 40;
 
 struct Target {
     key: UrlKey,
+    /// The event types the URL subscribed to; `None`: every type.
+    events: Option<BTreeSet<String>>,
     cursor: AtomicU64,
 }
+
+impl Target {
+    fn wants(&self, a: &Announcement) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|types| types.contains(&a.event_type()))
+    }
+}
+
+/// Where webhooks go: a URL and the event types it receives (`None`: every type), as an app
+/// registers them with Wix, one URL per event type or one for all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The URL.
+    pub url: String,
+    /// The event types (`eventType`, e.g.
+    /// `wix.crm.inbox.v2.message_message_sent_to_business`); `None`: all of them.
+    pub events: Option<BTreeSet<String>>,
+}
+
+impl Subscription {
+    /// One per URL: `all` receive every event type; each `(event type, url)` pair adds that
+    /// type to its URL (a URL also in `all` receives everything). Refuses an event type the
+    /// emulator does not announce.
+    pub fn combine(
+        all: &[String],
+        typed: &[(String, String)],
+    ) -> Result<Vec<Subscription>, UnknownEventType> {
+        let mut by_url: BTreeMap<&str, Option<BTreeSet<String>>> = BTreeMap::new();
+        for (event, url) in typed {
+            if !ANNOUNCED_EVENT_TYPES.contains(&event.as_str()) {
+                return Err(UnknownEventType(event.clone()));
+            }
+            if let Some(types) = by_url
+                .entry(url.as_str())
+                .or_insert_with(|| Some(BTreeSet::new()))
+            {
+                types.insert(event.clone());
+            }
+        }
+        for url in all {
+            by_url.insert(url.as_str(), None);
+        }
+        // In the order the URLs were given.
+        let mut order: Vec<&str> = all.iter().map(String::as_str).collect();
+        order.extend(typed.iter().map(|(_, u)| u.as_str()));
+        let mut seen = BTreeSet::new();
+        Ok(order
+            .into_iter()
+            .filter(|u| seen.insert(*u))
+            .filter_map(|u| {
+                by_url.get(u).map(|events| Subscription {
+                    url: u.to_owned(),
+                    events: events.clone(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// A subscription names an event type the emulator never announces.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown webhook event type {0:?}; the emulator announces: {types}", types = ANNOUNCED_EVENT_TYPES.join(", "))]
+pub struct UnknownEventType(pub String);
 
 /// The outbox: announcements by log position, and one cursor per URL.
 pub struct Outbox {
@@ -104,19 +170,20 @@ impl Outbox {
     /// An outbox delivering to `urls`, its cursors, leases and dead letters in `store`;
     /// with `pending_dir`, it saves what is pending beside each snapshot there.
     pub fn new(
-        urls: &[String],
+        subscriptions: &[Subscription],
         store: Arc<dyn DeliveryStore>,
         pending_dir: Option<PathBuf>,
         signer: WebhookSigner,
     ) -> std::io::Result<Self> {
-        if let Some(dir) = pending_dir.as_ref().filter(|_| !urls.is_empty()) {
+        if let Some(dir) = pending_dir.as_ref().filter(|_| !subscriptions.is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let targets = urls
+        let targets = subscriptions
             .iter()
-            .map(|url| {
+            .map(|s| {
                 Arc::new(Target {
-                    key: UrlKey::new(url),
+                    key: UrlKey::new(&s.url),
+                    events: s.events.clone(),
                     cursor: AtomicU64::new(u64::MAX),
                 })
             })
@@ -387,7 +454,7 @@ impl Outbox {
                 continue;
             };
             let mut stopped = false;
-            'announcements: for a in &anns {
+            'announcements: for a in anns.iter().filter(|a| target.wants(a)) {
                 let mut attempt = 0u32;
                 loop {
                     if *shutdown.borrow() {
@@ -567,4 +634,61 @@ pub fn backoff(attempt: u32) -> Duration {
     ceiling
         .mul_f64(rand::random::<f64>())
         .max(Duration::from_millis(10))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::Subscription;
+
+    const TO_BUSINESS: &str = "wix.crm.inbox.v2.message_message_sent_to_business";
+    const MERGED: &str = "wix.crm.inbox.v2.conversation_conversations_merged";
+
+    fn typed(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(e, u)| ((*e).to_owned(), (*u).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn subscriptions_gather_each_urls_types_and_a_url_for_all_takes_everything() {
+        let got = Subscription::combine(
+            &["http://all".to_owned()],
+            &typed(&[
+                (TO_BUSINESS, "http://a"),
+                (MERGED, "http://a"),
+                (MERGED, "http://all"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Subscription {
+                    url: "http://all".into(),
+                    events: None
+                },
+                Subscription {
+                    url: "http://a".into(),
+                    events: Some(BTreeSet::from([TO_BUSINESS.to_owned(), MERGED.to_owned()]))
+                },
+            ]
+        );
+        assert!(Subscription::combine(&[], &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_subscription_to_an_event_type_never_announced_is_refused() {
+        let got = Subscription::combine(
+            &[],
+            &typed(&[("wix.crm.inbox.v2.message_typo", "http://a")]),
+        );
+        assert_eq!(
+            got.map_err(|e| e.0),
+            Err("wix.crm.inbox.v2.message_typo".to_owned())
+        );
+    }
 }

@@ -1368,6 +1368,46 @@ async fn given_a_half_sent_request_when_the_header_read_timeout_passes_then_the_
     );
 }
 
+/// A URL subscribed to one event type receives that type and nothing else (so a receiver
+/// with no handler for the others never refuses them and holds its queue back); a URL for
+/// every type receives them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_url_subscribed_to_one_event_type_when_both_directions_are_sent_then_it_receives_only_that_type()
+ {
+    let only = Receiver::start(0).await;
+    let all = Receiver::start(0).await;
+    let (only_url, all_url) = (only.url.clone(), all.url.clone());
+    let server = TestServer::start_with(|o| {
+        o.webhook_urls = vec![all_url];
+        o.webhook_subscriptions = vec![(SENT_TO_BUSINESS.to_owned(), only_url)];
+    })
+    .await;
+    let api = server.api("site-subscriptions");
+    let c = api.conversation_of("anonymousVisitorId", &guid()).await;
+    let mut to_business = Vec::new();
+    for i in 0..3 {
+        to_business.push(str_of(
+            &api.participant_says(&c, &format!("hello {i}")).await["id"],
+        ));
+        api.business_says(&c, &format!("answer {i}")).await;
+    }
+    eventually("the URL for all got six", || all.acknowledged().len() == 6).await;
+    eventually("the subscribed URL got the three it asked for", || {
+        only.acknowledged().len() == 3
+    })
+    .await;
+    let got = only.acknowledged();
+    assert!(
+        got.iter().all(|e| e.event_type == SENT_TO_BUSINESS),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.iter().map(|e| e.entity_id.clone()).collect::<Vec<_>>(),
+        to_business
+    );
+    assert_eq!(only.received().len(), 3, "nothing else was even tried");
+}
+
 /// Webhooks a receiver has not taken when the server stops are saved beside the snapshot
 /// written at shutdown; the restart starts from that snapshot (replaying nothing of the log)
 /// and still delivers every one of them.

@@ -50,6 +50,15 @@ pub const BUTTON_INTERACTED: &str = "button_interacted";
 /// Slug of Conversations Merged.
 pub const CONVERSATIONS_MERGED: &str = "conversations_merged";
 
+/// Every event type the emulator announces (`eventType`: the entity's fqdn, `_`, the slug),
+/// what a webhook subscription names.
+pub const ANNOUNCED_EVENT_TYPES: [&str; 4] = [
+    "wix.crm.inbox.v2.message_message_sent_to_business",
+    "wix.crm.inbox.v2.message_message_sent_to_participant",
+    "wix.crm.inbox.v2.message_button_interacted",
+    "wix.crm.inbox.v2.conversation_conversations_merged",
+];
+
 /// Clock skew allowed when checking `exp`, in seconds.
 pub const EXPIRY_LEEWAY_SECS: i64 = 60;
 

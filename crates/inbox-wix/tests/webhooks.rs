@@ -701,3 +701,22 @@ fn the_replica_orders_each_conversation_as_the_emulator_does() {
             .any(|e| matches!(e, Event::ConversationsMerged { .. }))
     );
 }
+
+/// The list a subscription is checked against is what `announcements` gives.
+#[test]
+fn the_announced_event_types_are_the_fqdn_and_slug_of_each_announcement() {
+    use inbox_wix::webhook::{
+        ANNOUNCED_EVENT_TYPES, BUTTON_INTERACTED, CONVERSATION_FQDN, CONVERSATIONS_MERGED,
+        MESSAGE_FQDN, SENT_TO_BUSINESS, SENT_TO_PARTICIPANT,
+    };
+    let made: Vec<String> = [
+        (MESSAGE_FQDN, SENT_TO_BUSINESS),
+        (MESSAGE_FQDN, SENT_TO_PARTICIPANT),
+        (MESSAGE_FQDN, BUTTON_INTERACTED),
+        (CONVERSATION_FQDN, CONVERSATIONS_MERGED),
+    ]
+    .iter()
+    .map(|(f, s)| format!("{f}_{s}"))
+    .collect();
+    assert_eq!(made, ANNOUNCED_EVENT_TYPES);
+}
