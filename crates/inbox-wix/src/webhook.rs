@@ -419,7 +419,15 @@ struct LayerB {
     #[serde(default)]
     entity_id: Option<String>,
     event_time: String,
-    action_event: ActionEvent,
+    /// An action event's (what this engine folds); entity events carry one of the others.
+    #[serde(default)]
+    action_event: Option<ActionEvent>,
+    #[serde(default)]
+    created_event: Option<Value>,
+    #[serde(default)]
+    updated_event: Option<Value>,
+    #[serde(default)]
+    deleted_event: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -505,7 +513,43 @@ impl Delivery {
                 format!("eventTime {:?} is not an RFC 3339 date", b.event_time),
             )
         })?;
-        let body = match (b.action_event.body, b.action_event.body_as_json) {
+        let folded = matches!(
+            (b.entity_fqdn.as_str(), b.slug.as_str()),
+            (
+                MESSAGE_FQDN,
+                SENT_TO_BUSINESS | SENT_TO_PARTICIPANT | BUTTON_INTERACTED
+            ) | (CONVERSATION_FQDN, CONVERSATIONS_MERGED)
+        );
+        if !folded {
+            // Another event type (a contact's created, updated or deleted envelope, say):
+            // verified and acknowledged, changing nothing here, so Wix does not retry it.
+            if b.action_event.is_none()
+                && b.created_event.is_none()
+                && b.updated_event.is_none()
+                && b.deleted_event.is_none()
+            {
+                return Err(WebhookError::payload(
+                    "data.data",
+                    "no actionEvent, createdEvent, updatedEvent or deletedEvent",
+                ));
+            }
+            return Ok(Delivery {
+                event_id: delivery_event_id(&b.id),
+                id: b.id,
+                instance_id: SiteId::new(a.instance_id),
+                event: WebhookEvent::Unsupported {
+                    event_type: a.event_type.clone(),
+                },
+                event_type: a.event_type,
+                entity_id: b.entity_id,
+                event_time,
+                identity,
+            });
+        }
+        let action = b.action_event.ok_or_else(|| {
+            WebhookError::payload("data.data", format!("{expected_type} needs an actionEvent"))
+        })?;
+        let body = match (action.body, action.body_as_json) {
             (Some(body), _) => body,
             (None, Some(text)) => layer("actionEvent.body", &text)?,
             (None, None) => {
@@ -577,13 +621,9 @@ impl Delivery {
                 event_type: a.event_type.clone(),
             },
         };
-        let event_id = EventId::from_uuid(
-            Uuid::parse_str(b.id.trim())
-                .unwrap_or_else(|_| Uuid::new_v5(&DERIVED_IDS, b.id.as_bytes())),
-        );
         Ok(Delivery {
+            event_id: delivery_event_id(&b.id),
             id: b.id,
-            event_id,
             instance_id: SiteId::new(a.instance_id),
             event_type: a.event_type,
             entity_id: b.entity_id,
@@ -675,6 +715,14 @@ impl Delivery {
             })
             .collect()
     }
+}
+
+/// A delivery's event id: its layer-B `id` as a GUID, or (Wix's ids are GUIDs, but a
+/// receiver takes what comes) a UUIDv5 of it.
+fn delivery_event_id(id: &str) -> EventId {
+    EventId::from_uuid(
+        Uuid::parse_str(id.trim()).unwrap_or_else(|_| Uuid::new_v5(&DERIVED_IDS, id.as_bytes())),
+    )
 }
 
 fn derived_id(delivery: EventId, index: usize) -> EventId {

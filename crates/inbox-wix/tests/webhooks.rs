@@ -720,3 +720,57 @@ fn the_announced_event_types_are_the_fqdn_and_slug_of_each_announcement() {
     .collect();
     assert_eq!(made, ANNOUNCED_EVENT_TYPES);
 }
+
+/// Wix's entity events (a contact created, updated, deleted: `createdEvent`, `updatedEvent`,
+/// `deletedEvent` instead of `actionEvent`) are verified and acknowledged, changing nothing
+/// here, so that Wix does not retry them for days; a layer B with no event at all is refused.
+#[test]
+fn entity_events_are_acknowledged_and_change_nothing() {
+    let entity = |kind: &str, payload: Value| {
+        let mut b = json!({"id": "9b2f4a1e-1c1d-4b7e-9a51-3f2f0c9d1e11",
+            "entityFqdn": "wix.contacts.v4.contact", "slug": kind,
+            "entityId": "3b1e7c9a-0000-4000-8000-000000000001",
+            "eventTime": "2023-11-14T22:13:20Z"});
+        if let (Some(b), Some(p)) = (b.as_object_mut(), payload.as_object()) {
+            b.extend(p.clone());
+        }
+        json!({"eventType": format!("wix.contacts.v4.contact_{kind}"), "instanceId": SITE,
+            "data": b.to_string()})
+        .to_string()
+    };
+    for (kind, payload) in [
+        (
+            "created",
+            json!({"createdEvent": {"entity": {"id": "3b1e7c9a-0000-4000-8000-000000000001", "revision": "1"}}}),
+        ),
+        (
+            "updated",
+            json!({"updatedEvent": {"currentEntity": {"revision": "2"}}}),
+        ),
+        ("deleted", json!({"deletedEvent": {}})),
+    ] {
+        let token = token_with(
+            Algorithm::RS256,
+            &app_key(),
+            &claims(Value::String(entity(kind, payload))),
+        );
+        let delivery = app_verifier().verify(&token, now()).unwrap();
+        assert_eq!(
+            delivery.event_type,
+            format!("wix.contacts.v4.contact_{kind}")
+        );
+        assert!(delivery.core_events().is_empty(), "{kind}");
+    }
+    let token = token_with(
+        Algorithm::RS256,
+        &app_key(),
+        &claims(Value::String(entity("created", json!({})))),
+    );
+    assert!(matches!(
+        refusal(&token).0,
+        WebhookError::Payload {
+            layer: "data.data",
+            ..
+        }
+    ));
+}
