@@ -304,7 +304,9 @@ async function main() {
           },
         },
       },
-      options: { sendNotifications: false },
+      // The deprecated top-level `silent` still silences (`sendNotifications` is about
+      // notifications and does not: tests/rest.rs of inbox-wix).
+      options: { sendNotifications: false, silent: true },
       expect: { silent: true },
     },
     {
