@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use inbox_core::SiteId;
-use inbox_store::{EventLog, FileLog, PostgresError, PostgresLog, Snapshots};
+use inbox_store::{EventLog, FileLog, PostgresError, PostgresLog, ReadError, Snapshots};
 
 use crate::delivery::{DeliveryStore, FileDelivery, PostgresDelivery};
 use crate::keys::{KeyError, write_private};
@@ -28,15 +28,23 @@ pub enum ReplicaError {
     /// The shared database could not be asked or written.
     #[error("the replica registry in the database: {0}")]
     Database(#[from] PostgresError),
+    /// Whether the site has events could not be read.
+    #[error("reading whether the site has events: {0}")]
+    Read(#[from] ReadError),
 }
+
+/// What [`ReplicaRegistry::is_replica`] calls when it must know whether the site has events
+/// (only a registry that cannot answer from memory does).
+pub type HasEvents<'a> = &'a dyn Fn() -> Result<bool, ReadError>;
 
 /// Which sites are replicas of real Wix sites (written only by their webhooks), as opposed
 /// to sites this emulator writes. A site is marked before its first replica event is
 /// written, so a site that has events and is not marked never will be.
 pub trait ReplicaRegistry: Send + Sync {
-    /// Whether `site` is a replica. `has_events`: whether the site has events (a "no" is then
-    /// final and may be remembered).
-    fn is_replica(&self, site: &SiteId, has_events: bool) -> Result<bool, ReplicaError>;
+    /// Whether `site` is a replica. `has_events` says whether the site has events (a "no" is
+    /// then final and may be remembered); it is called only when the answer is not already
+    /// known.
+    fn is_replica(&self, site: &SiteId, has_events: HasEvents<'_>) -> Result<bool, ReplicaError>;
     /// Records, durably, that `site` is a replica.
     fn mark(&self, site: &SiteId) -> Result<(), ReplicaError>;
 }
@@ -71,7 +79,7 @@ impl FileReplicas {
 }
 
 impl ReplicaRegistry for FileReplicas {
-    fn is_replica(&self, site: &SiteId, _has_events: bool) -> Result<bool, ReplicaError> {
+    fn is_replica(&self, site: &SiteId, _: HasEvents<'_>) -> Result<bool, ReplicaError> {
         Ok(lock(&self.sites).contains(site))
     }
 
@@ -123,7 +131,7 @@ impl PostgresReplicas {
 const REPLICA_PREFIX: &str = "replica-site:";
 
 impl ReplicaRegistry for PostgresReplicas {
-    fn is_replica(&self, site: &SiteId, has_events: bool) -> Result<bool, ReplicaError> {
+    fn is_replica(&self, site: &SiteId, has_events: HasEvents<'_>) -> Result<bool, ReplicaError> {
         if lock(&self.replicas).contains(site) {
             return Ok(true);
         }
@@ -136,7 +144,7 @@ impl ReplicaRegistry for PostgresReplicas {
             .is_some();
         if marked {
             lock(&self.replicas).insert(site.clone());
-        } else if has_events {
+        } else if has_events()? {
             lock(&self.not_replicas).insert(site.clone());
         }
         Ok(marked)

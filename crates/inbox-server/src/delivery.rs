@@ -65,6 +65,11 @@ pub trait DeliveryStore: Send + Sync {
 pub trait DeliveryLease: Send {
     /// Whether it still holds.
     fn is_held(&mut self) -> bool;
+    /// Whether it can stop holding at all; one that cannot is not checked before each
+    /// delivery (the default: it can).
+    fn can_lapse(&self) -> bool {
+        true
+    }
     /// Saves the URL's cursor; fails if the lease no longer holds.
     fn save_cursor(&mut self, position: u64) -> std::io::Result<()>;
 }
@@ -152,6 +157,10 @@ struct FileLease {
 impl DeliveryLease for FileLease {
     fn is_held(&mut self) -> bool {
         true
+    }
+
+    fn can_lapse(&self) -> bool {
+        false
     }
 
     fn save_cursor(&mut self, position: u64) -> std::io::Result<()> {

@@ -182,8 +182,8 @@ impl Engine {
 
     /// Whether the site is a replica fed by Wix webhooks.
     pub fn is_replica(&self, site: &SiteId) -> Result<bool, WriteError> {
-        let has_events = self.core.site_version(site)? > 0;
-        Ok(self.replicas.is_replica(site, has_events)?)
+        let has_events = || Ok(self.core.site_version(site)? > 0);
+        Ok(self.replicas.is_replica(site, &has_events)?)
     }
 
     /// Reads a consistent state of one site (an empty state for a site with no events). On

@@ -111,12 +111,7 @@ fn parse_subscription(text: &str) -> Result<(String, String), String> {
     else {
         return Err(format!("expected EVENT_TYPE=URL, got {text:?}"));
     };
-    if !inbox_wix::webhook::ANNOUNCED_EVENT_TYPES.contains(&event) {
-        return Err(format!(
-            "unknown event type {event:?}; the emulator announces: {}",
-            inbox_wix::webhook::ANNOUNCED_EVENT_TYPES.join(", ")
-        ));
-    }
+    inbox_server::outbox::UnknownEventType::check(event).map_err(|e| e.to_string())?;
     Ok((event.to_owned(), url.to_owned()))
 }
 

@@ -95,35 +95,40 @@ impl Subscription {
         all: &[String],
         typed: &[(String, String)],
     ) -> Result<Vec<Subscription>, UnknownEventType> {
-        let mut by_url: BTreeMap<&str, Option<BTreeSet<String>>> = BTreeMap::new();
-        for (event, url) in typed {
-            if !ANNOUNCED_EVENT_TYPES.contains(&event.as_str()) {
-                return Err(UnknownEventType(event.clone()));
+        // One per URL, in the order the URLs were given.
+        let mut subscriptions: Vec<Subscription> = Vec::new();
+        let mut of = |url: &str| -> usize {
+            match subscriptions.iter().position(|s| s.url == url) {
+                Some(i) => i,
+                None => {
+                    subscriptions.push(Subscription {
+                        url: url.to_owned(),
+                        events: Some(BTreeSet::new()),
+                    });
+                    subscriptions.len() - 1
+                }
             }
-            if let Some(types) = by_url
-                .entry(url.as_str())
-                .or_insert_with(|| Some(BTreeSet::new()))
-            {
+        };
+        let mut everything = Vec::new();
+        for url in all {
+            everything.push(of(url));
+        }
+        let mut typed_at = Vec::new();
+        for (event, url) in typed {
+            UnknownEventType::check(event)?;
+            typed_at.push((of(url), event));
+        }
+        for (i, event) in typed_at {
+            if let Some(types) = subscriptions.get_mut(i).and_then(|s| s.events.as_mut()) {
                 types.insert(event.clone());
             }
         }
-        for url in all {
-            by_url.insert(url.as_str(), None);
+        for i in everything {
+            if let Some(s) = subscriptions.get_mut(i) {
+                s.events = None;
+            }
         }
-        // In the order the URLs were given.
-        let mut order: Vec<&str> = all.iter().map(String::as_str).collect();
-        order.extend(typed.iter().map(|(_, u)| u.as_str()));
-        let mut seen = BTreeSet::new();
-        Ok(order
-            .into_iter()
-            .filter(|u| seen.insert(*u))
-            .filter_map(|u| {
-                by_url.get(u).map(|events| Subscription {
-                    url: u.to_owned(),
-                    events: events.clone(),
-                })
-            })
-            .collect())
+        Ok(subscriptions)
     }
 }
 
@@ -131,6 +136,17 @@ impl Subscription {
 #[derive(Debug, thiserror::Error)]
 #[error("unknown webhook event type {0:?}; the emulator announces: {types}", types = ANNOUNCED_EVENT_TYPES.join(", "))]
 pub struct UnknownEventType(pub String);
+
+impl UnknownEventType {
+    /// `event` if the emulator announces it (one of [`ANNOUNCED_EVENT_TYPES`]).
+    pub fn check(event: &str) -> Result<(), UnknownEventType> {
+        if ANNOUNCED_EVENT_TYPES.contains(&event) {
+            Ok(())
+        } else {
+            Err(UnknownEventType(event.to_owned()))
+        }
+    }
+}
 
 /// The outbox: announcements by log position, and one cursor per URL.
 pub struct Outbox {
@@ -533,6 +549,9 @@ impl Outbox {
         target: &Target,
         mut lease: Box<dyn DeliveryLease>,
     ) -> Option<Box<dyn DeliveryLease>> {
+        if !lease.can_lapse() {
+            return Some(lease);
+        }
         let checked = tokio::task::spawn_blocking(move || {
             let held = lease.is_held();
             held.then_some(lease)

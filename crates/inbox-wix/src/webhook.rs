@@ -513,55 +513,29 @@ impl Delivery {
                 format!("eventTime {:?} is not an RFC 3339 date", b.event_time),
             )
         })?;
-        let folded = matches!(
-            (b.entity_fqdn.as_str(), b.slug.as_str()),
-            (
-                MESSAGE_FQDN,
-                SENT_TO_BUSINESS | SENT_TO_PARTICIPANT | BUTTON_INTERACTED
-            ) | (CONVERSATION_FQDN, CONVERSATIONS_MERGED)
-        );
-        if !folded {
-            // Another event type (a contact's created, updated or deleted envelope, say):
-            // verified and acknowledged, changing nothing here, so Wix does not retry it.
-            if b.action_event.is_none()
-                && b.created_event.is_none()
-                && b.updated_event.is_none()
-                && b.deleted_event.is_none()
-            {
-                return Err(WebhookError::payload(
-                    "data.data",
-                    "no actionEvent, createdEvent, updatedEvent or deletedEvent",
-                ));
-            }
-            return Ok(Delivery {
-                event_id: delivery_event_id(&b.id),
-                id: b.id,
-                instance_id: SiteId::new(a.instance_id),
-                event: WebhookEvent::Unsupported {
-                    event_type: a.event_type.clone(),
-                },
-                event_type: a.event_type,
-                entity_id: b.entity_id,
-                event_time,
-                identity,
-            });
-        }
-        let action = b.action_event.ok_or_else(|| {
-            WebhookError::payload("data.data", format!("{expected_type} needs an actionEvent"))
-        })?;
-        let body = match (action.body, action.body_as_json) {
-            (Some(body), _) => body,
-            (None, Some(text)) => layer("actionEvent.body", &text)?,
-            (None, None) => {
-                return Err(WebhookError::payload(
+        // Entity events (a contact's created, updated or deleted envelope) carry no
+        // actionEvent; only the action events folded below need one.
+        let any_event = b.action_event.is_some()
+            || b.created_event.is_some()
+            || b.updated_event.is_some()
+            || b.deleted_event.is_some();
+        let action = b.action_event;
+        let body = move || -> Result<Value, WebhookError> {
+            let action = action.ok_or_else(|| {
+                WebhookError::payload("data.data", format!("{expected_type} needs an actionEvent"))
+            })?;
+            match (action.body, action.body_as_json) {
+                (Some(body), _) => Ok(body),
+                (None, Some(text)) => layer("actionEvent.body", &text),
+                (None, None) => Err(WebhookError::payload(
                     "actionEvent.body",
                     "actionEvent has no body",
-                ));
+                )),
             }
         };
         let event = match (b.entity_fqdn.as_str(), b.slug.as_str()) {
             (MESSAGE_FQDN, SENT_TO_BUSINESS | SENT_TO_PARTICIPANT) => {
-                let body: MessageBody = from_body(body)?;
+                let body: MessageBody = from_body(body()?)?;
                 let conversation_id = conversation("conversationId", &body.conversation_id)?;
                 let message = body
                     .message
@@ -580,7 +554,7 @@ impl Delivery {
                 }
             }
             (MESSAGE_FQDN, BUTTON_INTERACTED) => {
-                let body: ButtonBody = from_body(body)?;
+                let body: ButtonBody = from_body(body()?)?;
                 let message_id = b
                     .entity_id
                     .as_deref()
@@ -607,7 +581,7 @@ impl Delivery {
                 }
             }
             (CONVERSATION_FQDN, CONVERSATIONS_MERGED) => {
-                let body: MergedBody = from_body(body)?;
+                let body: MergedBody = from_body(body()?)?;
                 WebhookEvent::ConversationsMerged {
                     sources: body
                         .old_conversation_ids
@@ -617,9 +591,18 @@ impl Delivery {
                     target: conversation("targetConversationId", &body.target_conversation_id)?,
                 }
             }
-            _ => WebhookEvent::Unsupported {
-                event_type: a.event_type.clone(),
-            },
+            _ => {
+                // Verified and acknowledged, changing nothing here, so Wix does not retry it.
+                if !any_event {
+                    return Err(WebhookError::payload(
+                        "data.data",
+                        "no actionEvent, createdEvent, updatedEvent or deletedEvent",
+                    ));
+                }
+                WebhookEvent::Unsupported {
+                    event_type: a.event_type.clone(),
+                }
+            }
         };
         Ok(Delivery {
             event_id: delivery_event_id(&b.id),
