@@ -1,6 +1,6 @@
 //! REST requests: any body into every request type (`parse_body`, then `to_command` /
-//! `to_core` / `to_preview`), and any query string into List Messages (`from_query`, dotted
-//! or `.r=`). Never a panic; every refusal is a 4xx/5xx with Wix's error body. A request that
+//! `to_core` / `to_preview`), any query string into List Messages (`from_query`, dotted or
+//! `.r=`), List Contacts, Get Contact's projection and Unlabel Contact. Never a panic; every refusal is a 4xx/5xx with Wix's error body. A request that
 //! decodes into a command is also run against a small inbox (its conversation id pointed at a
 //! real conversation), and the answer converted back to the wire.
 
@@ -20,8 +20,9 @@ use inbox_fuzz::{Json, START, check_error, contacts_inbox, fixed_uuid};
 use inbox_wix::WixError;
 use inbox_wix::rest::{
     self, ContactResponse, CreateContactRequest, GetOrCreateConversationRequest,
-    ListMessagesRequest, ListMessagesResponse, MergeContactsRequest, SendMessageRequest,
-    SendMessageResponse, parse_body,
+    LabelContactRequest, ListMessagesRequest, ListMessagesResponse, MergeContactsRequest,
+    QueryContactsResponse, SendMessageRequest, SendMessageResponse, UpdateContactRequest,
+    parse_body,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -62,7 +63,11 @@ enum Input {
     GetOrCreate(Body),
     Send(Body),
     CreateContact(Body),
+    UpdateContact(Body),
+    LabelContact(Body),
     Merge(Body),
+    /// List Contacts, Get Contact's projection and Unlabel Contact, from a query string.
+    ContactsQuery(String),
     ListBody(Body),
     Query(String),
     /// The SDK's form: `.r=<base64url of JSON>`, with more parameters after.
@@ -157,13 +162,39 @@ fuzz_target!(|input: Input| {
                 return;
             };
             let id = ContactId::from_uuid(fixed_uuid(0x72, 200));
-            let Some(cmd) = ok_or_check(req.to_command(id)) else {
+            let Some(cmd) = ok_or_check(req.to_command(id, Default::default())) else {
                 return;
             };
             if let Some((inbox, _)) = run(&cmd) {
                 let contact = inbox.contacts().get(id).expect("created contact is there");
                 let _ = serde_json::to_vec(&ContactResponse::new(contact)).unwrap();
             }
+        }
+        Input::UpdateContact(body) => {
+            let Some(req) = ok_or_check(parse_body::<UpdateContactRequest>(&bytes(&body))) else {
+                return;
+            };
+            let id = ContactId::from_uuid(fixed_uuid(0x72, 0));
+            if let Some(cmd) = ok_or_check(req.to_command(id))
+                && let Some((inbox, _)) = run(&cmd)
+            {
+                let contact = inbox.contacts().get(id).expect("updated contact is there");
+                let _ = serde_json::to_vec(&ContactResponse::new(contact)).unwrap();
+            }
+        }
+        Input::LabelContact(body) => {
+            let Some(req) = ok_or_check(parse_body::<LabelContactRequest>(&bytes(&body))) else {
+                return;
+            };
+            run(&req.to_command(ContactId::from_uuid(fixed_uuid(0x72, 1))));
+        }
+        Input::ContactsQuery(q) => {
+            if let Some(page) = ok_or_check(rest::list_contacts(&FIXTURE.inbox, &q)) {
+                let _ = serde_json::to_vec::<QueryContactsResponse>(&page).unwrap();
+            }
+            let id = ContactId::from_uuid(fixed_uuid(0x72, 0));
+            let _ = ok_or_check(rest::get_contact(&FIXTURE.inbox, &id.to_string(), &q));
+            run(&rest::unlabel_contact_command(id, &q));
         }
         Input::Merge(body) => {
             let b = bytes(&body);
@@ -200,7 +231,7 @@ fuzz_target!(|input: Input| {
         }
         Input::Path(segment) => {
             let _ = ok_or_check(rest::get_conversation(&FIXTURE.inbox, &segment));
-            let _ = ok_or_check(rest::get_contact(&FIXTURE.inbox, &segment));
+            let _ = ok_or_check(rest::get_contact(&FIXTURE.inbox, &segment, ""));
         }
     }
 });

@@ -282,7 +282,7 @@ pub fn contacts_inbox() -> Inbox {
                 })
                 .into_iter()
                 .collect(),
-            allow_duplicates: false,
+            ..ContactDraft::default()
         };
         let ctx = Context::at(Timestamp::from_micros(START + i as i64 * 1_000_000));
         inbox

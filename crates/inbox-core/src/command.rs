@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::contacts::{ContactDraft, CreateContactError, MergeContactsError};
+use std::collections::BTreeSet;
+
+use crate::contacts::{
+    ContactDraft, ContactPatch, CreateContactError, DeleteContactError, LabelContactError,
+    MergeContactsError, UpdateContactError,
+};
 use crate::ids::{
     AppId, ContactId, ConversationId, MemberId, MessageId, Timestamp, VisitorId, WixUserId,
 };
@@ -126,6 +131,31 @@ pub enum Command {
         /// Its data.
         draft: ContactDraft,
     },
+    /// Update Contact: the fields `patch` gives replace the contact's.
+    UpdateContact {
+        /// The contact (a live one; a merged-away id is not found).
+        contact_id: ContactId,
+        /// The contact's revision as the caller last read it.
+        expected_revision: u64,
+        /// What changes.
+        patch: ContactPatch,
+        /// Allow an email or phone that another contact already has.
+        allow_duplicates: bool,
+    },
+    /// Label Contact, Unlabel Contact (and both at once): no revision check, as in Wix.
+    LabelContact {
+        /// The contact.
+        contact_id: ContactId,
+        /// Label keys to add.
+        add: BTreeSet<String>,
+        /// Label keys to remove (a key in both is added).
+        remove: BTreeSet<String>,
+    },
+    /// Delete Contact: refused for a site member.
+    DeleteContact {
+        /// The contact.
+        contact_id: ContactId,
+    },
     /// Merge Contacts.
     MergeContacts {
         /// The contact that stays.
@@ -172,6 +202,15 @@ pub enum Rejection {
     /// The contacts could not be merged.
     #[error(transparent)]
     MergeContacts(#[from] MergeContactsError),
+    /// The contact could not be updated.
+    #[error(transparent)]
+    UpdateContact(#[from] UpdateContactError),
+    /// The contact's labels could not be changed.
+    #[error(transparent)]
+    LabelContact(#[from] LabelContactError),
+    /// The contact could not be deleted.
+    #[error(transparent)]
+    DeleteContact(#[from] DeleteContactError),
     /// The visitor was already identified as another contact.
     #[error("visitor {visitor} is already contact {contact}")]
     VisitorAlreadyIdentified {

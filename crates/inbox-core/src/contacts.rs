@@ -7,7 +7,7 @@
 //! Convergence: every change carries the contact's resulting `revision`, and the directory
 //! keeps the highest revision it has seen, so applying a change twice, or late, is harmless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
@@ -107,9 +107,73 @@ pub struct Contact {
     pub emails: Vec<ContactEmail>,
     /// Phones.
     pub phones: Vec<ContactPhone>,
+    /// Everything else a caller can set: addresses, company, labels, extended fields.
+    pub details: ContactDetails,
+    /// Where the contact came from (set at creation, never changed).
+    pub source: ContactSource,
+    /// The contact's last activity on the site that the engine records.
+    pub last_activity: ContactActivity,
 }
 
 impl Contact {
+    /// An empty contact at revision 1, created (and last active) at `now`, from an unknown
+    /// source: the starting point for building one by hand, in tests or for an observed
+    /// contact.
+    pub fn new(id: ContactId, now: Timestamp) -> Self {
+        Contact {
+            id,
+            revision: 1,
+            created_date: now,
+            updated_date: now,
+            name: ContactName::default(),
+            emails: Vec::new(),
+            phones: Vec::new(),
+            details: ContactDetails::default(),
+            source: ContactSource::default(),
+            last_activity: ContactActivity {
+                at: now,
+                kind: ActivityType::ContactCreated,
+            },
+        }
+    }
+
+    /// Whether the contact holds nothing to reach or name someone by (no name, email or
+    /// phone): Wix refuses to create, or update a contact into, such a record.
+    pub fn is_insufficient(&self) -> bool {
+        self.name.is_empty() && self.emails.is_empty() && self.phones.is_empty()
+    }
+
+    /// A stable id for one of the contact's entries (`kind` 0 email, 1 phone, 2 address;
+    /// `value` its normalised content): the same entry keeps its id across revisions, and
+    /// the id is derived, not stored, so old events need no upcast for it.
+    fn entry_id(&self, kind: u8, value: &str) -> uuid::Uuid {
+        let mut data = Vec::with_capacity(17 + value.len());
+        data.extend_from_slice(self.id.as_uuid().as_bytes());
+        data.push(kind);
+        data.extend_from_slice(value.as_bytes());
+        let hi = crate::cursor::siphash24(&[0x45; 16], &data);
+        let lo = crate::cursor::siphash24(&[0x4e; 16], &data);
+        // A version-4-shaped UUID (the variant and version bits set), as Wix's ids are.
+        let bits =
+            ((u128::from(hi) << 64) | u128::from(lo)) & !(0xF000_u128 << 64) & !(0xC0_u128 << 56);
+        uuid::Uuid::from_u128(bits | (0x4000_u128 << 64) | (0x80_u128 << 56))
+    }
+
+    /// The id of an email entry (derived from the contact and the normalised address).
+    pub fn email_id(&self, email: &ContactEmail) -> uuid::Uuid {
+        self.entry_id(0, &normalize_email(&email.email))
+    }
+
+    /// The id of a phone entry (derived from the contact and the number's digits).
+    pub fn phone_id(&self, phone: &ContactPhone) -> uuid::Uuid {
+        self.entry_id(1, &normalize_phone(&phone.phone))
+    }
+
+    /// The id of an address entry (derived from the contact and the address's position and
+    /// content).
+    pub fn address_id(&self, index: usize, address: &ContactAddress) -> uuid::Uuid {
+        self.entry_id(2, &format!("{index}:{address:?}"))
+    }
     /// The primary email, if any.
     pub fn primary_email(&self) -> Option<&str> {
         self.emails
@@ -129,6 +193,161 @@ impl Contact {
     }
 }
 
+/// The tag of a street address.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum AddressTag {
+    /// `UNTAGGED`.
+    #[default]
+    Untagged,
+    /// `HOME`.
+    Home,
+    /// `WORK`.
+    Work,
+    /// `BILLING`.
+    Billing,
+    /// `SHIPPING`.
+    Shipping,
+}
+
+/// A postal address, as Wix splits it. Every part is optional; an address with no part
+/// set is refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PostalAddress {
+    /// ISO-3166 alpha-2 country code.
+    pub country: Option<String>,
+    /// Subdivision code (state, region), e.g. `US-NY`.
+    pub subdivision: Option<String>,
+    /// City.
+    pub city: Option<String>,
+    /// Postal or zip code.
+    pub postal_code: Option<String>,
+    /// The free-form first line (when no street number and name are given).
+    pub address_line: Option<String>,
+    /// Street number, when the street is given in parts.
+    pub street_number: Option<String>,
+    /// Street name, when the street is given in parts.
+    pub street_name: Option<String>,
+    /// Apartment, suite, floor.
+    pub address_line2: Option<String>,
+}
+
+impl PostalAddress {
+    fn parts(&self) -> [&Option<String>; 8] {
+        [
+            &self.country,
+            &self.subdivision,
+            &self.city,
+            &self.postal_code,
+            &self.address_line,
+            &self.street_number,
+            &self.street_name,
+            &self.address_line2,
+        ]
+    }
+}
+
+/// One street address of a contact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactAddress {
+    /// Its tag.
+    pub tag: AddressTag,
+    /// The address.
+    pub address: PostalAddress,
+}
+
+/// The value of an extended field.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ExtendedValue {
+    /// Text (Wix's `TEXT`, `URL` and `DATE` fields all hold strings).
+    Text(String),
+    /// A finite number, kept as the decimal text it was given in, so that it round-trips
+    /// exactly and the value stays `Eq`.
+    Number(String),
+}
+
+/// What a contact holds beyond its name, emails and phones. All of it is the caller's to
+/// set (on creation and by Update Contact); labels also by Label and Unlabel Contact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactDetails {
+    /// Street addresses (at most 50).
+    pub addresses: Vec<ContactAddress>,
+    /// Company name.
+    pub company: Option<String>,
+    /// Job title.
+    pub job_title: Option<String>,
+    /// Birth date, `YYYY-MM-DD`.
+    pub birthdate: Option<String>,
+    /// BCP 47 language tag, e.g. `en-US`.
+    pub locale: Option<String>,
+    /// Profile picture URL.
+    pub picture: Option<String>,
+    /// Label keys (`namespace.key`, e.g. `custom.vip`), at most 100 per change.
+    pub labels: BTreeSet<String>,
+    /// Extended fields by key (`custom.*`; other namespaces are Wix's and read-only).
+    pub extended_fields: BTreeMap<String, ExtendedValue>,
+}
+
+/// Where a contact came from: Wix's `source.sourceType`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[allow(missing_docs)] // each variant is the Wix enum value of the same name
+pub enum SourceType {
+    #[default]
+    Other,
+    Admin,
+    WixApp,
+    Import,
+    ThirdParty,
+    WixBookings,
+    WixChat,
+    WixEmailMarketing,
+    WixEvents,
+    WixForms,
+    WixGroups,
+    WixHotels,
+    WixMarketPlace,
+    WixMusic,
+    WixRestaurants,
+    WixSiteMembers,
+    WixStores,
+    WixCode,
+    Hopp,
+}
+
+/// A contact's source: what created it, and the app when an app did.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ContactSource {
+    /// The kind of source.
+    pub source_type: SourceType,
+    /// The app that created the contact (for `WixApp` and Wix's own apps).
+    pub app_id: Option<crate::ids::AppId>,
+}
+
+/// A kind of contact activity: Wix's `lastActivity.activityType`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ActivityType {
+    /// `CONTACT_CREATED`: what the engine records at creation.
+    ContactCreated,
+    /// `CONTACT_MERGED`: what the engine records on a merge's target.
+    ContactMerged,
+    /// Any other of Wix's activity types (an observed contact's), by its Wix name.
+    Other(String),
+}
+
+/// The last activity of a contact.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactActivity {
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub kind: ActivityType,
+}
+
 /// What a caller gives to create a contact.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactDraft {
@@ -138,8 +357,41 @@ pub struct ContactDraft {
     pub emails: Vec<ContactEmail>,
     /// Phones; the first is primary unless one says so.
     pub phones: Vec<ContactPhone>,
+    /// Addresses, company, labels and the rest.
+    pub details: ContactDetails,
+    /// Where it comes from (the emulator derives it from the caller).
+    pub source: ContactSource,
     /// Allow an email or phone that another contact already has.
     pub allow_duplicates: bool,
+}
+
+/// Update Contact's change: each field given replaces the contact's (a list is replaced
+/// whole; `Some(None)` clears a single value), fields not given stay. Extended fields are
+/// changed key by key (`None` removes the key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactPatch {
+    /// Name.
+    pub name: Option<ContactName>,
+    /// Emails (the first is primary unless one says so).
+    pub emails: Option<Vec<ContactEmail>>,
+    /// Phones.
+    pub phones: Option<Vec<ContactPhone>>,
+    /// Addresses.
+    pub addresses: Option<Vec<ContactAddress>>,
+    /// Company.
+    pub company: Option<Option<String>>,
+    /// Job title.
+    pub job_title: Option<Option<String>>,
+    /// Birth date.
+    pub birthdate: Option<Option<String>>,
+    /// Locale.
+    pub locale: Option<Option<String>>,
+    /// Picture URL.
+    pub picture: Option<Option<String>>,
+    /// Label keys.
+    pub labels: Option<BTreeSet<String>>,
+    /// Extended fields to set (`Some`) or remove (`None`).
+    pub extended_fields: BTreeMap<String, Option<ExtendedValue>>,
 }
 
 /// Why a contact could not be created.
@@ -173,6 +425,294 @@ pub enum CreateContactError {
     /// The id is taken.
     #[error("contact {0} already exists")]
     AlreadyExists(ContactId),
+    /// A field breaks its rule (too long, badly formed, too many entries).
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The field, as Wix names it (`info.company`, `info.labelKeys`).
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a contact could not be updated. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum UpdateContactError {
+    /// No live contact has this id.
+    #[error("contact {0} not found")]
+    NotFound(ContactId),
+    /// The caller's revision is stale.
+    #[error("contact revision is {actual}, but the request expected {expected}")]
+    RevisionConflict {
+        /// The revision the caller had.
+        expected: u64,
+        /// The revision the contact has.
+        actual: u64,
+    },
+    /// The update would leave no name, email or phone.
+    #[error("a contact needs at least a name, an email or a phone")]
+    Empty,
+    /// An email that is not an address.
+    #[error("invalid email address {0:?}")]
+    InvalidEmail(String),
+    /// A phone number with no digits.
+    #[error("invalid phone number {0:?}")]
+    InvalidPhone(String),
+    /// The email belongs to another contact and duplicates are not allowed.
+    #[error("email {email:?} already belongs to contact {existing}")]
+    DuplicateEmail {
+        /// The email.
+        email: String,
+        /// The contact that has it.
+        existing: ContactId,
+    },
+    /// The phone belongs to another contact and duplicates are not allowed.
+    #[error("phone {phone:?} already belongs to contact {existing}")]
+    DuplicatePhone {
+        /// The phone.
+        phone: String,
+        /// The contact that has it.
+        existing: ContactId,
+    },
+    /// A field breaks its rule.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The field, as Wix names it.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The contact is a site member: its primary email is the member's login email, which
+    /// only the Members API changes.
+    #[error("contact {contact} is member {member}: its primary email cannot be changed here")]
+    MemberPrimaryEmail {
+        /// The contact.
+        contact: ContactId,
+        /// Its member.
+        member: crate::ids::MemberId,
+    },
+}
+
+/// Why labels could not be added to or removed from a contact. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LabelContactError {
+    /// No live contact has this id.
+    #[error("contact {0} not found")]
+    NotFound(ContactId),
+    /// No label key was given, or more than [`MAX_LABELS_PER_CHANGE`].
+    #[error("a label change takes 1 to {MAX_LABELS_PER_CHANGE} keys; got {0}")]
+    Count(usize),
+    /// A key that is not `namespace.key`.
+    #[error("invalid label key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a contact could not be deleted. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DeleteContactError {
+    /// No live contact has this id (never created, merged away, or deleted already).
+    #[error("contact {0} not found")]
+    NotFound(ContactId),
+    /// The contact is a site member; the member must be deleted first.
+    #[error("contact {contact} is site member {member} and cannot be deleted")]
+    IsMember {
+        /// The contact.
+        contact: ContactId,
+        /// Its member.
+        member: crate::ids::MemberId,
+    },
+}
+
+/// Most label keys one Label or Unlabel Contact call takes.
+pub const MAX_LABELS_PER_CHANGE: usize = 100;
+/// Most emails, phones or addresses a contact holds.
+pub const MAX_ENTRIES: usize = 50;
+/// Longest name part, company or job title, in characters.
+pub const MAX_TEXT: usize = 1000;
+
+/// A failed check of contact data, shared by create and update and converted into each
+/// one's own error.
+enum DataError {
+    InvalidEmail(String),
+    InvalidPhone(String),
+    DuplicateEmail { email: String, existing: ContactId },
+    DuplicatePhone { phone: String, existing: ContactId },
+    InvalidField { field: &'static str, reason: String },
+}
+
+impl From<DataError> for CreateContactError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::InvalidEmail(x) => CreateContactError::InvalidEmail(x),
+            DataError::InvalidPhone(x) => CreateContactError::InvalidPhone(x),
+            DataError::DuplicateEmail { email, existing } => {
+                CreateContactError::DuplicateEmail { email, existing }
+            }
+            DataError::DuplicatePhone { phone, existing } => {
+                CreateContactError::DuplicatePhone { phone, existing }
+            }
+            DataError::InvalidField { field, reason } => {
+                CreateContactError::InvalidField { field, reason }
+            }
+        }
+    }
+}
+
+impl From<DataError> for UpdateContactError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::InvalidEmail(x) => UpdateContactError::InvalidEmail(x),
+            DataError::InvalidPhone(x) => UpdateContactError::InvalidPhone(x),
+            DataError::DuplicateEmail { email, existing } => {
+                UpdateContactError::DuplicateEmail { email, existing }
+            }
+            DataError::DuplicatePhone { phone, existing } => {
+                UpdateContactError::DuplicatePhone { phone, existing }
+            }
+            DataError::InvalidField { field, reason } => {
+                UpdateContactError::InvalidField { field, reason }
+            }
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> DataError {
+    DataError::InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn check_text(field: &'static str, value: Option<&str>) -> Result<(), DataError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_TEXT => {
+            Err(invalid(field, format!("longer than {MAX_TEXT} characters")))
+        }
+        Some(v) if v.contains(char::is_control) => {
+            Err(invalid(field, "contains a control character"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A label key: `namespace.key`, each part non-empty, no whitespace or control character,
+/// at most 200 characters.
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    let Some((namespace, name)) = key.split_once('.') else {
+        return Err("a label key is namespace.key, e.g. custom.vip".into());
+    };
+    if namespace.is_empty() || name.is_empty() {
+        return Err("the namespace and the key must not be empty".into());
+    }
+    if key.chars().count() > 200 {
+        return Err("longer than 200 characters".into());
+    }
+    if key.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or a control character".into());
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD`, a real date.
+fn valid_birthdate(s: &str) -> bool {
+    s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+/// A BCP 47 tag in its common shape: a 2-3 letter language, then up to four subtags of 1-8
+/// letters or digits (`en`, `en-US`, `zh-Hant-TW`).
+fn valid_locale(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let lang_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
+    let rest: Vec<&str> = parts.collect();
+    lang_ok
+        && rest.len() <= 4
+        && rest
+            .iter()
+            .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn check_details(d: &ContactDetails) -> Result<(), DataError> {
+    if d.addresses.len() > MAX_ENTRIES {
+        return Err(invalid(
+            "info.addresses",
+            format!("at most {MAX_ENTRIES} addresses"),
+        ));
+    }
+    for a in &d.addresses {
+        let parts = a.address.parts();
+        if parts.iter().all(|p| p.as_deref().is_none_or(str::is_empty)) {
+            return Err(invalid("info.addresses", "an address with no part set"));
+        }
+        for p in parts {
+            check_text("info.addresses", p.as_deref())?;
+        }
+        if let Some(c) = &a.address.country
+            && !(c.len() == 2 && c.chars().all(|c| c.is_ascii_uppercase()))
+        {
+            return Err(invalid(
+                "info.addresses.address.country",
+                format!("{c:?} is not an ISO-3166 alpha-2 code"),
+            ));
+        }
+    }
+    check_text("info.company", d.company.as_deref())?;
+    check_text("info.jobTitle", d.job_title.as_deref())?;
+    if let Some(b) = &d.birthdate
+        && !valid_birthdate(b)
+    {
+        return Err(invalid(
+            "info.birthdate",
+            format!("{b:?} is not a YYYY-MM-DD date"),
+        ));
+    }
+    if let Some(l) = &d.locale
+        && !valid_locale(l)
+    {
+        return Err(invalid(
+            "info.locale",
+            format!("{l:?} is not a language tag"),
+        ));
+    }
+    if let Some(p) = &d.picture
+        && (p.is_empty()
+            || p.len() > 2048
+            || p.contains(|c: char| c.is_whitespace() || c.is_control()))
+    {
+        return Err(invalid("info.picture", "not a URL"));
+    }
+    for key in &d.labels {
+        check_label_key(key).map_err(|reason| invalid("info.labelKeys", reason))?;
+    }
+    for (key, value) in &d.extended_fields {
+        let ok_key = key.strip_prefix("custom.").is_some_and(|k| {
+            !k.is_empty() && !k.contains(|c: char| c.is_whitespace() || c.is_control())
+        });
+        if !ok_key {
+            return Err(invalid(
+                "info.extendedFields",
+                format!("{key:?}: only custom.* fields can be set"),
+            ));
+        }
+        match value {
+            ExtendedValue::Text(t) => check_text("info.extendedFields", Some(t))?,
+            ExtendedValue::Number(n) => {
+                if !n.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(invalid(
+                        "info.extendedFields",
+                        format!("{key:?}: {n:?} is not a finite number"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why contacts could not be merged (or a merge previewed).
@@ -299,6 +839,14 @@ pub enum ContactSortField {
     LastName,
     /// `primaryInfo.email`.
     PrimaryEmail,
+    /// `info.company`.
+    Company,
+    /// `info.jobTitle`.
+    JobTitle,
+    /// `info.birthdate` (`YYYY-MM-DD` sorts as text in date order).
+    Birthdate,
+    /// `lastActivity.activityDate`.
+    LastActivity,
     /// `id`.
     Id,
 }
@@ -318,6 +866,60 @@ pub enum ContactPart {
     CreatedDate,
     /// `updatedDate`.
     UpdatedDate,
+    /// `info.addresses`.
+    Addresses,
+    /// `info.company`.
+    Company,
+    /// `info.jobTitle`.
+    JobTitle,
+    /// `info.birthdate`.
+    Birthdate,
+    /// `info.locale`.
+    Locale,
+    /// `info.picture`.
+    Picture,
+    /// `info.labelKeys`.
+    Labels,
+    /// `info.extendedFields`.
+    ExtendedFields,
+    /// `source`.
+    Source,
+    /// `lastActivity`.
+    LastActivity,
+}
+
+impl ContactPart {
+    /// Every part.
+    pub const ALL: [ContactPart; 16] = [
+        ContactPart::Name,
+        ContactPart::Emails,
+        ContactPart::Phones,
+        ContactPart::PrimaryInfo,
+        ContactPart::CreatedDate,
+        ContactPart::UpdatedDate,
+        ContactPart::Addresses,
+        ContactPart::Company,
+        ContactPart::JobTitle,
+        ContactPart::Birthdate,
+        ContactPart::Locale,
+        ContactPart::Picture,
+        ContactPart::Labels,
+        ContactPart::ExtendedFields,
+        ContactPart::Source,
+        ContactPart::LastActivity,
+    ];
+
+    /// The parts held in [`ContactDetails`].
+    pub const DETAILS: [ContactPart; 8] = [
+        ContactPart::Addresses,
+        ContactPart::Company,
+        ContactPart::JobTitle,
+        ContactPart::Birthdate,
+        ContactPart::Locale,
+        ContactPart::Picture,
+        ContactPart::Labels,
+        ContactPart::ExtendedFields,
+    ];
 }
 
 /// A query of the contact list.
@@ -397,17 +999,95 @@ pub struct ContactView {
     pub phones: Option<Vec<ContactPhone>>,
     /// `primaryInfo`: (email, phone).
     pub primary_info: Option<(Option<String>, Option<String>)>,
+    /// The details, when any detail part was asked for; the parts not asked for are left
+    /// empty (see [`ContactView::wants`]).
+    pub details: Option<ContactDetails>,
+    /// `source`.
+    pub source: Option<ContactSource>,
+    /// `lastActivity`.
+    pub last_activity: Option<ContactActivity>,
+    /// The parts asked for; `None` is every part.
+    pub parts: Option<Vec<ContactPart>>,
+    /// The contact, to derive entry ids from (ids are not a part: they come with their
+    /// entries).
+    pub entry_ids: EntryIds,
+}
+
+/// The ids of a contact's emails, phones and addresses, in their order (derived, see
+/// [`Contact::email_id`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryIds {
+    /// One per email.
+    pub emails: Vec<uuid::Uuid>,
+    /// One per phone.
+    pub phones: Vec<uuid::Uuid>,
+    /// One per address.
+    pub addresses: Vec<uuid::Uuid>,
+}
+
+impl EntryIds {
+    /// The ids of `c`'s entries.
+    pub fn of(c: &Contact) -> Self {
+        EntryIds {
+            emails: c.emails.iter().map(|e| c.email_id(e)).collect(),
+            phones: c.phones.iter().map(|p| c.phone_id(p)).collect(),
+            addresses: c
+                .details
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| c.address_id(i, a))
+                .collect(),
+        }
+    }
 }
 
 impl ContactView {
     /// The whole contact.
     pub fn full(c: &Contact) -> Self {
-        Self::project(c, None)
+        Self::projected(c, None)
     }
 
-    fn project(c: &Contact, parts: Option<&[ContactPart]>) -> Self {
+    /// Whether the view holds `part` (it was asked for, or every part was).
+    pub fn wants(&self, part: ContactPart) -> bool {
+        self.parts.as_ref().is_none_or(|ps| ps.contains(&part))
+    }
+
+    /// The contact with only `parts` (all of them for `None`), as a query projects it.
+    pub fn projected(c: &Contact, parts: Option<&[ContactPart]>) -> Self {
         let want = |p: ContactPart| parts.is_none_or(|ps| ps.contains(&p));
+        let details = ContactPart::DETAILS.iter().any(|p| want(*p)).then(|| {
+            let d = &c.details;
+            let keep = |p: ContactPart, v: &Option<String>| if want(p) { v.clone() } else { None };
+            ContactDetails {
+                addresses: if want(ContactPart::Addresses) {
+                    d.addresses.clone()
+                } else {
+                    Vec::new()
+                },
+                company: keep(ContactPart::Company, &d.company),
+                job_title: keep(ContactPart::JobTitle, &d.job_title),
+                birthdate: keep(ContactPart::Birthdate, &d.birthdate),
+                locale: keep(ContactPart::Locale, &d.locale),
+                picture: keep(ContactPart::Picture, &d.picture),
+                labels: if want(ContactPart::Labels) {
+                    d.labels.clone()
+                } else {
+                    BTreeSet::new()
+                },
+                extended_fields: if want(ContactPart::ExtendedFields) {
+                    d.extended_fields.clone()
+                } else {
+                    BTreeMap::new()
+                },
+            }
+        });
         ContactView {
+            details,
+            source: want(ContactPart::Source).then_some(c.source),
+            last_activity: want(ContactPart::LastActivity).then(|| c.last_activity.clone()),
+            parts: parts.map(<[ContactPart]>::to_vec),
+            entry_ids: EntryIds::of(c),
             id: c.id,
             revision: c.revision,
             created_date: want(ContactPart::CreatedDate).then_some(c.created_date),
@@ -459,6 +1139,9 @@ pub struct ContactDirectory {
     claimed_by: OrdMap<ContactId, OrdSet<ContactId>>,
     /// Source -> the target that counts (cycles broken).
     merged_into: OrdMap<ContactId, ContactId>,
+    /// Contacts deleted, with the revision they had then: a deleted id is never live again,
+    /// whatever record of it arrives later or arrived before.
+    deleted: OrdMap<ContactId, u64>,
 }
 
 /// What folding one contact merge claim changed, for the anomalies the inbox reports.
@@ -563,6 +1246,75 @@ impl ContactDirectory {
         self.contacts.contains_key(&id)
             || self.hidden.contains_key(&id)
             || self.claims.contains_key(&id)
+            || self.deleted.contains_key(&id)
+    }
+
+    /// Whether the contact was deleted.
+    pub fn is_deleted(&self, id: ContactId) -> bool {
+        self.deleted.contains_key(&id)
+    }
+
+    /// Checks and normalises emails and phones (trimmed emails, one primary of each) and
+    /// looks for duplicates among other live contacts than `own`.
+    fn check_entries(
+        &self,
+        own: ContactId,
+        emails: &mut [ContactEmail],
+        phones: &mut [ContactPhone],
+        allow_duplicates: bool,
+    ) -> Result<(), DataError> {
+        if emails.len() > MAX_ENTRIES {
+            return Err(invalid(
+                "info.emails",
+                format!("at most {MAX_ENTRIES} emails"),
+            ));
+        }
+        if phones.len() > MAX_ENTRIES {
+            return Err(invalid(
+                "info.phones",
+                format!("at most {MAX_ENTRIES} phones"),
+            ));
+        }
+        for e in emails.iter_mut() {
+            if !valid_email(&e.email) {
+                return Err(DataError::InvalidEmail(e.email.clone()));
+            }
+            if matches!(e.tag, EntryTag::Mobile | EntryTag::Fax) {
+                return Err(invalid(
+                    "info.emails.tag",
+                    "MOBILE and FAX are phone tags; an email is UNTAGGED, MAIN, HOME or WORK",
+                ));
+            }
+            e.email = e.email.trim().to_owned();
+            if !allow_duplicates
+                && let Some(existing) = self.contacts_with_email(&e.email).find(|c| *c != own)
+            {
+                return Err(DataError::DuplicateEmail {
+                    email: e.email.clone(),
+                    existing,
+                });
+            }
+        }
+        for p in phones.iter_mut() {
+            let digits = normalize_phone(&p.phone);
+            if digits.is_empty() || p.phone.contains(char::is_control) || p.phone.len() > 50 {
+                return Err(DataError::InvalidPhone(p.phone.clone()));
+            }
+            if !allow_duplicates
+                && let Some(existing) = self
+                    .by_phone
+                    .get(&digits)
+                    .and_then(|s| s.iter().find(|c| **c != own))
+            {
+                return Err(DataError::DuplicatePhone {
+                    phone: p.phone.clone(),
+                    existing: *existing,
+                });
+            }
+        }
+        ensure_one_primary(emails, |e| &mut e.primary);
+        ensure_one_primary(phones, |p| &mut p.primary);
+        Ok(())
     }
 
     /// How many live contacts.
@@ -590,50 +1342,170 @@ impl ContactDirectory {
         if self.is_known(id) {
             return Err(CreateContactError::AlreadyExists(id));
         }
-        if draft.name.is_empty() && draft.emails.is_empty() && draft.phones.is_empty() {
+        let ContactDraft {
+            name,
+            mut emails,
+            mut phones,
+            details,
+            source,
+            allow_duplicates,
+        } = draft;
+        if name.is_empty() && emails.is_empty() && phones.is_empty() {
             return Err(CreateContactError::Empty);
         }
-        let mut emails = draft.emails;
-        for e in &mut emails {
-            if !valid_email(&e.email) {
-                return Err(CreateContactError::InvalidEmail(e.email.clone()));
-            }
-            e.email = e.email.trim().to_owned();
-            if !draft.allow_duplicates
-                && let Some(existing) = self.contacts_with_email(&e.email).next()
-            {
-                return Err(CreateContactError::DuplicateEmail {
-                    email: e.email.clone(),
-                    existing,
-                });
-            }
-        }
-        let mut phones = draft.phones;
-        for p in &mut phones {
-            let digits = normalize_phone(&p.phone);
-            if digits.is_empty() {
-                return Err(CreateContactError::InvalidPhone(p.phone.clone()));
-            }
-            if !draft.allow_duplicates
-                && let Some(existing) = self.by_phone.get(&digits).and_then(|s| s.iter().next())
-            {
-                return Err(CreateContactError::DuplicatePhone {
-                    phone: p.phone.clone(),
-                    existing: *existing,
-                });
-            }
-        }
-        ensure_one_primary(&mut emails, |e| &mut e.primary);
-        ensure_one_primary(&mut phones, |p| &mut p.primary);
+        check_text("info.name.first", name.first.as_deref())?;
+        check_text("info.name.last", name.last.as_deref())?;
+        self.check_entries(id, &mut emails, &mut phones, allow_duplicates)?;
+        check_details(&details)?;
         Ok(Contact {
-            id,
-            revision: 1,
-            created_date: now,
-            updated_date: now,
-            name: draft.name,
+            name,
             emails,
             phones,
+            details,
+            source,
+            ..Contact::new(id, now)
         })
+    }
+
+    /// Update Contact: the contact with `patch` applied, at the next revision, checked
+    /// against `expected_revision`. `member` is the contact's site member, if it is one (its
+    /// primary email is then the login email, which this call may not change). Changes
+    /// nothing.
+    pub fn plan_update(
+        &self,
+        id: ContactId,
+        expected_revision: u64,
+        patch: &ContactPatch,
+        allow_duplicates: bool,
+        member: Option<crate::ids::MemberId>,
+        now: Timestamp,
+    ) -> Result<Contact, UpdateContactError> {
+        let current = self
+            .contacts
+            .get(&id)
+            .ok_or(UpdateContactError::NotFound(id))?;
+        if expected_revision != current.revision {
+            return Err(UpdateContactError::RevisionConflict {
+                expected: expected_revision,
+                actual: current.revision,
+            });
+        }
+        let mut next = current.clone();
+        if let Some(name) = &patch.name {
+            check_text("info.name.first", name.first.as_deref())?;
+            check_text("info.name.last", name.last.as_deref())?;
+            next.name = name.clone();
+        }
+        let mut emails = patch.emails.clone().unwrap_or_default();
+        let mut phones = patch.phones.clone().unwrap_or_default();
+        self.check_entries(id, &mut emails, &mut phones, allow_duplicates)?;
+        if patch.emails.is_some() {
+            next.emails = emails;
+        }
+        if patch.phones.is_some() {
+            next.phones = phones;
+        }
+        let d = &mut next.details;
+        if let Some(a) = &patch.addresses {
+            d.addresses = a.clone();
+        }
+        for (field, value) in [
+            (&mut d.company, &patch.company),
+            (&mut d.job_title, &patch.job_title),
+            (&mut d.birthdate, &patch.birthdate),
+            (&mut d.locale, &patch.locale),
+            (&mut d.picture, &patch.picture),
+        ] {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        }
+        if let Some(labels) = &patch.labels {
+            d.labels = labels.clone();
+        }
+        for (key, value) in &patch.extended_fields {
+            match value {
+                Some(v) => d.extended_fields.insert(key.clone(), v.clone()),
+                None => d.extended_fields.remove(key),
+            };
+        }
+        check_details(&next.details)?;
+        if next.is_insufficient() {
+            return Err(UpdateContactError::Empty);
+        }
+        if let Some(member) = member
+            && next.primary_email().map(normalize_email)
+                != current.primary_email().map(normalize_email)
+        {
+            return Err(UpdateContactError::MemberPrimaryEmail {
+                contact: id,
+                member,
+            });
+        }
+        next.revision = current.revision.saturating_add(1);
+        next.updated_date = now.max(current.updated_date);
+        Ok(next)
+    }
+
+    /// Label and Unlabel Contact: the contact with `add` labels added and `remove` removed,
+    /// at the next revision, or `None` when that changes nothing (no new revision). Changes
+    /// nothing itself.
+    pub fn plan_labels(
+        &self,
+        id: ContactId,
+        add: &BTreeSet<String>,
+        remove: &BTreeSet<String>,
+        now: Timestamp,
+    ) -> Result<Option<Contact>, LabelContactError> {
+        let current = self
+            .contacts
+            .get(&id)
+            .ok_or(LabelContactError::NotFound(id))?;
+        for set in [add, remove] {
+            if set.len() > MAX_LABELS_PER_CHANGE {
+                return Err(LabelContactError::Count(set.len()));
+            }
+        }
+        if add.is_empty() && remove.is_empty() {
+            return Err(LabelContactError::Count(0));
+        }
+        for key in add.iter().chain(remove) {
+            check_label_key(key).map_err(|reason| LabelContactError::InvalidKey {
+                key: key.clone(),
+                reason,
+            })?;
+        }
+        let mut labels = current.details.labels.clone();
+        labels.extend(add.iter().cloned());
+        labels.retain(|l| !remove.contains(l) || add.contains(l));
+        if labels == current.details.labels {
+            return Ok(None);
+        }
+        let mut next = current.clone();
+        next.details.labels = labels;
+        next.revision = current.revision.saturating_add(1);
+        next.updated_date = now.max(current.updated_date);
+        Ok(Some(next))
+    }
+
+    /// Delete Contact's check, for a contact that is not a member (the caller checks that):
+    /// the revision the deleted record has.
+    pub fn plan_delete(&self, id: ContactId) -> Result<u64, DeleteContactError> {
+        self.contacts
+            .get(&id)
+            .map(|c| c.revision)
+            .ok_or(DeleteContactError::NotFound(id))
+    }
+
+    /// Folds a deletion: the contact leaves the list and its indexes for good. Merges of
+    /// other contacts into it still resolve to it (to an id with no contact). Idempotent.
+    pub(crate) fn delete(&mut self, id: ContactId, revision: u64) {
+        let kept = self.deleted.get(&id).copied().unwrap_or(0).max(revision);
+        self.deleted.insert(id, kept);
+        if let Some(record) = self.contacts.remove(&id) {
+            self.unindex(&record);
+        }
+        self.hidden.remove(&id);
     }
 
     /// The ids of live contacts having this email (case-insensitive), in id order.
@@ -648,10 +1520,12 @@ impl ContactDirectory {
     /// caller's `expected_revision` when one is given. Changes nothing: this is both the
     /// merge's decision and Preview Merge.
     ///
-    /// Rule for conflicting single-valued fields (the name): the first source that has one
-    /// wins, then the next, and the target's own value only when no source has one. Emails and
-    /// phones are the union (target's first, then each source's, without case-insensitive
-    /// repeats); the primary entry is the target's if it has one, else the first source's.
+    /// Rule for conflicting single-valued fields (name parts, company, job title, birth
+    /// date, locale, picture, and each extended field): the first source that has one wins,
+    /// then the next, and the target's own value only when no source has one. Emails, phones
+    /// and addresses are the union (target's first, then each source's, without
+    /// case-insensitive repeats); labels are the union; the primary entry is the target's if
+    /// it has one, else the first source's. The target's last activity becomes the merge.
     pub fn plan_merge(
         &self,
         target: ContactId,
@@ -740,8 +1614,33 @@ impl ContactDirectory {
         }
         ensure_one_primary(&mut merged.emails, |e| &mut e.primary);
         ensure_one_primary(&mut merged.phones, |p| &mut p.primary);
+        let d = &mut merged.details;
+        d.company = pick(&|c| c.details.company.clone());
+        d.job_title = pick(&|c| c.details.job_title.clone());
+        d.birthdate = pick(&|c| c.details.birthdate.clone());
+        d.locale = pick(&|c| c.details.locale.clone());
+        d.picture = pick(&|c| c.details.picture.clone());
+        for src in &source_contacts {
+            for a in &src.details.addresses {
+                if !d.addresses.contains(a) && d.addresses.len() < MAX_ENTRIES {
+                    d.addresses.push(a.clone());
+                }
+            }
+            d.labels.extend(src.details.labels.iter().cloned());
+        }
+        // Extended fields key by key, with the same precedence as single values: the first
+        // source that has the key, then the next, the target's own last.
+        for src in source_contacts.iter().rev() {
+            for (k, v) in &src.details.extended_fields {
+                d.extended_fields.insert(k.clone(), v.clone());
+            }
+        }
         merged.revision = current.revision.saturating_add(1);
         merged.updated_date = now.max(current.updated_date);
+        merged.last_activity = ContactActivity {
+            at: merged.updated_date,
+            kind: ActivityType::ContactMerged,
+        };
         Ok(merged)
     }
 
@@ -749,6 +1648,9 @@ impl ContactDirectory {
     /// convergent when changes arrive out of order: the highest revision wins, ties by the
     /// total order). The record of a contact merged away is kept aside, not listed.
     pub fn upsert(&mut self, contact: Contact) {
+        if self.deleted.contains_key(&contact.id) {
+            return;
+        }
         let merged = self.merged_into.contains_key(&contact.id);
         let kept = if merged {
             self.hidden.get(&contact.id)
@@ -954,7 +1856,7 @@ impl ContactDirectory {
             .into_iter()
             .skip(query.offset)
             .take(limit)
-            .map(|c| ContactView::project(c, query.parts.as_deref()))
+            .map(|c| ContactView::projected(c, query.parts.as_deref()))
             .collect();
         Ok(ContactPage {
             contacts,
@@ -981,6 +1883,10 @@ fn sort_key(c: &Contact, field: ContactSortField) -> SortKey<'_> {
         ContactSortField::FirstName => text(c.name.first.as_deref()),
         ContactSortField::LastName => text(c.name.last.as_deref()),
         ContactSortField::PrimaryEmail => text(c.primary_email()),
+        ContactSortField::Company => text(c.details.company.as_deref()),
+        ContactSortField::JobTitle => text(c.details.job_title.as_deref()),
+        ContactSortField::Birthdate => text(c.details.birthdate.as_deref()),
+        ContactSortField::LastActivity => SortKey::Time(c.last_activity.at),
         ContactSortField::Id => SortKey::Id(&c.id),
     }
 }

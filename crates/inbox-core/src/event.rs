@@ -18,9 +18,10 @@ use crate::participant::ParticipantId;
 /// The version of the serialized shape of [`Event`] that this build writes.
 ///
 /// 1: the first; 2: `ParticipantErased` gained `up_to`, and `Message` lists `content` and
-/// `badges` last; 3: `MemberRegistered` gained `stamp`. `inbox-store` reads every version and
-/// upcasts it.
-pub const SCHEMA_VERSION: u16 = 3;
+/// `badges` last; 3: `MemberRegistered` gained `stamp`; 4: `Contact` gained `details`,
+/// `source` and `last_activity`, and `ContactUpdated` and `ContactDeleted` were added.
+/// `inbox-store` reads every version and upcasts it.
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// An event with its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +89,19 @@ pub enum Event {
         /// The contact, at revision 1.
         contact: Contact,
     },
+    /// A contact changed (Update Contact, Label or Unlabel Contact): the whole record at its
+    /// new revision. Folded like every contact record: the highest revision wins.
+    ContactUpdated {
+        /// The contact after the change.
+        contact: Contact,
+    },
+    /// A contact was deleted. The id never stands for a live contact again.
+    ContactDeleted {
+        /// The contact.
+        contact_id: ContactId,
+        /// The revision it had when deleted.
+        revision: u64,
+    },
     /// Contacts were merged into a target.
     ContactsMerged {
         /// The target as it is after the merge (its new revision included).
@@ -147,6 +161,8 @@ impl Event {
             Event::VisitorIdentified { .. } => "visitor_identified",
             Event::MemberRegistered { .. } => "member_registered",
             Event::ContactCreated { .. } => "contact_created",
+            Event::ContactUpdated { .. } => "contact_updated",
+            Event::ContactDeleted { .. } => "contact_deleted",
             Event::ContactsMerged { .. } => "contacts_merged",
             Event::ButtonInteracted { .. } => "button_interacted",
             Event::ParticipantErased { .. } => "participant_erased",

@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::command::{Caller, Command, Context, IdSource, Rejection, SendAs};
-use crate::contacts::{Contact, ContactDirectory, ContactName, MergeContactsError, SortOrder};
+use crate::contacts::{
+    Contact, ContactDetails, ContactDirectory, ContactName, DeleteContactError, MergeContactsError,
+    SortOrder,
+};
 use crate::cursor::{CursorError, CursorState};
 use crate::event::{Event, EventEnvelope};
 use crate::ids::{

@@ -9,9 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::collections::BTreeSet;
+
 use inbox_core::contacts::{
-    Contact, ContactDraft, ContactEmail, ContactName, ContactPhone, ContactQuery, ContactView,
-    CreateContactError, EntryTag, MergeContactsError,
+    ActivityType, AddressTag, Contact, ContactActivity, ContactAddress, ContactDetails,
+    ContactDraft, ContactEmail, ContactName, ContactPatch, ContactPhone, ContactQuery, ContactView,
+    CreateContactError, DeleteContactError, EntryTag, ExtendedValue, LabelContactError,
+    MergeContactsError, PostalAddress, UpdateContactError,
 };
 use inbox_core::message::{
     Badge, BasicItem, Button, ButtonAction, ButtonDraft, Channel, ChannelSet, Content, ContentBody,
@@ -283,28 +287,46 @@ fn created(id: ContactId, name: ContactName, emails: &[&str], now: Timestamp) ->
         first.primary = true;
     }
     Contact {
-        id,
-        revision: 1,
-        created_date: now,
-        updated_date: now,
         name,
         emails,
-        phones: Vec::new(),
+        ..Contact::new(id, now)
     }
 }
 
-/// A contact as a query with `fields: ["id"]` returns it.
-fn id_only(id: ContactId, revision: u64) -> ContactView {
-    ContactView {
-        id,
-        revision,
-        created_date: None,
-        updated_date: None,
-        name: None,
-        emails: None,
-        phones: None,
-        primary_info: None,
+/// The contacts of a query with `fields: ["id"]`: each one's id and revision, checking that
+/// nothing else was returned.
+fn ids_only(views: &[ContactView]) -> Vec<(ContactId, u64)> {
+    for v in views {
+        assert_eq!(
+            (
+                &v.created_date,
+                &v.updated_date,
+                &v.name,
+                &v.emails,
+                &v.phones,
+                &v.primary_info,
+                &v.details,
+                &v.source,
+                &v.last_activity,
+                v.parts.as_deref()
+            ),
+            (
+                &None,
+                &None,
+                &None,
+                &None,
+                &None,
+                &None,
+                &None,
+                &None,
+                &None,
+                Some(&[][..])
+            ),
+            "more than the id and revision of {:?}",
+            v.id
+        );
     }
+    views.iter().map(|v| (v.id, v.revision)).collect()
 }
 
 fn facebook_badge() -> Badge {
@@ -390,7 +412,7 @@ fn sync_messages_from_an_external_service() {
         .contacts()
         .query(&ContactQuery::by_email("jo.doe@EXAMPLE.com"))
         .unwrap();
-    assert_eq!(found.contacts, vec![id_only(jo, 1)]);
+    assert_eq!(ids_only(&found.contacts), vec![(jo, 1)]);
     assert_eq!(found.total, 1);
 
     // "An email address can belong to more than one contact": refused by default, naming
@@ -419,7 +441,7 @@ fn sync_messages_from_an_external_service() {
         .query(&ContactQuery::by_email("Jo.Doe@example.COM"))
         .unwrap();
     // Default order: createdDate descending.
-    assert_eq!(found.contacts, vec![id_only(twin, 1), id_only(jo, 1)]);
+    assert_eq!(ids_only(&found.contacts), vec![(twin, 1), (jo, 1)]);
 
     // Step 3: Get Or Create Conversation with participantId.contactId.
     let conversation = ConversationId(spec.next_id());
@@ -511,7 +533,7 @@ fn add_contact_activities_from_another_service() {
         .contacts()
         .query(&ContactQuery::by_email("JO@example.com"))
         .unwrap();
-    assert_eq!(found.contacts, vec![id_only(jo, 1)]);
+    assert_eq!(ids_only(&found.contacts), vec![(jo, 1)]);
 
     let conversation = ConversationId(spec.next_id());
     spec.when(get_or_create(ParticipantId::Contact(found.contacts[0].id)))
@@ -964,6 +986,10 @@ fn merging_contacts_merges_their_conversations_and_the_first_source_wins() {
             tag: EntryTag::Mobile,
             primary: true,
         }],
+        last_activity: ContactActivity {
+            at: spec.now(),
+            kind: ActivityType::ContactMerged,
+        },
         ..jo_before
     };
     assert_eq!(preview, merged);
@@ -993,7 +1019,7 @@ fn merging_contacts_merges_their_conversations_and_the_first_source_wins() {
         .contacts()
         .query(&ContactQuery::by_email("JOANNA@example.com"))
         .unwrap();
-    assert_eq!(found.contacts, vec![id_only(jo, 2)]);
+    assert_eq!(ids_only(&found.contacts), vec![(jo, 2)]);
 
     // Any id the person had finds the target's conversation; the old one redirects.
     for id in [jo, joanna, josephine] {
@@ -2144,4 +2170,436 @@ fn a_participant_visible_listing_pages_over_visible_messages_only() {
     // Everything, for the business.
     let all = spec.inbox.list_messages(&list(conversation)).unwrap();
     assert_eq!(all.messages.len(), 9);
+}
+
+// ---------------------------------------------------------------------------------------
+// Contacts: update, labels, deletion
+
+fn update(id: ContactId, expected_revision: u64, patch: ContactPatch) -> Command {
+    Command::UpdateContact {
+        contact_id: id,
+        expected_revision,
+        patch,
+        allow_duplicates: false,
+    }
+}
+
+fn labels(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
+/// Given a contact with a company, when Update Contact gives only a new name and job title
+/// at the current revision, then the name and job title change, the emails and the company
+/// stay, and the revision goes up by one.
+#[test]
+fn given_a_contact_when_updated_then_only_the_given_fields_change() {
+    let jo = contact_id(1);
+    let mut spec = given_commands([Command::CreateContact {
+        contact_id: jo,
+        draft: ContactDraft {
+            details: ContactDetails {
+                company: Some("Acme".into()),
+                ..ContactDetails::default()
+            },
+            ..draft("Jo", "jo@example.com")
+        },
+    }]);
+    let before = spec.inbox.contacts().get(jo).unwrap().clone();
+    let now = spec.now();
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            name: Some(name("Joanna", Some("Doe"))),
+            job_title: Some(Some("CTO".into())),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_events([Event::ContactUpdated {
+        contact: Contact {
+            revision: 2,
+            updated_date: now,
+            name: name("Joanna", Some("Doe")),
+            details: ContactDetails {
+                company: Some("Acme".into()),
+                job_title: Some("CTO".into()),
+                ..ContactDetails::default()
+            },
+            ..before
+        },
+    }]);
+}
+
+/// Given a contact at revision 2, when an update names revision 1, then it is refused as a
+/// conflict and nothing changes.
+#[test]
+fn given_a_changed_contact_when_updated_with_a_stale_revision_then_it_conflicts() {
+    let jo = contact_id(1);
+    let mut spec = given_commands([
+        create_contact(jo, "Jo", "jo@example.com"),
+        update(jo, 1, ContactPatch::default()),
+    ]);
+    spec.when(update(jo, 1, ContactPatch::default()))
+        .then_rejected(UpdateContactError::RevisionConflict {
+            expected: 1,
+            actual: 2,
+        });
+}
+
+/// An update that would leave no name, email or phone is refused; so is an email that
+/// another contact has (unless duplicates are allowed), and a badly formed field.
+#[test]
+fn given_contacts_when_an_update_breaks_a_rule_then_it_is_refused() {
+    let (jo, ann) = (contact_id(1), contact_id(2));
+    let mut spec = given_commands([
+        create_contact(jo, "Jo", "jo@example.com"),
+        create_contact(ann, "Ann", "ann@example.com"),
+    ]);
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            name: Some(ContactName::default()),
+            emails: Some(Vec::new()),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_rejected(UpdateContactError::Empty);
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            emails: Some(vec![email("ANN@example.com")]),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_rejected(UpdateContactError::DuplicateEmail {
+        email: "ANN@example.com".into(),
+        existing: ann,
+    });
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            birthdate: Some(Some("2020-02-30".into())),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_rejected(UpdateContactError::InvalidField {
+        field: "info.birthdate",
+        reason: "\"2020-02-30\" is not a YYYY-MM-DD date".into(),
+    });
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            emails: Some(vec![ContactEmail {
+                tag: EntryTag::Mobile,
+                ..email("jo@example.com")
+            }]),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_rejected(UpdateContactError::InvalidField {
+        field: "info.emails.tag",
+        reason: "MOBILE and FAX are phone tags; an email is UNTAGGED, MAIN, HOME or WORK".into(),
+    });
+    // The contact's own email is no duplicate of itself.
+    let (now, jo_before) = (spec.now(), spec.inbox.contacts().get(jo).unwrap().clone());
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            emails: Some(vec![email("JO@example.com")]),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_events([Event::ContactUpdated {
+        contact: Contact {
+            revision: 2,
+            updated_date: now,
+            emails: vec![primary(email("JO@example.com"))],
+            ..jo_before
+        },
+    }]);
+}
+
+/// A member's primary email is its login email: an update may change its name, not that.
+#[test]
+fn given_a_member_when_its_primary_email_is_updated_then_it_is_refused() {
+    let jo = contact_id(1);
+    let member = member_id(1);
+    let mut spec = given_commands([
+        create_contact(jo, "Jo", "jo@example.com"),
+        Command::RegisterMember {
+            member,
+            contact: jo,
+            login_email: Some("jo@example.com".into()),
+        },
+    ]);
+    spec.when(update(
+        jo,
+        1,
+        ContactPatch {
+            emails: Some(vec![email("other@example.com")]),
+            ..ContactPatch::default()
+        },
+    ))
+    .then_rejected(UpdateContactError::MemberPrimaryEmail {
+        contact: jo,
+        member,
+    });
+    spec.run(update(
+        jo,
+        1,
+        ContactPatch {
+            name: Some(name("Joanna", None)),
+            ..ContactPatch::default()
+        },
+    ));
+    assert_eq!(spec.inbox.contacts().get(jo).unwrap().revision, 2);
+}
+
+/// Labels are added and removed without a revision check; a change that changes nothing is
+/// no event; a key that is not `namespace.key` is refused.
+#[test]
+fn given_a_contact_when_labelled_and_unlabelled_then_its_labels_and_revision_follow() {
+    let jo = contact_id(1);
+    let mut spec = given_commands([create_contact(jo, "Jo", "jo@example.com")]);
+    let label = |add: &[&str], remove: &[&str]| Command::LabelContact {
+        contact_id: jo,
+        add: labels(add),
+        remove: labels(remove),
+    };
+    spec.run(label(&["custom.vip", "contacts.customers"], &[]));
+    let c = spec.inbox.contacts().get(jo).unwrap();
+    assert_eq!(
+        (c.revision, &c.details.labels),
+        (2, &labels(&["contacts.customers", "custom.vip"]))
+    );
+    spec.when(label(&["custom.vip"], &[])).then_nothing();
+    spec.run(label(&[], &["custom.vip", "custom.never-there"]));
+    let c = spec.inbox.contacts().get(jo).unwrap();
+    assert_eq!(
+        (c.revision, &c.details.labels),
+        (3, &labels(&["contacts.customers"]))
+    );
+    spec.when(label(&["vip"], &[]))
+        .then_rejected(LabelContactError::InvalidKey {
+            key: "vip".into(),
+            reason: "a label key is namespace.key, e.g. custom.vip".into(),
+        });
+    spec.when(label(&[], &[]))
+        .then_rejected(LabelContactError::Count(0));
+    spec.when(Command::LabelContact {
+        contact_id: contact_id(9),
+        add: labels(&["custom.vip"]),
+        remove: BTreeSet::new(),
+    })
+    .then_rejected(LabelContactError::NotFound(contact_id(9)));
+}
+
+/// A contact that is a member cannot be deleted; another can, once: it leaves the list and
+/// its email index, its id cannot be created again, and a record of it arriving later (a
+/// late webhook) does not bring it back.
+#[test]
+fn given_contacts_when_deleted_then_they_are_gone_for_good_and_members_stay() {
+    let (jo, ann) = (contact_id(1), contact_id(2));
+    let member = member_id(1);
+    let mut spec = given_commands([
+        create_contact(jo, "Jo", "jo@example.com"),
+        create_contact(ann, "Ann", "ann@example.com"),
+        Command::RegisterMember {
+            member,
+            contact: jo,
+            login_email: None,
+        },
+    ]);
+    spec.when(Command::DeleteContact { contact_id: jo })
+        .then_rejected(DeleteContactError::IsMember {
+            contact: jo,
+            member,
+        });
+    let ann_before = spec.inbox.contacts().get(ann).unwrap().clone();
+    spec.when(Command::DeleteContact { contact_id: ann })
+        .then_events([Event::ContactDeleted {
+            contact_id: ann,
+            revision: 1,
+        }]);
+    assert!(spec.inbox.contacts().get(ann).is_none());
+    assert_eq!(
+        spec.inbox
+            .contacts()
+            .contacts_with_email("ann@example.com")
+            .count(),
+        0
+    );
+    spec.when(Command::DeleteContact { contact_id: ann })
+        .then_rejected(DeleteContactError::NotFound(ann));
+    spec.when(create_contact(ann, "Ann", "ann@example.com"))
+        .then_rejected(CreateContactError::AlreadyExists(ann));
+    spec.inbox.apply_event(&Event::ContactUpdated {
+        contact: Contact {
+            revision: 7,
+            ..ann_before
+        },
+    });
+    assert!(spec.inbox.contacts().get(ann).is_none());
+    // The email is free again.
+    spec.run(create_contact(contact_id(3), "Ann", "ann@example.com"));
+}
+
+/// A merge joins the details as it joins names: single values from the first source that
+/// has one, else the target; addresses and labels in union; extended fields key by key.
+#[test]
+fn given_contacts_with_details_when_merged_then_the_details_follow_the_merge_rule() {
+    let (jo, joanna) = (contact_id(1), contact_id(2));
+    let with = |first: &str, address: &str, details: ContactDetails| ContactDraft {
+        details,
+        allow_duplicates: true,
+        ..draft(first, address)
+    };
+    let home = ContactAddress {
+        tag: AddressTag::Home,
+        address: PostalAddress {
+            city: Some("Lisbon".into()),
+            country: Some("PT".into()),
+            ..PostalAddress::default()
+        },
+    };
+    let mut spec = given_commands([
+        Command::CreateContact {
+            contact_id: jo,
+            draft: with(
+                "Jo",
+                "jo@example.com",
+                ContactDetails {
+                    company: Some("Acme".into()),
+                    locale: Some("en-US".into()),
+                    labels: labels(&["custom.vip"]),
+                    extended_fields: [
+                        ("custom.tier".to_owned(), ExtendedValue::Text("gold".into())),
+                        ("custom.score".to_owned(), ExtendedValue::Number("3".into())),
+                    ]
+                    .into(),
+                    ..ContactDetails::default()
+                },
+            ),
+        },
+        Command::CreateContact {
+            contact_id: joanna,
+            draft: with(
+                "Joanna",
+                "joanna@example.com",
+                ContactDetails {
+                    company: Some("Globex".into()),
+                    addresses: vec![home.clone()],
+                    labels: labels(&["custom.lead"]),
+                    extended_fields: [(
+                        "custom.score".to_owned(),
+                        ExtendedValue::Number("4.5".into()),
+                    )]
+                    .into(),
+                    ..ContactDetails::default()
+                },
+            ),
+        },
+    ]);
+    spec.run(Command::MergeContacts {
+        target: jo,
+        expected_revision: 1,
+        sources: vec![joanna],
+    });
+    let merged = spec.inbox.contacts().get(jo).unwrap();
+    assert_eq!(
+        merged.details,
+        ContactDetails {
+            company: Some("Globex".into()),
+            locale: Some("en-US".into()),
+            addresses: vec![home],
+            labels: labels(&["custom.lead", "custom.vip"]),
+            extended_fields: [
+                (
+                    "custom.score".to_owned(),
+                    ExtendedValue::Number("4.5".into())
+                ),
+                ("custom.tier".to_owned(), ExtendedValue::Text("gold".into())),
+            ]
+            .into(),
+            ..ContactDetails::default()
+        }
+    );
+    assert_eq!(merged.last_activity.kind, ActivityType::ContactMerged);
+}
+
+/// Extended fields outside `custom.` are Wix's own and cannot be set; a number must be
+/// finite; a country is an ISO code.
+#[test]
+fn given_no_contacts_when_created_with_bad_details_then_each_is_refused() {
+    let mut spec = given([]);
+    let bad = [
+        (
+            ContactDetails {
+                extended_fields: [(
+                    "emailSubscriptions.status".to_owned(),
+                    ExtendedValue::Text("x".into()),
+                )]
+                .into(),
+                ..ContactDetails::default()
+            },
+            "info.extendedFields",
+        ),
+        (
+            ContactDetails {
+                extended_fields: [("custom.n".to_owned(), ExtendedValue::Number("inf".into()))]
+                    .into(),
+                ..ContactDetails::default()
+            },
+            "info.extendedFields",
+        ),
+        (
+            ContactDetails {
+                addresses: vec![ContactAddress {
+                    tag: AddressTag::Work,
+                    address: PostalAddress {
+                        country: Some("Portugal".into()),
+                        ..PostalAddress::default()
+                    },
+                }],
+                ..ContactDetails::default()
+            },
+            "info.addresses.address.country",
+        ),
+        (
+            ContactDetails {
+                locale: Some("english please".into()),
+                ..ContactDetails::default()
+            },
+            "info.locale",
+        ),
+        (
+            ContactDetails {
+                company: Some("x".repeat(1001)),
+                ..ContactDetails::default()
+            },
+            "info.company",
+        ),
+    ];
+    for (details, field) in bad {
+        let result = spec.inbox.decide(
+            &Command::CreateContact {
+                contact_id: contact_id(1),
+                draft: ContactDraft {
+                    details,
+                    ..draft("Jo", "jo@example.com")
+                },
+            },
+            &spec.ctx,
+            &mut spec.ids,
+        );
+        assert!(
+            matches!(&result, Err(Rejection::CreateContact(CreateContactError::InvalidField { field: f, .. })) if *f == field),
+            "{field}: {result:?}"
+        );
+    }
 }

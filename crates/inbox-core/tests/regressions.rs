@@ -119,14 +119,11 @@ fn observed_contact(i: u8, revision: u64) -> Contact {
     Contact {
         id: contact(i),
         revision,
-        created_date: Timestamp::from_micros(START),
-        updated_date: Timestamp::from_micros(START),
         name: ContactName {
             first: Some(format!("c{i}")),
             last: None,
         },
-        emails: Vec::new(),
-        phones: Vec::new(),
+        ..Contact::new(contact(i), Timestamp::from_micros(START))
     }
 }
 

@@ -56,9 +56,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/inbox/v2/conversations", post(get_or_create_conversation))
         .route("/inbox/v2/conversations/{id}", get(get_conversation))
         .route("/inbox/v2/messages", get(list_messages).post(send_message))
-        .route("/contacts/v4/contacts", post(create_contact))
+        .route(
+            "/contacts/v4/contacts",
+            post(create_contact).get(list_contacts),
+        )
         .route("/contacts/v4/contacts/query", post(query_contacts))
-        .route("/contacts/v4/contacts/{id}", get(get_contact))
+        .route(
+            "/contacts/v4/contacts/{id}",
+            get(get_contact)
+                .patch(update_contact)
+                .delete(delete_contact),
+        )
+        .route(
+            "/contacts/v4/contacts/{id}/labels",
+            post(label_contact).delete(unlabel_contact),
+        )
         .route("/contacts/v4/contacts/{id}/merge", post(merge_contacts))
         .route(
             "/contacts/v4/contacts/{id}/preview-merge",
@@ -401,7 +413,7 @@ async fn create_contact(
     let t = tenant(&state, &headers)?;
     let req: CreateContactRequest = parse_body(&body(raw)?)?;
     let id = ContactId::from_uuid(Uuid::new_v4());
-    let command = req.to_command(id)?;
+    let command = req.to_command(id, rest::source_of(t.caller))?;
     blocking(move || {
         write(
             &state,
@@ -415,16 +427,116 @@ async fn create_contact(
     .map(axum::Json)
 }
 
+async fn update_contact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    let id = rest::contact_id_from_path(&id)?;
+    let req: rest::UpdateContactRequest = parse_body(&body(raw)?)?;
+    let command = req.to_command(id)?;
+    contact_write(state, t, command, id, "the updated contact is gone").await
+}
+
+async fn label_contact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    let id = rest::contact_id_from_path(&id)?;
+    let req: rest::LabelContactRequest = parse_body(&body(raw)?)?;
+    contact_write(
+        state,
+        t,
+        req.to_command(id),
+        id,
+        "the labelled contact is gone",
+    )
+    .await
+}
+
+async fn unlabel_contact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+    RawQuery(query): RawQuery,
+) -> ApiResult<ContactResponse> {
+    let t = tenant(&state, &headers)?;
+    let id = rest::contact_id_from_path(&id)?;
+    let command = rest::unlabel_contact_command(id, &query.unwrap_or_default());
+    contact_write(state, t, command, id, "the unlabelled contact is gone").await
+}
+
+/// Runs a command that changes one contact and answers with the contact after it.
+async fn contact_write(
+    state: Arc<AppState>,
+    t: Tenant,
+    command: Command,
+    id: ContactId,
+    missing: &'static str,
+) -> ApiResult<ContactResponse> {
+    blocking(move || {
+        write(&state, &t, &command, missing, |inbox, _| {
+            inbox.contacts().get(id).map(ContactResponse::new)
+        })
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn delete_contact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let contact_id = rest::contact_id_from_path(&id)?;
+    let command = Command::DeleteContact { contact_id };
+    blocking(move || {
+        write(
+            &state,
+            &t,
+            &command,
+            "the deletion was not recorded",
+            |_, _| Some(serde_json::json!({})),
+        )
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn list_contacts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<rest::QueryContactsResponse> {
+    let t = tenant(&state, &headers)?;
+    let query = query.unwrap_or_default();
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::list_contacts(inbox, &query))??)
+    })
+    .await
+    .map(axum::Json)
+}
+
 async fn get_contact(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Segment(id): Segment,
-) -> ApiResult<ContactResponse> {
+    RawQuery(query): RawQuery,
+) -> ApiResult<rest::GetContactResponse> {
     let t = tenant(&state, &headers)?;
+    let query = query.unwrap_or_default();
     blocking(move || {
         Ok(state
             .engine
-            .read(&t.site, |inbox| rest::get_contact(inbox, &id))??)
+            .read(&t.site, |inbox| rest::get_contact(inbox, &id, &query))??)
     })
     .await
     .map(axum::Json)

@@ -533,8 +533,16 @@ async fn given_three_contacts_with_conversations_when_merged_with_the_target_rev
     assert_eq!(merged["contact"]["id"], target_id.as_str());
     assert_eq!(merged["contact"]["revision"], revision + 1, "{merged}");
     assert_eq!(emails(&merged["contact"]), emails(&preview["contact"]));
-    api.contact(&s1).await.app_error(404, "CONTACT_NOT_FOUND");
-    api.contact(&s2).await.app_error(404, "CONTACT_NOT_FOUND");
+    // A source's id answers with the target, saying it was merged (Wix's responseType).
+    for s in [&s1, &s2] {
+        let via_source = api.contact(s).await.ok();
+        assert_eq!(via_source["contact"]["id"], target_id.as_str());
+        assert_eq!(via_source["responseType"], "MERGED");
+    }
+    assert_eq!(
+        api.contact(&target_id).await.ok()["responseType"],
+        "REGULAR"
+    );
     // The old revision is stale now.
     let s3 = str_of(&api.create_contact("Sid", "sid@example.com").await["id"]);
     api.post(
@@ -925,7 +933,7 @@ async fn given_bad_requests_when_sent_then_each_is_refused_with_its_status_and_w
     api.send(reqwest::Method::DELETE, "/inbox/v2/messages")
         .await
         .app_error(405, "METHOD_NOT_ALLOWED");
-    api.get("/contacts/v4/contacts")
+    api.send(reqwest::Method::PUT, "/contacts/v4/contacts")
         .await
         .app_error(405, "METHOD_NOT_ALLOWED");
     api.get("/emulator/v1/interactions")
@@ -1857,4 +1865,99 @@ async fn given_an_emulated_site_when_a_wix_webhook_names_it_then_the_delivery_is
         .post_raw("/webhooks/wix", jwt.into_bytes(), "text/plain")
         .await;
     answer.app_error(409, "SITE_IS_NOT_A_REPLICA");
+}
+
+/// Contacts v4's writes over HTTP, with what they refuse: an update that names a stale
+/// revision, an unknown contact or a malformed id; a label key without a namespace; the
+/// deletion of a member's contact; and a deleted contact stays gone across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_contacts_when_updated_labelled_and_deleted_over_http_then_each_refusal_has_wixs_code_and_a_deletion_survives_a_restart()
+ {
+    let mut server = TestServer::start().await;
+    let api = server.api("site-contacts");
+    let jo = str_of(&api.create_contact("Jo", "jo@example.com").await["id"]);
+    let ann = str_of(&api.create_contact("Ann", "ann@example.com").await["id"]);
+    let path = |id: &str| format!("/contacts/v4/contacts/{id}");
+
+    let updated = api
+        .patch(
+            &path(&jo),
+            &json!({"revision": 1, "info": {"company": "Acme", "name": {"first": "Joanna"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(updated["contact"]["revision"], 2, "{updated}");
+    assert_eq!(updated["contact"]["info"]["company"], "Acme");
+    assert_eq!(
+        updated["contact"]["info"]["emails"]["items"][0]["email"], "jo@example.com",
+        "the emails were not given, so they stay"
+    );
+    api.patch(&path(&jo), &json!({"revision": 1, "info": {}}))
+        .await
+        .app_error(409, "CONTACT_ALREADY_CHANGED");
+    api.patch(
+        &path(&jo),
+        &json!({"revision": 2, "info": {"emails": {"items": [{"email": "ann@example.com"}]}}}),
+    )
+    .await
+    .app_error(409, "DUPLICATE_CONTACT_EXISTS");
+    api.patch(&path(&guid()), &json!({"revision": 1, "info": {}}))
+        .await
+        .app_error(404, "CONTACT_NOT_FOUND");
+    api.patch(&path("not-a-guid"), &json!({"revision": 1, "info": {}}))
+        .await
+        .validation_error(Some("contactId"));
+    api.post_raw(&path(&jo), b"{".to_vec(), "application/json")
+        .await
+        .app_error(405, "METHOD_NOT_ALLOWED");
+
+    api.post(
+        &format!("{}/labels", path(&jo)),
+        &json!({"labelKeys": ["no-namespace"]}),
+    )
+    .await
+    .validation_error(Some("labelKeys"));
+    let labelled = api
+        .post(
+            &format!("{}/labels", path(&jo)),
+            &json!({"labelKeys": ["custom.vip"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        labelled["contact"]["info"]["labelKeys"]["items"],
+        json!(["custom.vip"])
+    );
+    let unlabelled = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{}/labels?labelKeys=custom.vip", path(&jo)),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        unlabelled["contact"]["info"]["labelKeys"]["items"],
+        json!([])
+    );
+
+    api.post("/members/v1/members", &json!({"member": {"contactId": jo}}))
+        .await
+        .ok();
+    api.send(reqwest::Method::DELETE, &path(&jo))
+        .await
+        .app_error(400, "CANNOT_DELETE_MEMBER");
+    assert_eq!(
+        api.send(reqwest::Method::DELETE, &path(&ann)).await.ok(),
+        json!({})
+    );
+    api.contact(&ann).await.app_error(404, "CONTACT_NOT_FOUND");
+    let listed = api.get("/contacts/v4/contacts?fieldsets=BASIC").await.ok();
+    assert_eq!(listed["pagingMetadata"]["total"], 1, "{listed}");
+
+    server.restart().await;
+    let api = server.api("site-contacts");
+    api.contact(&ann).await.app_error(404, "CONTACT_NOT_FOUND");
+    let jo_after = api.contact(&jo).await.ok();
+    assert_eq!(jo_after["contact"]["info"]["company"], "Acme");
+    assert_eq!(jo_after["contact"]["revision"], 4, "{jo_after}");
 }

@@ -458,3 +458,88 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
 
     running.shutdown().await;
 }
+
+/// Contacts v4 through the SDK's own `contacts` methods (`interop/node/contacts-flow.mjs`):
+/// create with every detail, get (whole and projected), update one field, a stale update,
+/// label and unlabel, list sorted and paged, preview and merge, get the merged-away id, delete
+/// and get the deleted one. The flow asserts what the SDK returned; here the paths it called
+/// and the server's state afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wix_sdk_drives_every_contacts_call() {
+    if !sdk_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let running = start(ServeOptions {
+        api_keys: vec![(SiteId::new(SITE), KEY.into())],
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    let (ok, stdout, stderr) = node(vec![
+        "contacts-flow.mjs".into(),
+        base,
+        SITE.into(),
+        KEY.into(),
+    ])
+    .await;
+    assert!(
+        ok,
+        "contacts-flow.mjs failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let steps = json_lines(&stdout);
+    let done = steps.last().unwrap();
+    assert_eq!(done["step"], "done", "{stdout}");
+    let id = |key: &str| -> ContactId { done[key].as_str().unwrap().parse().unwrap() };
+    let (jo, ann, kim) = (id("contactId"), id("mergedId"), id("deletedId"));
+
+    // Every call went to Wix's path for it.
+    let paths: HashSet<String> = done["httpCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut path = c["path"].as_str().unwrap().to_owned();
+            for contact in [jo, ann, kim] {
+                path = path.replace(&contact.to_string(), "{id}");
+            }
+            format!("{} {path}", c["method"].as_str().unwrap())
+        })
+        .collect();
+    let expected: HashSet<String> = [
+        "POST /contacts/v4/contacts",
+        "GET /contacts/v4/contacts/{id}",
+        "PATCH /contacts/v4/contacts/{id}",
+        "POST /contacts/v4/contacts/{id}/labels",
+        "DELETE /contacts/v4/contacts/{id}/labels",
+        "GET /contacts/v4/contacts",
+        "POST /contacts/v4/contacts/{id}/preview-merge",
+        "POST /contacts/v4/contacts/{id}/merge",
+        "DELETE /contacts/v4/contacts/{id}",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(paths, expected);
+
+    // The server's state agrees.
+    let revision = done["revision"].as_u64().unwrap();
+    running
+        .engine
+        .read(&SiteId::new(SITE), |inbox| {
+            let c = inbox.contacts().get(jo).expect("the target is live");
+            assert_eq!(c.revision, revision);
+            assert_eq!(c.details.job_title.as_deref(), Some("CTO"));
+            assert_eq!(c.details.company.as_deref(), Some("Acme"));
+            assert_eq!(
+                c.details.labels.iter().collect::<Vec<_>>(),
+                ["contacts.customers"]
+            );
+            assert_eq!(inbox.contacts().resolve(ann), jo);
+            assert!(inbox.contacts().is_deleted(kim));
+            assert!(inbox.contacts().get(kim).is_none());
+        })
+        .unwrap();
+    running.shutdown().await;
+}

@@ -4,13 +4,13 @@
 
 use std::io::Write;
 
-use inbox_core::contacts::{Contact, ContactName};
+use inbox_core::contacts::ContactName;
 use inbox_core::message::{ChannelSet, Content, Direction, Sender, Visibility};
 use inbox_core::{
     ContactId, ConversationId, EventId, MessageId, ParticipantId, Sequence, SiteId, Timestamp,
     VisitorId,
 };
-use inbox_store::codec_v1::{Event, Message, encode_record_v1};
+use inbox_store::codec_v1::{Contact, Event, Message, encode_record_v1};
 use uuid::Uuid;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,6 +10,7 @@
 //! | 1 | first version |
 //! | 2 | `ParticipantErased` gained `up_to` (v1 erasures covered every message, so they upcast to `up_to = i64::MAX`); `Message` lists `content` and `badges` last |
 //! | 3 | `MemberRegistered` gained `stamp` (older registrations upcast to `Sequence::ZERO`: every erasure of their contact covers them, as it did when they were written) |
+//! | 4 | `Contact` gained `details` (addresses, company, labels, extended fields...), `source` and `last_activity`; `ContactUpdated` and `ContactDeleted` were added (older contacts upcast with no details, source `Other`, and their creation as last activity) |
 
 use inbox_core::{Event, EventEnvelope, EventId, SiteId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,8 @@ pub fn decode_event(schema_version: u16, bytes: &[u8]) -> Result<Event, CodecErr
     match schema_version {
         1 => Ok(postcard::from_bytes::<v1::Event>(bytes)?.upcast()),
         2 => Ok(postcard::from_bytes::<v2::Event>(bytes)?.upcast()),
-        3 => Ok(postcard::from_bytes(bytes)?),
+        3 => Ok(postcard::from_bytes::<v3::Event>(bytes)?.upcast()),
+        4 => Ok(postcard::from_bytes(bytes)?),
         v => Err(CodecError::UnknownVersion(v)),
     }
 }
@@ -199,7 +201,7 @@ pub(crate) fn decode_record(
 /// The frozen shapes of schema version 1.
 #[doc(hidden)]
 pub mod v1 {
-    use inbox_core::contacts::Contact;
+    use super::v3::Contact;
     use inbox_core::message::{Badge, Channel, ChannelSet, Content, Direction, Sender, Visibility};
     use inbox_core::{
         AppId, ContactId, ConversationId, MemberId, MessageId, ParticipantId, Sequence, Timestamp,
@@ -323,8 +325,13 @@ pub mod v1 {
                     login_email,
                     stamp: Sequence::ZERO,
                 },
-                Event::ContactCreated { contact } => E::ContactCreated { contact },
-                Event::ContactsMerged { target, sources } => E::ContactsMerged { target, sources },
+                Event::ContactCreated { contact } => E::ContactCreated {
+                    contact: contact.upcast(),
+                },
+                Event::ContactsMerged { target, sources } => E::ContactsMerged {
+                    target: target.upcast(),
+                    sources,
+                },
                 Event::ButtonInteracted {
                     conversation_id,
                     message_id,
@@ -347,7 +354,7 @@ pub mod v1 {
                     participant,
                     conversations,
                     up_to: Sequence(i64::MAX),
-                    contact,
+                    contact: contact.map(Contact::upcast),
                 },
             }
         }
@@ -357,7 +364,7 @@ pub mod v1 {
 /// The frozen shapes of schema version 2: the current ones, but for `MemberRegistered`.
 #[doc(hidden)]
 pub mod v2 {
-    use inbox_core::contacts::Contact;
+    use super::v3::Contact;
     use inbox_core::message::Sender;
     use inbox_core::{
         AppId, ContactId, ConversationId, MemberId, Message, MessageId, ParticipantId, Sequence,
@@ -449,8 +456,13 @@ pub mod v2 {
                     login_email,
                     stamp: Sequence::ZERO,
                 },
-                Event::ContactCreated { contact } => E::ContactCreated { contact },
-                Event::ContactsMerged { target, sources } => E::ContactsMerged { target, sources },
+                Event::ContactCreated { contact } => E::ContactCreated {
+                    contact: contact.upcast(),
+                },
+                Event::ContactsMerged { target, sources } => E::ContactsMerged {
+                    target: target.upcast(),
+                    sources,
+                },
                 Event::ButtonInteracted {
                     conversation_id,
                     message_id,
@@ -473,7 +485,172 @@ pub mod v2 {
                     participant,
                     conversations,
                     up_to,
+                    contact: contact.map(Contact::upcast),
+                },
+            }
+        }
+    }
+}
+
+/// The frozen shapes of schema version 3.
+#[doc(hidden)]
+pub mod v3 {
+    use inbox_core::contacts::{
+        ActivityType, ContactActivity, ContactEmail, ContactName, ContactPhone,
+    };
+    use inbox_core::message::Sender;
+    use inbox_core::{
+        AppId, ContactId, ConversationId, MemberId, Message, MessageId, ParticipantId, Sequence,
+        Timestamp, VisitorId,
+    };
+    use serde::{Deserialize, Serialize};
+
+    /// `Contact` as versions 1 to 3 laid it out.
+    #[allow(missing_docs)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Contact {
+        pub id: ContactId,
+        pub revision: u64,
+        pub created_date: Timestamp,
+        pub updated_date: Timestamp,
+        pub name: ContactName,
+        pub emails: Vec<ContactEmail>,
+        pub phones: Vec<ContactPhone>,
+    }
+
+    impl Contact {
+        /// The same contact in the current shape: no details, an unknown source, and its
+        /// creation as its last activity (all that these versions knew).
+        pub fn upcast(self) -> inbox_core::contacts::Contact {
+            inbox_core::contacts::Contact {
+                name: self.name,
+                emails: self.emails,
+                phones: self.phones,
+                revision: self.revision,
+                updated_date: self.updated_date,
+                last_activity: ContactActivity {
+                    at: self.created_date,
+                    kind: ActivityType::ContactCreated,
+                },
+                ..inbox_core::contacts::Contact::new(self.id, self.created_date)
+            }
+        }
+    }
+
+    /// `Event` as version 3 had it.
+    #[allow(missing_docs)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub enum Event {
+        ConversationStarted {
+            conversation_id: ConversationId,
+            participant: ParticipantId,
+        },
+        MessageSent {
+            message: Message,
+        },
+        ConversationsMerged {
+            sources: Vec<ConversationId>,
+            target: ConversationId,
+            stamp: Sequence,
+        },
+        VisitorIdentified {
+            visitor: VisitorId,
+            contact: ContactId,
+        },
+        MemberRegistered {
+            member: MemberId,
+            contact: ContactId,
+            login_email: Option<String>,
+            stamp: Sequence,
+        },
+        ContactCreated {
+            contact: Contact,
+        },
+        ContactsMerged {
+            target: Contact,
+            sources: Vec<ContactId>,
+        },
+        ButtonInteracted {
+            conversation_id: ConversationId,
+            message_id: MessageId,
+            interaction_id: String,
+            app_id: Option<AppId>,
+            interacted_by: Sender,
+        },
+        ParticipantErased {
+            participant: ParticipantId,
+            conversations: Vec<ConversationId>,
+            up_to: Sequence,
+            contact: Option<Contact>,
+        },
+    }
+
+    impl Event {
+        /// The same fact in the current shape.
+        pub fn upcast(self) -> inbox_core::Event {
+            use inbox_core::Event as E;
+            match self {
+                Event::ConversationStarted {
+                    conversation_id,
+                    participant,
+                } => E::ConversationStarted {
+                    conversation_id,
+                    participant,
+                },
+                Event::MessageSent { message } => E::MessageSent { message },
+                Event::ConversationsMerged {
+                    sources,
+                    target,
+                    stamp,
+                } => E::ConversationsMerged {
+                    sources,
+                    target,
+                    stamp,
+                },
+                Event::VisitorIdentified { visitor, contact } => {
+                    E::VisitorIdentified { visitor, contact }
+                }
+                Event::MemberRegistered {
+                    member,
                     contact,
+                    login_email,
+                    stamp,
+                } => E::MemberRegistered {
+                    member,
+                    contact,
+                    login_email,
+                    stamp,
+                },
+                Event::ContactCreated { contact } => E::ContactCreated {
+                    contact: contact.upcast(),
+                },
+                Event::ContactsMerged { target, sources } => E::ContactsMerged {
+                    target: target.upcast(),
+                    sources,
+                },
+                Event::ButtonInteracted {
+                    conversation_id,
+                    message_id,
+                    interaction_id,
+                    app_id,
+                    interacted_by,
+                } => E::ButtonInteracted {
+                    conversation_id,
+                    message_id,
+                    interaction_id,
+                    app_id,
+                    interacted_by,
+                },
+                Event::ParticipantErased {
+                    participant,
+                    conversations,
+                    up_to,
+                    contact,
+                } => E::ParticipantErased {
+                    participant,
+                    conversations,
+                    up_to,
+                    contact: contact.map(Contact::upcast),
                 },
             }
         }

@@ -87,6 +87,8 @@ pub use codec::{CodecError, decode_event, encode_event};
 pub mod codec_v1 {
     pub use crate::codec::encode_record_v1;
     pub use crate::codec::v1::*;
+    /// `Contact` as versions 1 to 3 laid it out.
+    pub use crate::codec::v3::Contact;
 }
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncEngine, AsyncError};

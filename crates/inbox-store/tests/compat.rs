@@ -1,6 +1,6 @@
-//! Backward compatibility: logs written in event schema versions 1 and 2 (committed under
-//! `tests/fixtures/v1` and `v2`) still open, and their events are upcast to the current
-//! shape.
+//! Backward compatibility: logs written in event schema versions 1, 2 and 3 (committed
+//! under `tests/fixtures/v1`, `v2` and `v3`) still open, and their events are upcast to the
+//! current shape.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -95,4 +95,47 @@ fn a_version_2_log_reads_and_upcasts() {
     let messages: Vec<_> = inbox.messages_of(conversation).collect();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].content.body, ContentBody::Redacted);
+}
+
+/// A log of schema version 3, written by the `FileLog` of commit f797f29 (the last build that
+/// wrote version 3): two contacts, the second's conversation, its merge into the first, and
+/// the first's registration as a member. Version 3 contacts had no details, source or
+/// activity: they upcast with none, `Other`, and their creation as last activity; the merged
+/// target keeps the merged data.
+#[test]
+fn a_version_3_log_reads_and_upcasts_its_contacts() {
+    use inbox_core::contacts::{ActivityType, ContactDetails, ContactSource};
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/v3/00000000000000000001.seg");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fixture, dir.path().join("00000000000000000001.seg")).unwrap();
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    assert_eq!((report.events, report.torn_tail), (9, None));
+    let events = log.read_all(1, 100).unwrap();
+    let mut inbox = Inbox::new(InboxConfig::new(SiteId::new("fixture-site"), [0; 16]));
+    for e in events {
+        assert_eq!(e.envelope.schema_version, inbox_core::SCHEMA_VERSION);
+        inbox.apply_owned(e.envelope.event);
+    }
+    let jo = inbox_core::ContactId::from_uuid(Uuid::from_u128(0xA1));
+    let joanna = inbox_core::ContactId::from_uuid(Uuid::from_u128(0xA2));
+    let contact = inbox.contacts().get(jo).expect("the target is live");
+    assert_eq!(contact.revision, 2);
+    assert_eq!(contact.name.first.as_deref(), Some("Joanna"));
+    assert_eq!(
+        contact
+            .emails
+            .iter()
+            .map(|e| e.email.as_str())
+            .collect::<Vec<_>>(),
+        ["jo@example.com", "joanna@example.com"]
+    );
+    assert_eq!(contact.details, ContactDetails::default());
+    assert_eq!(contact.source, ContactSource::default());
+    assert_eq!(contact.last_activity.kind, ActivityType::ContactCreated);
+    assert_eq!(contact.last_activity.at, contact.created_date);
+    assert_eq!(inbox.contacts().resolve(joanna), jo);
+    let member = inbox_core::MemberId::from_uuid(Uuid::from_u128(0xB1));
+    assert_eq!(inbox.member(member).map(|m| m.contact_id), Some(jo));
 }

@@ -10,6 +10,9 @@
 //!
 //! What the strategies reach, by construction:
 //! * every command (contacts created with good, bad, duplicate and case-variant emails;
+//!   contacts updated (renamed, emptied, emails replaced, labels replaced, stale revisions,
+//!   members' primary emails), labelled and unlabelled with good and badly formed keys,
+//!   deleted (members refused);
 //!   get-or-create for visitors, contacts and members; identifications; registrations;
 //!   contact merges, stale ones included; messages of every content type, both directions,
 //!   both visibilities, sent as every `SendAs` by every kind of caller, to live and to merged
@@ -183,6 +186,36 @@ pub enum CommandStep {
         /// Give a stale revision.
         stale: bool,
     },
+    /// Update Contact.
+    UpdateContact {
+        /// The contact (any: live, merged away, deleted, never created).
+        contact: u8,
+        /// Rename (`Some(true)`), clear the name (`Some(false)`), or leave it.
+        name: Option<bool>,
+        /// Replace the emails with one of the pool (`Some(Some(_))`), with none
+        /// (`Some(None)`), or leave them.
+        emails: Option<Option<u8>>,
+        /// Replace the labels with those of the label pool whose bit is set.
+        labels: Option<u8>,
+        /// Give a stale revision.
+        stale: bool,
+        /// Allow duplicate emails.
+        allow_duplicates: bool,
+    },
+    /// Label and Unlabel Contact.
+    Label {
+        /// The contact.
+        contact: u8,
+        /// Keys of the label pool to add (some badly formed).
+        add: Vec<u8>,
+        /// Keys of the label pool to remove.
+        remove: Vec<u8>,
+    },
+    /// Delete Contact.
+    DeleteContact {
+        /// The contact (members are refused).
+        contact: u8,
+    },
     /// Send Message.
     Send {
         /// The conversation (any id seen, live or merged away, or an unknown one).
@@ -281,6 +314,13 @@ pub enum ObservedStep {
         revision: u8,
         /// An email of the pool.
         email: Option<u8>,
+    },
+    /// A contact deleted.
+    ContactDeleted {
+        /// The contact.
+        contact: u8,
+        /// The revision it had (1 to 4).
+        revision: u8,
     },
     /// Contacts merged.
     ContactsMerged {
@@ -411,6 +451,16 @@ pub fn command() -> impl Strategy<Value = CommandStep> {
             .prop_map(|(member, contact, email)| CommandStep::Register { member, contact, email }),
         3 => (ix(), vec(ix(), 1..3), prop::bool::weighted(0.1))
             .prop_map(|(target, sources, stale)| CommandStep::MergeContacts { target, sources, stale }),
+        2 => (ix(), proptest::option::of(prop::bool::weighted(0.7)),
+              proptest::option::weighted(0.5, proptest::option::weighted(0.8, 0u8..6)),
+              proptest::option::weighted(0.3, any::<u8>()), prop::bool::weighted(0.1),
+              prop::bool::weighted(0.2))
+            .prop_map(|(contact, name, emails, labels, stale, allow_duplicates)| CommandStep::UpdateContact {
+                contact, name, emails, labels, stale, allow_duplicates,
+            }),
+        2 => (ix(), vec(0u8..5, 0..3), vec(0u8..5, 0..2))
+            .prop_map(|(contact, add, remove)| CommandStep::Label { contact, add, remove }),
+        1 => ix().prop_map(|contact| CommandStep::DeleteContact { contact }),
         10 => (any::<u8>(), content_kind(), text(), 0u8..7, any::<bool>(), 0u8..3).prop_map(
             |(conversation, kind, text, visibility, to_participant, send_as)| CommandStep::Send {
                 conversation, kind, text, visibility, to_participant, send_as,
@@ -447,6 +497,7 @@ pub fn observed() -> impl Strategy<Value = ObservedStep> {
             .prop_map(|(contact, revision, email)| ObservedStep::Contact { contact, revision, email }),
         2 => (ix(), vec(ix(), 1..3), 1u8..5)
             .prop_map(|(target, sources, revision)| ObservedStep::ContactsMerged { target, sources, revision }),
+        1 => (ix(), 1u8..5).prop_map(|(contact, revision)| ObservedStep::ContactDeleted { contact, revision }),
         1 => (vec(any::<u8>(), 0..3), moment(), proptest::option::of(ix()))
             .prop_map(|(conversations, up_to, contact)| ObservedStep::Erasure { conversations, up_to, contact }),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(conversation, message)| ObservedStep::Click { conversation, message }),

@@ -17,8 +17,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use inbox_core::contacts::{
-    Contact, ContactEmail, ContactName, ContactPhone, CreateContactError, MAX_MERGE_SOURCES,
-    MergeContactsError, SortOrder,
+    ActivityType, Contact, ContactActivity, ContactDetails, ContactEmail, ContactName,
+    ContactPatch, ContactPhone, CreateContactError, DeleteContactError, EntryTag,
+    LabelContactError, MAX_LABELS_PER_CHANGE, MAX_MERGE_SOURCES, MergeContactsError, SortOrder,
+    UpdateContactError,
 };
 use inbox_core::message::{ButtonAction, Channel, MessageDraft};
 use inbox_core::{
@@ -138,6 +140,8 @@ struct Derived {
     contact_cycles: Vec<(Vec<ContactId>, ContactId)>,
     /// `(erased contact, up_to)` of every erasure that named a contact.
     contact_erasures: Vec<(ContactId, Sequence)>,
+    /// Every contact deleted: never live again, whatever record of it comes.
+    deleted_contacts: BTreeSet<ContactId>,
     interactions: BTreeSet<Interaction>,
 }
 
@@ -357,7 +361,12 @@ fn derive(events: &[Event]) -> Derived {
                     login_email.clone(),
                 ));
             }
-            Event::ContactCreated { contact } => keep_record(&mut d.records, contact),
+            Event::ContactCreated { contact } | Event::ContactUpdated { contact } => {
+                keep_record(&mut d.records, contact)
+            }
+            Event::ContactDeleted { contact_id, .. } => {
+                d.deleted_contacts.insert(*contact_id);
+            }
             Event::ContactsMerged { target, sources } => {
                 keep_record(&mut d.records, target);
                 for s in sources.iter().filter(|s| **s != target.id) {
@@ -451,6 +460,16 @@ fn derive(events: &[Event]) -> Derived {
         }
     }
     d
+}
+
+/// What is wrong with an email or a phone (shared by create and update, which each name it
+/// in their own error).
+enum EntryProblem {
+    InvalidEmail(String),
+    InvalidPhone(String),
+    DuplicateEmail(String, ContactId),
+    DuplicatePhone(String, ContactId),
+    Field(&'static str, String),
 }
 
 /// A contact's record is its highest revision (ties: the greatest by total order).
@@ -665,18 +684,19 @@ impl Model {
     /// A live contact: one with a record that is not merged into another.
     pub fn contact(&self, id: ContactId) -> Option<&Contact> {
         let d = self.d();
-        if d.contact_target.contains_key(&id) {
+        if d.contact_target.contains_key(&id) || d.deleted_contacts.contains(&id) {
             return None;
         }
         d.records.get(&id)
     }
 
-    /// Every live contact, by id.
+    /// Every live contact, by id: a record not merged into another and not deleted.
     pub fn contacts(&self) -> Vec<&Contact> {
         let d = self.d();
         d.records
             .values()
             .filter(|c| !d.contact_target.contains_key(&c.id))
+            .filter(|c| !d.deleted_contacts.contains(&c.id))
             .collect()
     }
 
@@ -1052,6 +1072,79 @@ impl Model {
                 let contact = self.plan_create(*contact_id, draft, ctx.now)?;
                 Ok(vec![Event::ContactCreated { contact }])
             }
+            Command::UpdateContact {
+                contact_id,
+                expected_revision,
+                patch,
+                allow_duplicates,
+            } => {
+                let contact = self.plan_update(
+                    *contact_id,
+                    *expected_revision,
+                    patch,
+                    *allow_duplicates,
+                    ctx.now,
+                )?;
+                Ok(vec![Event::ContactUpdated { contact }])
+            }
+            Command::LabelContact {
+                contact_id,
+                add,
+                remove,
+            } => {
+                let current = self
+                    .contact(*contact_id)
+                    .ok_or(LabelContactError::NotFound(*contact_id))?;
+                if let Some(too_many) = [add.len(), remove.len()]
+                    .into_iter()
+                    .find(|n| *n > MAX_LABELS_PER_CHANGE)
+                {
+                    return Err(LabelContactError::Count(too_many).into());
+                }
+                if add.is_empty() && remove.is_empty() {
+                    return Err(LabelContactError::Count(0).into());
+                }
+                for key in add.iter().chain(remove) {
+                    inbox_core::contacts::check_label_key(key).map_err(|reason| {
+                        LabelContactError::InvalidKey {
+                            key: key.clone(),
+                            reason,
+                        }
+                    })?;
+                }
+                // Removed first, then added: a key in both ends up on the contact.
+                let labels: BTreeSet<String> = current
+                    .details
+                    .labels
+                    .difference(remove)
+                    .chain(add)
+                    .cloned()
+                    .collect();
+                if labels == current.details.labels {
+                    return Ok(Vec::new());
+                }
+                let mut contact = current.clone();
+                contact.details.labels = labels;
+                contact.revision = current.revision.saturating_add(1);
+                contact.updated_date = ctx.now.max(current.updated_date);
+                Ok(vec![Event::ContactUpdated { contact }])
+            }
+            Command::DeleteContact { contact_id } => {
+                let current = self
+                    .contact(*contact_id)
+                    .ok_or(DeleteContactError::NotFound(*contact_id))?;
+                if let Some(member) = self.member_of(*contact_id) {
+                    return Err(DeleteContactError::IsMember {
+                        contact: *contact_id,
+                        member,
+                    }
+                    .into());
+                }
+                Ok(vec![Event::ContactDeleted {
+                    contact_id: *contact_id,
+                    revision: current.revision,
+                }])
+            }
             Command::MergeContacts {
                 target,
                 expected_revision,
@@ -1129,6 +1222,11 @@ impl Model {
                     name: ContactName::default(),
                     emails: Vec::new(),
                     phones: Vec::new(),
+                    // An erasure keeps only the business's labels of what a caller set.
+                    details: ContactDetails {
+                        labels: c.details.labels.clone(),
+                        ..ContactDetails::default()
+                    },
                     ..c.clone()
                 });
                 Ok(vec![Event::ParticipantErased {
@@ -1268,45 +1366,38 @@ impl Model {
         now: Timestamp,
     ) -> Result<Contact, CreateContactError> {
         let d = self.d();
-        if d.records.contains_key(&id) || d.contact_claims.contains_key(&id) {
+        if d.records.contains_key(&id)
+            || d.contact_claims.contains_key(&id)
+            || d.deleted_contacts.contains(&id)
+        {
             return Err(CreateContactError::AlreadyExists(id));
         }
         if name_is_empty(&draft.name) && draft.emails.is_empty() && draft.phones.is_empty() {
             return Err(CreateContactError::Empty);
         }
-        let mut emails = Vec::new();
-        for e in &draft.emails {
-            if !is_email(&e.email) {
-                return Err(CreateContactError::InvalidEmail(e.email.clone()));
-            }
-            let email = e.email.trim().to_owned();
-            if !draft.allow_duplicates
-                && let Some(existing) = self.contacts_with_email(&email).first()
-            {
-                return Err(CreateContactError::DuplicateEmail {
-                    email,
-                    existing: *existing,
-                });
-            }
-            emails.push(ContactEmail { email, ..e.clone() });
+        let (emails, phones) = self
+            .check_entries(id, &draft.emails, &draft.phones, draft.allow_duplicates)
+            .map_err(|p| match p {
+                EntryProblem::InvalidEmail(e) => CreateContactError::InvalidEmail(e),
+                EntryProblem::InvalidPhone(p) => CreateContactError::InvalidPhone(p),
+                EntryProblem::DuplicateEmail(email, existing) => {
+                    CreateContactError::DuplicateEmail { email, existing }
+                }
+                EntryProblem::DuplicatePhone(phone, existing) => {
+                    CreateContactError::DuplicatePhone { phone, existing }
+                }
+                EntryProblem::Field(field, reason) => {
+                    CreateContactError::InvalidField { field, reason }
+                }
+            })?;
+        for key in &draft.details.labels {
+            inbox_core::contacts::check_label_key(key).map_err(|reason| {
+                CreateContactError::InvalidField {
+                    field: "info.labelKeys",
+                    reason,
+                }
+            })?;
         }
-        for p in &draft.phones {
-            let digits = phone_digits(&p.phone);
-            if digits.is_empty() {
-                return Err(CreateContactError::InvalidPhone(p.phone.clone()));
-            }
-            if !draft.allow_duplicates
-                && let Some(existing) = self.contacts_with_phone(&digits).first()
-            {
-                return Err(CreateContactError::DuplicatePhone {
-                    phone: p.phone.clone(),
-                    existing: *existing,
-                });
-            }
-        }
-        let mut phones = draft.phones.clone();
-        one_primary_of(&mut emails, |e| &mut e.primary);
-        one_primary_of(&mut phones, |p| &mut p.primary);
         Ok(Contact {
             id,
             revision: 1,
@@ -1315,7 +1406,174 @@ impl Model {
             name: draft.name.clone(),
             emails,
             phones,
+            details: draft.details.clone(),
+            source: draft.source,
+            last_activity: ContactActivity {
+                at: now,
+                kind: ActivityType::ContactCreated,
+            },
         })
+    }
+
+    /// The rules for emails and phones, on create and update: an email is an address with
+    /// an email tag (`MOBILE` and `FAX` are phone tags), trimmed; a phone has digits; neither
+    /// may belong to another live contact unless duplicates are allowed; the first entry
+    /// marked primary is primary, else the first entry.
+    fn check_entries(
+        &self,
+        own: ContactId,
+        emails: &[ContactEmail],
+        phones: &[ContactPhone],
+        allow_duplicates: bool,
+    ) -> Result<(Vec<ContactEmail>, Vec<ContactPhone>), EntryProblem> {
+        let mut out_emails = Vec::new();
+        for e in emails {
+            if !is_email(&e.email) {
+                return Err(EntryProblem::InvalidEmail(e.email.clone()));
+            }
+            if e.tag == EntryTag::Mobile || e.tag == EntryTag::Fax {
+                return Err(EntryProblem::Field(
+                    "info.emails.tag",
+                    "MOBILE and FAX are phone tags; an email is UNTAGGED, MAIN, HOME or WORK"
+                        .into(),
+                ));
+            }
+            let email = e.email.trim().to_owned();
+            if !allow_duplicates
+                && let Some(existing) = self
+                    .contacts_with_email(&email)
+                    .into_iter()
+                    .find(|c| *c != own)
+            {
+                return Err(EntryProblem::DuplicateEmail(email, existing));
+            }
+            out_emails.push(ContactEmail { email, ..e.clone() });
+        }
+        for p in phones {
+            let digits = phone_digits(&p.phone);
+            if digits.is_empty() {
+                return Err(EntryProblem::InvalidPhone(p.phone.clone()));
+            }
+            if !allow_duplicates
+                && let Some(existing) = self
+                    .contacts_with_phone(&digits)
+                    .into_iter()
+                    .find(|c| *c != own)
+            {
+                return Err(EntryProblem::DuplicatePhone(p.phone.clone(), existing));
+            }
+        }
+        let mut out_phones = phones.to_vec();
+        one_primary_of(&mut out_emails, |e| &mut e.primary);
+        one_primary_of(&mut out_phones, |p| &mut p.primary);
+        Ok((out_emails, out_phones))
+    }
+
+    /// The rule of Update Contact: the contact must be live and at the revision the caller
+    /// read; each field the patch gives replaces the contact's; the result must keep a name,
+    /// an email or a phone; a member's primary email is its login email and stays; the
+    /// revision goes up by one. (Field formats beyond emails, phones and labels are the
+    /// domain tests' to check: the histories do not generate them.)
+    fn plan_update(
+        &self,
+        id: ContactId,
+        expected_revision: u64,
+        patch: &ContactPatch,
+        allow_duplicates: bool,
+        now: Timestamp,
+    ) -> Result<Contact, UpdateContactError> {
+        let current = self.contact(id).ok_or(UpdateContactError::NotFound(id))?;
+        if expected_revision != current.revision {
+            return Err(UpdateContactError::RevisionConflict {
+                expected: expected_revision,
+                actual: current.revision,
+            });
+        }
+        let (emails, phones) = self
+            .check_entries(
+                id,
+                patch.emails.as_deref().unwrap_or_default(),
+                patch.phones.as_deref().unwrap_or_default(),
+                allow_duplicates,
+            )
+            .map_err(|p| match p {
+                EntryProblem::InvalidEmail(e) => UpdateContactError::InvalidEmail(e),
+                EntryProblem::InvalidPhone(p) => UpdateContactError::InvalidPhone(p),
+                EntryProblem::DuplicateEmail(email, existing) => {
+                    UpdateContactError::DuplicateEmail { email, existing }
+                }
+                EntryProblem::DuplicatePhone(phone, existing) => {
+                    UpdateContactError::DuplicatePhone { phone, existing }
+                }
+                EntryProblem::Field(field, reason) => {
+                    UpdateContactError::InvalidField { field, reason }
+                }
+            })?;
+        let mut next = current.clone();
+        if let Some(name) = &patch.name {
+            next.name = name.clone();
+        }
+        if patch.emails.is_some() {
+            next.emails = emails;
+        }
+        if patch.phones.is_some() {
+            next.phones = phones;
+        }
+        if let Some(labels) = &patch.labels {
+            for key in labels {
+                inbox_core::contacts::check_label_key(key).map_err(|reason| {
+                    UpdateContactError::InvalidField {
+                        field: "info.labelKeys",
+                        reason,
+                    }
+                })?;
+            }
+            next.details.labels = labels.clone();
+        }
+        let d = &mut next.details;
+        if let Some(a) = &patch.addresses {
+            d.addresses = a.clone();
+        }
+        if let Some(v) = &patch.company {
+            d.company = v.clone();
+        }
+        if let Some(v) = &patch.job_title {
+            d.job_title = v.clone();
+        }
+        if let Some(v) = &patch.birthdate {
+            d.birthdate = v.clone();
+        }
+        if let Some(v) = &patch.locale {
+            d.locale = v.clone();
+        }
+        if let Some(v) = &patch.picture {
+            d.picture = v.clone();
+        }
+        for (k, v) in &patch.extended_fields {
+            match v {
+                Some(v) => {
+                    d.extended_fields.insert(k.clone(), v.clone());
+                }
+                None => {
+                    d.extended_fields.remove(k);
+                }
+            }
+        }
+        if name_is_empty(&next.name) && next.emails.is_empty() && next.phones.is_empty() {
+            return Err(UpdateContactError::Empty);
+        }
+        if let Some(member) = self.member_of(id)
+            && next.primary_email().map(normalize_email)
+                != current.primary_email().map(normalize_email)
+        {
+            return Err(UpdateContactError::MemberPrimaryEmail {
+                contact: id,
+                member,
+            });
+        }
+        next.revision = current.revision.saturating_add(1);
+        next.updated_date = now.max(current.updated_date);
+        Ok(next)
     }
 
     /// The rule of a contact merge: a name part comes from the first source that has one,
@@ -1402,8 +1660,49 @@ impl Model {
         }
         one_primary_of(&mut merged.emails, |e| &mut e.primary);
         one_primary_of(&mut merged.phones, |p| &mut p.primary);
+        // The other single values like the name; addresses in union (at most 50), labels in
+        // union; each extended field from the first source that has it, else the target.
+        let single = |part: fn(&ContactDetails) -> &Option<String>| {
+            in_order
+                .iter()
+                .find_map(|c| part(&c.details).clone().filter(|s| !s.is_empty()))
+        };
+        let details = ContactDetails {
+            company: single(|d| &d.company),
+            job_title: single(|d| &d.job_title),
+            birthdate: single(|d| &d.birthdate),
+            locale: single(|d| &d.locale),
+            picture: single(|d| &d.picture),
+            addresses: {
+                let mut all = current.details.addresses.clone();
+                for a in source_contacts.iter().flat_map(|c| &c.details.addresses) {
+                    if !all.contains(a) && all.len() < 50 {
+                        all.push(a.clone());
+                    }
+                }
+                all
+            },
+            labels: in_order
+                .iter()
+                .flat_map(|c| c.details.labels.iter().cloned())
+                .collect(),
+            extended_fields: {
+                let mut fields = BTreeMap::new();
+                for c in &in_order {
+                    for (k, v) in &c.details.extended_fields {
+                        fields.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                fields
+            },
+        };
+        merged.details = details;
         merged.revision = current.revision.saturating_add(1);
         merged.updated_date = now.max(current.updated_date);
+        merged.last_activity = ContactActivity {
+            at: merged.updated_date,
+            kind: ActivityType::ContactMerged,
+        };
         Ok(merged)
     }
 }

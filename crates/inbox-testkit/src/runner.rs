@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use inbox_core::contacts::{
-    Contact, ContactDraft, ContactEmail, ContactName, ContactPhone, EntryTag, SortOrder,
+    Contact, ContactDraft, ContactEmail, ContactName, ContactPatch, ContactPhone, EntryTag,
+    SortOrder,
 };
 use inbox_core::message::{
     BasicItem, ButtonDraft, Content, ContentDraft, ContentExtras, Form, FormField, Minimal, System,
@@ -55,6 +56,11 @@ pub const HARD_CASES: &[&str] = &[
     "a cycle of contact merges",
     "conflicting identity facts",
     "a chain of three or more merges",
+    "a contact updated",
+    "a contact's labels changed",
+    "a contact deleted",
+    "a member's contact not deleted",
+    "a contact record after its deletion",
 ];
 
 /// Where the virtual clock starts (2023-11-14T22:13:20Z).
@@ -76,6 +82,14 @@ const EMAILS: [&str; 6] = [
 ];
 const PHONES: [&str; 3] = ["+1 555 0100", "15550100", "555-0199"];
 const LOGIN_EMAILS: [&str; 3] = ["jo@example.com", "m1@example.com", ""];
+/// Label keys: well formed (custom and system namespaces) and not (no namespace, a space).
+const LABELS: [&str; 5] = [
+    "custom.vip",
+    "custom.lead",
+    "contacts.customers",
+    "nonamespace",
+    "custom.has space",
+];
 
 fn pool_uuid(kind: u8, i: u8) -> Uuid {
     Uuid::from_u128((u128::from(kind) << 64) | u128::from(i))
@@ -381,8 +395,62 @@ impl Runner {
                         })
                         .into_iter()
                         .collect(),
+                    details: Default::default(),
+                    source: Default::default(),
                     allow_duplicates: *allow_duplicates,
                 },
+            },
+            CommandStep::UpdateContact {
+                contact: i,
+                name,
+                emails,
+                labels,
+                stale,
+                allow_duplicates,
+            } => {
+                let id = contact(*i);
+                let revision = self.engine.contacts().get(id).map_or(1, |c| c.revision);
+                Command::UpdateContact {
+                    contact_id: id,
+                    expected_revision: if *stale {
+                        revision.wrapping_add(1)
+                    } else {
+                        revision
+                    },
+                    patch: ContactPatch {
+                        name: name.map(|rename| ContactName {
+                            first: rename.then(|| format!("u{}", i % CONTACTS)),
+                            last: None,
+                        }),
+                        emails: emails.map(|e| {
+                            e.map(|e| ContactEmail {
+                                email: pick(&EMAILS, e).to_owned(),
+                                tag: EntryTag::Work,
+                                primary: true,
+                            })
+                            .into_iter()
+                            .collect()
+                        }),
+                        labels: labels.map(|bits| label_set(&[bits])),
+                        ..ContactPatch::default()
+                    },
+                    allow_duplicates: *allow_duplicates,
+                }
+            }
+            CommandStep::Label {
+                contact: i,
+                add,
+                remove,
+            } => Command::LabelContact {
+                contact_id: contact(*i),
+                add: add.iter().map(|k| pick(&LABELS, *k).to_owned()).collect(),
+                remove: remove
+                    .iter()
+                    .map(|k| pick(&LABELS, *k).to_owned())
+                    .collect(),
+            },
+            CommandStep::DeleteContact { contact: i } => Command::DeleteContact {
+                contact_id: contact(*i),
             },
             CommandStep::GetOrCreate(who) => Command::GetOrCreateConversation {
                 participant: self.who(*who),
@@ -480,6 +548,26 @@ impl Runner {
                 "{command:?} as {caller:?} at {}:\n  engine decided {got_events:?}\n  model  decided {expected:?}",
                 self.now
             )));
+        }
+        match (&got, command) {
+            (Ok(es), Command::UpdateContact { .. }) if !es.is_empty() => {
+                self.reached.insert("a contact updated");
+            }
+            (Ok(es), Command::LabelContact { .. }) if !es.is_empty() => {
+                self.reached.insert("a contact's labels changed");
+            }
+            (Ok(es), Command::DeleteContact { .. }) if !es.is_empty() => {
+                self.reached.insert("a contact deleted");
+            }
+            (
+                Err(inbox_core::Rejection::DeleteContact(
+                    inbox_core::contacts::DeleteContactError::IsMember { .. },
+                )),
+                _,
+            ) => {
+                self.reached.insert("a member's contact not deleted");
+            }
+            _ => {}
         }
         match got {
             Err(r) => {
@@ -640,8 +728,20 @@ impl Runner {
                 contact: c,
                 revision,
                 email,
-            } => Event::ContactCreated {
-                contact: observed_contact(*c, *revision, *email),
+            } => {
+                let contact = observed_contact(*c, *revision, *email);
+                if contact.revision == 1 {
+                    Event::ContactCreated { contact }
+                } else {
+                    Event::ContactUpdated { contact }
+                }
+            }
+            ObservedStep::ContactDeleted {
+                contact: c,
+                revision,
+            } => Event::ContactDeleted {
+                contact_id: contact(*c),
+                revision: u64::from(*revision),
             },
             ObservedStep::ContactsMerged {
                 target,
@@ -694,6 +794,15 @@ impl Runner {
     }
 
     fn fold(&mut self, envelope: EventEnvelope) {
+        if let Event::ContactCreated { contact }
+        | Event::ContactUpdated { contact }
+        | Event::ContactsMerged {
+            target: contact, ..
+        } = &envelope.event
+            && self.engine.contacts().is_deleted(contact.id)
+        {
+            self.reached.insert("a contact record after its deletion");
+        }
         self.note(&envelope);
         self.engine.apply(&envelope);
         self.model.apply(&envelope.event);
@@ -1307,13 +1416,34 @@ fn observed_content(text: TextKind) -> Content {
     content
 }
 
+/// The label keys of the pool whose bit is set in any of `bits` (well formed or not).
+fn label_set(bits: &[u8]) -> std::collections::BTreeSet<String> {
+    LABELS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits.iter().any(|b| b & (1 << i) != 0))
+        .map(|(_, k)| (*k).to_owned())
+        .collect()
+}
+
 fn observed_contact(c: u8, revision: u8, email: Option<u8>) -> Contact {
     let revision = u64::from(revision.clamp(1, 5));
+    // Observed records carry labels too, so that a later revision's labels must win.
+    let details = inbox_core::contacts::ContactDetails {
+        labels: label_set(&[u8::try_from(revision).unwrap_or(0) & 0b11]),
+        ..Default::default()
+    };
     Contact {
         id: contact(c),
         revision,
         created_date: Timestamp::from_micros(START),
         updated_date: Timestamp::from_micros(START + i64::try_from(revision).unwrap_or(0)),
+        details,
+        source: Default::default(),
+        last_activity: inbox_core::contacts::ContactActivity {
+            at: Timestamp::from_micros(START),
+            kind: inbox_core::contacts::ActivityType::ContactCreated,
+        },
         name: ContactName {
             first: Some(format!("observed {}", c % CONTACTS)),
             last: None,

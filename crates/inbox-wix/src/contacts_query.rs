@@ -46,25 +46,29 @@
 //!
 //! # Sort
 //!
-//! `fieldName` is one of `createdDate updatedDate info.name.first info.name.last
-//! primaryInfo.email id`; `order` is `ASC` (the default when an entry has no `order`, as in
-//! Wix's `SortOrder` enum, whose first value is `ASC`) or `DESC`. With no sort at all, the
-//! parsed `sort` is empty and the core orders by `createdDate` descending, Wix's default for
-//! contacts. Ties are broken by id (the core's rule).
+//! `fieldName` is one of `createdDate updatedDate lastActivity.activityDate info.name.first
+//! info.name.last info.company info.jobTitle info.birthdate primaryInfo.email id`; `order` is
+//! `ASC` (the default when an entry has no `order`, as in Wix's `SortOrder` enum, whose first
+//! value is `ASC`) or `DESC`. With no sort at all, the parsed `sort` is empty and the core
+//! orders by `createdDate` descending, Wix's default for contacts. Ties are broken by id (the
+//! core's rule).
 //!
 //! # Projection
 //!
 //! `id` and `revision` always come back. `fields` paths map to [`ContactPart`]s: `id`,
-//! `revision` → none; `info` → name, emails, phones; `info.name` (and `info.name.first`,
-//! `info.name.last`) → name; `info.emails` → emails; `info.phones` → phones; `primaryInfo`
-//! (and `primaryInfo.email`, `primaryInfo.phone`) → primary info; `createdDate`,
-//! `updatedDate`. Sub-paths bring their whole part, since the core projects whole parts.
-//! `fieldsets` (Wix's names; this engine models fewer fields than Wix, so the sets are cut
-//! to what it has):
+//! `revision` → none; `info` → every part of `info`; `info.name` (and `info.name.first`,
+//! `info.name.last`) → name; `info.emails`, `info.phones`, `info.addresses`,
+//! `info.company`, `info.jobTitle`, `info.birthdate`, `info.locale`, `info.picture`,
+//! `info.labelKeys`, `info.extendedFields` → that part; `info.locations` → none (the
+//! emulator keeps no locations); `source`, `lastActivity`, `createdDate`, `updatedDate` →
+//! that part; `primaryInfo` (and `primaryInfo.email`, `primaryInfo.phone`) → primary info,
+//! which also brings `primaryEmail` and `primaryPhone`. Sub-paths bring their whole part.
+//! `fieldsets` (Wix's names):
 //!
 //! * `BASIC`: name and primary info (with `id` and `revision`);
-//! * `COMMUNICATION_DETAILS`: name, emails, phones and primary info;
-//! * `EXTENDED`, `FULL`: everything (the engine has no extended fields).
+//! * `COMMUNICATION_DETAILS`: name, emails, phones, addresses and primary info;
+//! * `EXTENDED`: everything but the extended fields;
+//! * `FULL`: everything.
 //!
 //! `fields` and `fieldsets` add up. Neither given (or both empty, which protobuf cannot tell
 //! from absent) returns everything: `parts: None`; so does a union that covers every part.
@@ -89,8 +93,8 @@ use serde_json::{Map, Value};
 pub const MAX_FILTER_DEPTH: usize = 32;
 
 /// The sortable fields, for messages.
-const SORTABLE: &str =
-    "createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id";
+const SORTABLE: &str = "createdDate, updatedDate, lastActivity.activityDate, info.name.first, \
+     info.name.last, info.company, info.jobTitle, info.birthdate, primaryInfo.email, id";
 
 /// Why a Query Contacts request was refused. Every case is an HTTP 400; [`QueryError::code`]
 /// gives the Wix error code and [`QueryError::path`] the offending place in the body.
@@ -282,6 +286,57 @@ pub fn parse_query_request(body: &Value) -> Result<ContactQuery, QueryError> {
     };
     check_search(present(body.get("search")))?;
     Ok(query)
+}
+
+/// List Contacts (`GET /contacts/v4/contacts`): the query string, as the SDK writes it
+/// (`paging.limit=10&paging.offset=0&sort.fieldName=createdDate&sort.order=DESC&fieldsets=FULL`,
+/// arrays as repeated keys), parsed into the same query as Query Contacts with no filter.
+/// Errors name the request's paths under `query.` as Query Contacts' do.
+pub fn parse_list_query(query: &str) -> Result<ContactQuery, QueryError> {
+    let mut paging = Map::new();
+    let mut sort = Map::new();
+    let mut fields = Vec::new();
+    let mut fieldsets = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        // A number where the SDK wrote one; anything else stays text, and is refused as
+        // paging by the same rule as in a body.
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_or_else(|_| Value::String(value.to_string()), Value::from)
+        };
+        match key.as_ref() {
+            "paging.limit" => {
+                paging.insert("limit".into(), number());
+            }
+            "paging.offset" => {
+                paging.insert("offset".into(), number());
+            }
+            "sort.fieldName" | "sort.field_name" => {
+                sort.insert("fieldName".into(), Value::String(value.into_owned()));
+            }
+            "sort.order" => {
+                sort.insert("order".into(), Value::String(value.into_owned()));
+            }
+            "fields" => fields.push(Value::String(value.into_owned())),
+            "fieldsets" => fieldsets.push(Value::String(value.into_owned())),
+            _ => {}
+        }
+    }
+    let mut q = Map::new();
+    if !paging.is_empty() {
+        q.insert("paging".into(), Value::Object(paging));
+    }
+    if !sort.is_empty() {
+        q.insert("sort".into(), Value::Array(vec![Value::Object(sort)]));
+    }
+    if !fields.is_empty() {
+        q.insert("fields".into(), Value::Array(fields));
+    }
+    if !fieldsets.is_empty() {
+        q.insert("fieldsets".into(), Value::Array(fieldsets));
+    }
+    parse_query(&Value::Object(q))
 }
 
 fn parse_query(query: &Value) -> Result<ContactQuery, QueryError> {
@@ -670,6 +725,12 @@ fn sort_field(name: &str) -> Option<ContactSortField> {
         "info.name.first" => ContactSortField::FirstName,
         "info.name.last" => ContactSortField::LastName,
         "primaryInfo.email" | "primary_info.email" => ContactSortField::PrimaryEmail,
+        "info.company" => ContactSortField::Company,
+        "info.jobTitle" | "info.job_title" => ContactSortField::JobTitle,
+        "info.birthdate" => ContactSortField::Birthdate,
+        "lastActivity.activityDate" | "last_activity.activity_date" => {
+            ContactSortField::LastActivity
+        }
         "id" => ContactSortField::Id,
         _ => return None,
     })
@@ -787,22 +848,58 @@ fn whole_number(value: &Value) -> Option<usize> {
 }
 
 /// Every part, in the core's order.
-const ALL_PARTS: [ContactPart; 6] = [
+const ALL_PARTS: [ContactPart; 16] = ContactPart::ALL;
+
+/// The `EXTENDED` fieldset: every part but the extended fields.
+const EXTENDED_PARTS: [ContactPart; 15] = [
     ContactPart::Name,
     ContactPart::Emails,
     ContactPart::Phones,
     ContactPart::PrimaryInfo,
     ContactPart::CreatedDate,
     ContactPart::UpdatedDate,
+    ContactPart::Addresses,
+    ContactPart::Company,
+    ContactPart::JobTitle,
+    ContactPart::Birthdate,
+    ContactPart::Locale,
+    ContactPart::Picture,
+    ContactPart::Labels,
+    ContactPart::Source,
+    ContactPart::LastActivity,
 ];
 
 fn field_parts(path: &str) -> Option<&'static [ContactPart]> {
     Some(match path {
         "id" | "revision" => &[],
-        "info" => &[ContactPart::Name, ContactPart::Emails, ContactPart::Phones],
+        "info" => &[
+            ContactPart::Name,
+            ContactPart::Emails,
+            ContactPart::Phones,
+            ContactPart::Addresses,
+            ContactPart::Company,
+            ContactPart::JobTitle,
+            ContactPart::Birthdate,
+            ContactPart::Locale,
+            ContactPart::Picture,
+            ContactPart::Labels,
+            ContactPart::ExtendedFields,
+        ],
         "info.name" | "info.name.first" | "info.name.last" => &[ContactPart::Name],
         "info.emails" => &[ContactPart::Emails],
         "info.phones" => &[ContactPart::Phones],
+        "info.addresses" => &[ContactPart::Addresses],
+        "info.company" => &[ContactPart::Company],
+        "info.jobTitle" | "info.job_title" => &[ContactPart::JobTitle],
+        "info.birthdate" => &[ContactPart::Birthdate],
+        "info.locale" => &[ContactPart::Locale],
+        "info.picture" => &[ContactPart::Picture],
+        "info.labelKeys" | "info.label_keys" => &[ContactPart::Labels],
+        "info.extendedFields" | "info.extended_fields" => &[ContactPart::ExtendedFields],
+        // The emulator keeps no locations: asking for them projects nothing.
+        "info.locations" => &[],
+        "source" => &[ContactPart::Source],
+        "lastActivity" | "last_activity" => &[ContactPart::LastActivity],
         "primaryInfo" | "primaryInfo.email" | "primaryInfo.phone" | "primary_info"
         | "primary_info.email" | "primary_info.phone" => &[ContactPart::PrimaryInfo],
         "createdDate" | "created_date" => &[ContactPart::CreatedDate],
@@ -811,6 +908,8 @@ fn field_parts(path: &str) -> Option<&'static [ContactPart]> {
     })
 }
 
+/// Wix's fieldsets: `BASIC` names and primary info; `COMMUNICATION_DETAILS` adds emails,
+/// phones and addresses; `EXTENDED` everything but extended fields; `FULL` everything.
 fn fieldset_parts(name: &str) -> Option<&'static [ContactPart]> {
     Some(match name {
         "BASIC" => &[ContactPart::Name, ContactPart::PrimaryInfo],
@@ -818,9 +917,11 @@ fn fieldset_parts(name: &str) -> Option<&'static [ContactPart]> {
             ContactPart::Name,
             ContactPart::Emails,
             ContactPart::Phones,
+            ContactPart::Addresses,
             ContactPart::PrimaryInfo,
         ],
-        "EXTENDED" | "FULL" => &ALL_PARTS,
+        "EXTENDED" => &EXTENDED_PARTS,
+        "FULL" => &ALL_PARTS,
         _ => return None,
     })
 }

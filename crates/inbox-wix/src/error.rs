@@ -11,7 +11,10 @@
 //! converts into one here, in one place, so the table in `docs/WIX-MAPPING.md` can list them
 //! all ([`ERROR_CODES`] is that table as data, and a test keeps the two equal).
 
-use inbox_core::contacts::{CreateContactError, MAX_MERGE_SOURCES, MergeContactsError};
+use inbox_core::contacts::{
+    CreateContactError, DeleteContactError, LabelContactError, MAX_LABELS_PER_CHANGE,
+    MAX_MERGE_SOURCES, MergeContactsError, UpdateContactError,
+};
 use inbox_core::message::{
     MAX_BADGES, MAX_FORM_FIELDS, MAX_FORM_MEDIA, MAX_PREVIEW_TEXT, MAX_TARGET_CHANNELS,
     MAX_TEMPLATE_BUTTONS, MAX_TEMPLATE_TEXT_LINES, MessageRejection,
@@ -257,7 +260,12 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "INSUFFICIENT_CONTACT_DATA",
         400,
-        "create contact: no name, email or phone",
+        "create or update contact: no name, email or phone (left)",
+    ),
+    (
+        "CANNOT_DELETE_MEMBER",
+        400,
+        "delete contact: the contact is a site member (data names memberId)",
     ),
     (
         "ILLEGAL_MERGE",
@@ -280,6 +288,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "a webhook token with another algorithm than RS256, critical header extensions (`crit`), a bad signature, no exp, an expired exp, or an `nbf` still ahead",
     ),
     ("PERMISSION_DENIED", 403, "the key belongs to another site"),
+    (
+        "MEMBER_PRIMARY_EMAIL_READ_ONLY",
+        403,
+        "(invented: Wix declares no code) update contact would change the primary email of a site member, which only the Members API changes",
+    ),
     ("NOT_FOUND", 404, "(inboxd) no such path"),
     (
         "CONVERSATION_NOT_FOUND",
@@ -306,12 +319,17 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "DUPLICATE_CONTACT_EXISTS",
         409,
-        "create contact: an email or phone already belongs to another contact (data names duplicateContactId and duplicateEmail or duplicatePhone)",
+        "create or update contact: an email or phone already belongs to another contact (data names duplicateContactId and duplicateEmail or duplicatePhone)",
     ),
     (
         "CONTACT_ID_ALREADY_EXISTS",
         409,
-        "create contact: the id is taken",
+        "create contact: the id is taken (by a live, merged or deleted contact)",
+    ),
+    (
+        "CONTACT_ALREADY_CHANGED",
+        409,
+        "update contact: revision is not the contact's current revision (data names both)",
     ),
     (
         "VISITOR_ALREADY_IDENTIFIED",
@@ -448,6 +466,93 @@ impl From<CreateContactError> for WixError {
             CreateContactError::AlreadyExists(_) => {
                 WixError::application(409, "CONTACT_ID_ALREADY_EXISTS", text)
             }
+            CreateContactError::InvalidField { field, .. } => {
+                WixError::invalid(FieldViolation::new(field, text, Rule::Format))
+            }
+        }
+    }
+}
+
+impl From<UpdateContactError> for WixError {
+    fn from(e: UpdateContactError) -> Self {
+        let text = e.to_string();
+        match e {
+            UpdateContactError::NotFound(id) => {
+                WixError::application(404, "CONTACT_NOT_FOUND", text)
+                    .with_data(json!({"contactId": id.to_string()}))
+            }
+            UpdateContactError::RevisionConflict { expected, actual } => {
+                WixError::application(409, "CONTACT_ALREADY_CHANGED", text)
+                    .with_data(json!({"expectedRevision": expected, "currentRevision": actual}))
+            }
+            UpdateContactError::Empty => {
+                WixError::application(400, "INSUFFICIENT_CONTACT_DATA", text)
+            }
+            UpdateContactError::InvalidEmail(_) => {
+                WixError::invalid(FieldViolation::new("info.emails.items", text, Rule::Format))
+            }
+            UpdateContactError::InvalidPhone(_) => {
+                WixError::invalid(FieldViolation::new("info.phones.items", text, Rule::Format))
+            }
+            UpdateContactError::DuplicateEmail { email, existing } => {
+                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
+                    json!({"duplicateContactId": existing.to_string(), "duplicateEmail": email}),
+                )
+            }
+            UpdateContactError::DuplicatePhone { phone, existing } => {
+                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
+                    json!({"duplicateContactId": existing.to_string(), "duplicatePhone": phone}),
+                )
+            }
+            UpdateContactError::InvalidField { field, .. } => {
+                WixError::invalid(FieldViolation::new(field, text, Rule::Format))
+            }
+            UpdateContactError::MemberPrimaryEmail { member, .. } => {
+                WixError::application(403, "MEMBER_PRIMARY_EMAIL_READ_ONLY", text)
+                    .with_data(json!({"memberId": member.to_string()}))
+            }
+        }
+    }
+}
+
+impl From<LabelContactError> for WixError {
+    fn from(e: LabelContactError) -> Self {
+        let text = e.to_string();
+        match e {
+            LabelContactError::NotFound(id) => {
+                WixError::application(404, "CONTACT_NOT_FOUND", text)
+                    .with_data(json!({"contactId": id.to_string()}))
+            }
+            LabelContactError::Count(n) => WixError::invalid(
+                FieldViolation::new(
+                    "labelKeys",
+                    text,
+                    if n == 0 { Rule::MinSize } else { Rule::MaxSize },
+                )
+                .named(
+                    "LABEL_KEY_COUNT",
+                    json!({"min": 1, "max": MAX_LABELS_PER_CHANGE}),
+                ),
+            ),
+            LabelContactError::InvalidKey { .. } => {
+                WixError::invalid(FieldViolation::new("labelKeys", text, Rule::Format))
+            }
+        }
+    }
+}
+
+impl From<DeleteContactError> for WixError {
+    fn from(e: DeleteContactError) -> Self {
+        let text = e.to_string();
+        match e {
+            DeleteContactError::NotFound(id) => {
+                WixError::application(404, "CONTACT_NOT_FOUND", text)
+                    .with_data(json!({"contactId": id.to_string()}))
+            }
+            DeleteContactError::IsMember { member, .. } => {
+                WixError::application(400, "CANNOT_DELETE_MEMBER", text)
+                    .with_data(json!({"memberId": member.to_string()}))
+            }
         }
     }
 }
@@ -498,6 +603,9 @@ impl From<Rejection> for WixError {
             Rejection::MemberNotFound(_) => WixError::application(404, "MEMBER_NOT_FOUND", text),
             Rejection::CreateContact(e) => e.into(),
             Rejection::MergeContacts(e) => e.into(),
+            Rejection::UpdateContact(e) => e.into(),
+            Rejection::LabelContact(e) => e.into(),
+            Rejection::DeleteContact(e) => e.into(),
             Rejection::VisitorAlreadyIdentified { .. } => {
                 WixError::application(409, "VISITOR_ALREADY_IDENTIFIED", text)
             }

@@ -11,11 +11,16 @@
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use inbox_core::contacts::{ContactDraft, ContactEmail, ContactPage, ContactPhone, EntryTag};
+use std::collections::BTreeSet;
+
+use inbox_core::contacts::{
+    ContactDetails, ContactDraft, ContactName, ContactPage, ContactPatch, ContactQuery,
+    ContactSource, ContactView, ExtendedValue, SourceType,
+};
 use inbox_core::message::Message as CoreMessage;
 use inbox_core::{
-    Command, ContactId, ConversationId, ConversationView, Inbox, ListMessages, MessagePage, SendAs,
-    SortOrder, Timestamp, VisibilityFilter,
+    Caller, Command, ContactId, ConversationId, ConversationView, Inbox, ListMessages, MessagePage,
+    SendAs, SortOrder, Timestamp, VisibilityFilter,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,7 +29,9 @@ use serde_json::{Map, Value};
 use crate::case::camel_case_keys;
 use crate::error::{FieldViolation, Rule, WixError};
 use crate::wire::{
-    Contact, ContactInfo, Conversation, Count, Direction, Int64, Message, ParticipantRef, guid,
+    AddressItem, Contact, ContactInfo, ContactInfoPatch, Conversation, Count, Direction, EmailItem,
+    ExtendedFields, Int64, Message, ParticipantRef, PhoneItem, Picture, extended_from_json, guid,
+    label_set,
 };
 
 /// Parses a JSON request body into a request type: the body must be JSON (else a 400), keys
@@ -445,7 +452,7 @@ impl ListMessagesResponse {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CreateContactRequest {
-    /// Name, emails, phones.
+    /// Name, emails, phones, addresses and the rest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<ContactInfo>,
     /// Create even when an email or phone is taken (default false).
@@ -454,12 +461,17 @@ pub struct CreateContactRequest {
 }
 
 impl CreateContactRequest {
-    /// The core command; `contact_id` is the new contact's id (the caller draws it).
-    pub fn to_command(&self, contact_id: ContactId) -> Result<Command, WixError> {
+    /// The core command; `contact_id` is the new contact's id (the caller draws it), and
+    /// `source` where it comes from (the server derives it from the caller's identity).
+    pub fn to_command(
+        &self,
+        contact_id: ContactId,
+        source: ContactSource,
+    ) -> Result<Command, WixError> {
         let info = required(&self.info, "info")?;
         let name = info.name.clone().unwrap_or_default();
         let draft = ContactDraft {
-            name: inbox_core::contacts::ContactName {
+            name: ContactName {
                 first: name.first,
                 last: name.last,
             },
@@ -467,29 +479,202 @@ impl CreateContactRequest {
                 .emails
                 .iter()
                 .flat_map(|e| &e.items)
-                .map(|e| ContactEmail {
-                    email: e.email.clone(),
-                    tag: e.tag.map_or(EntryTag::Untagged, Into::into),
-                    primary: e.primary.unwrap_or(false),
-                })
+                .map(EmailItem::to_core)
                 .collect(),
             phones: info
                 .phones
                 .iter()
                 .flat_map(|p| &p.items)
-                .map(|p| ContactPhone {
-                    phone: p.phone.clone(),
-                    tag: p.tag.map_or(EntryTag::Untagged, Into::into),
-                    primary: p.primary.unwrap_or(false),
-                })
+                .map(PhoneItem::to_core)
                 .collect(),
+            details: ContactDetails {
+                addresses: info
+                    .addresses
+                    .iter()
+                    .flat_map(|a| &a.items)
+                    .map(AddressItem::to_core)
+                    .collect(),
+                company: info.company.clone(),
+                job_title: info.job_title.clone(),
+                birthdate: info.birthdate.clone(),
+                locale: info.locale.clone(),
+                picture: info.picture.as_ref().and_then(Picture::to_core),
+                labels: info.label_keys.as_ref().map(label_set).unwrap_or_default(),
+                extended_fields: extended_fields(info.extended_fields.as_ref())?
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect(),
+            },
+            source,
             allow_duplicates: self.allow_duplicates.unwrap_or(false),
         };
         Ok(Command::CreateContact { contact_id, draft })
     }
 }
 
-/// What Create, Get, Merge and Preview Merge Contact answer.
+/// Where a contact created by `caller` comes from, as Wix records it: an app's contacts are
+/// `WIX_APP` with its id, a Wix user's (an API key acts as one) `ADMIN`, anyone else's
+/// `OTHER`.
+pub fn source_of(caller: Caller) -> ContactSource {
+    match caller {
+        Caller::App(app) => ContactSource {
+            source_type: SourceType::WixApp,
+            app_id: Some(app),
+        },
+        Caller::WixUser(_) => ContactSource {
+            source_type: SourceType::Admin,
+            app_id: None,
+        },
+        Caller::Anonymous => ContactSource::default(),
+    }
+}
+
+/// `info.extendedFields.items` as the core's values; `null` is `None` (a removal, in an
+/// update). Anything but a string, a number or `null` is refused, naming the key.
+fn extended_fields(
+    fields: Option<&ExtendedFields>,
+) -> Result<Vec<(String, Option<ExtendedValue>)>, WixError> {
+    fields
+        .into_iter()
+        .flat_map(|f| &f.items)
+        .map(|(key, value)| {
+            if value.is_null() {
+                return Ok((key.clone(), None));
+            }
+            extended_from_json(value)
+                .map(|v| (key.clone(), Some(v)))
+                .map_err(|what| {
+                    WixError::invalid(FieldViolation::new(
+                        format!("info.extendedFields.items.{key}"),
+                        format!("an extended field holds a string or a number; got {what}"),
+                        Rule::Format,
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `PATCH /contacts/v4/contacts/{contactId}`: Update Contact.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UpdateContactRequest {
+    /// The contact's revision as the caller last read it (required).
+    pub revision: Option<Int64>,
+    /// The fields to change; each one given replaces the contact's.
+    pub info: Option<ContactInfoPatch>,
+    /// Allow an email or phone another contact has (default false).
+    pub allow_duplicates: Option<bool>,
+}
+
+impl UpdateContactRequest {
+    /// The core command for `contact_id`.
+    pub fn to_command(&self, contact_id: ContactId) -> Result<Command, WixError> {
+        let Int64(revision) = *required(&self.revision, "revision")?;
+        let revision = u64::try_from(revision).map_err(|_| {
+            WixError::invalid(FieldViolation::new(
+                "revision",
+                format!("revision must not be negative; got {revision}"),
+                Rule::Min,
+            ))
+        })?;
+        let info = required(&self.info, "info")?;
+        let single = |v: &Option<Option<String>>| v.clone();
+        let patch = ContactPatch {
+            name: info.name.clone().map(|n| {
+                let n = n.unwrap_or_default();
+                ContactName {
+                    first: n.first,
+                    last: n.last,
+                }
+            }),
+            emails: info.emails.as_ref().map(|e| {
+                e.iter()
+                    .flat_map(|e| &e.items)
+                    .map(EmailItem::to_core)
+                    .collect()
+            }),
+            phones: info.phones.as_ref().map(|p| {
+                p.iter()
+                    .flat_map(|p| &p.items)
+                    .map(PhoneItem::to_core)
+                    .collect()
+            }),
+            addresses: info.addresses.as_ref().map(|a| {
+                a.iter()
+                    .flat_map(|a| &a.items)
+                    .map(AddressItem::to_core)
+                    .collect()
+            }),
+            company: single(&info.company),
+            job_title: single(&info.job_title),
+            birthdate: single(&info.birthdate),
+            locale: single(&info.locale),
+            picture: info
+                .picture
+                .as_ref()
+                .map(|p| p.as_ref().and_then(Picture::to_core)),
+            labels: info
+                .label_keys
+                .as_ref()
+                .map(|l| l.as_ref().map(label_set).unwrap_or_default()),
+            extended_fields: extended_fields(
+                info.extended_fields.as_ref().and_then(Option::as_ref),
+            )?
+            .into_iter()
+            .collect(),
+        };
+        Ok(Command::UpdateContact {
+            contact_id,
+            expected_revision: revision,
+            patch,
+            allow_duplicates: self.allow_duplicates.unwrap_or(false),
+        })
+    }
+}
+
+/// `POST /contacts/v4/contacts/{contactId}/labels`: Label Contact.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelContactRequest {
+    /// Label keys to add (1 to 100).
+    pub label_keys: Vec<String>,
+}
+
+impl LabelContactRequest {
+    /// The core command for `contact_id`.
+    pub fn to_command(&self, contact_id: ContactId) -> Command {
+        Command::LabelContact {
+            contact_id,
+            add: self.label_keys.iter().cloned().collect(),
+            remove: BTreeSet::new(),
+        }
+    }
+}
+
+/// Unlabel Contact (`DELETE /contacts/v4/contacts/{contactId}/labels?labelKeys=a&labelKeys=b`):
+/// the core command for `contact_id`, the keys read from the query string.
+pub fn unlabel_contact_command(contact_id: ContactId, query: &str) -> Command {
+    Command::LabelContact {
+        contact_id,
+        add: BTreeSet::new(),
+        remove: form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == "labelKeys" || k == "label_keys")
+            .map(|(_, v)| v.into_owned())
+            .collect(),
+    }
+}
+
+/// What Get Contact answers: the contact, and whether the id asked for was merged into it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetContactResponse {
+    /// The contact (the target, for an id merged away).
+    pub contact: Contact,
+    /// `REGULAR`, or `MERGED` when the id asked for was merged into this contact.
+    pub response_type: String,
+}
+
+/// What Create, Update, Label, Unlabel, Merge and Preview Merge Contact answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContactResponse {
     /// The contact.
@@ -626,25 +811,33 @@ pub fn list_messages(inbox: &Inbox, query: &str) -> Result<ListMessagesResponse,
     Ok(ListMessagesResponse::new(&inbox.list_messages(&req)?))
 }
 
-/// Get Contact: `segment` is the `{contactId}` path segment. A contact merged away is
-/// not found (as in Wix); its conversation still resolves through Get Or Create.
-pub fn get_contact(inbox: &Inbox, segment: &str) -> Result<ContactResponse, WixError> {
+/// Get Contact: `segment` is the `{contactId}` path segment, `query` the URL query string
+/// (`fields` and `fieldsets` project, as in List Contacts). An id merged away answers with
+/// the contact it was merged into, `responseType: MERGED` (as Wix documents); a deleted or
+/// unknown id is not found.
+pub fn get_contact(
+    inbox: &Inbox,
+    segment: &str,
+    query: &str,
+) -> Result<GetContactResponse, WixError> {
     let id = contact_id_from_path(segment)?;
+    let parts = crate::contacts_query::parse_list_query(query)?.parts;
+    let live = inbox.contacts().resolve(id);
     inbox
         .contacts()
-        .get(id)
-        .map(ContactResponse::new)
+        .get(live)
+        .map(|c| GetContactResponse {
+            contact: Contact::from_view(&ContactView::projected(c, parts.as_deref())),
+            response_type: if live == id { "REGULAR" } else { "MERGED" }.to_owned(),
+        })
         .ok_or_else(|| {
             WixError::application(404, "CONTACT_NOT_FOUND", format!("contact {id} not found"))
+                .with_data(serde_json::json!({"contactId": id.to_string()}))
         })
 }
 
-/// Query Contacts: `body` is the request body.
-pub fn query_contacts(inbox: &Inbox, body: &[u8]) -> Result<QueryContactsResponse, WixError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| WixError::malformed_json(format!("request body is not valid JSON: {e}")))?;
-    let query = crate::contacts_query::parse_query_request(&value)?;
-    let page = inbox.contacts().query(&query).map_err(|e| {
+fn run_query(inbox: &Inbox, query: &ContactQuery) -> Result<QueryContactsResponse, WixError> {
+    let page = inbox.contacts().query(query).map_err(|e| {
         use inbox_core::contacts::QueryContactsError as E;
         match e {
             E::IllegalLimit(_) => WixError::application(400, "ILLEGAL_LIMIT", e.to_string()),
@@ -654,6 +847,26 @@ pub fn query_contacts(inbox: &Inbox, body: &[u8]) -> Result<QueryContactsRespons
         }
     })?;
     Ok(QueryContactsResponse::new(&page))
+}
+
+/// Query Contacts: `body` is the request body.
+pub fn query_contacts(inbox: &Inbox, body: &[u8]) -> Result<QueryContactsResponse, WixError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| WixError::malformed_json(format!("request body is not valid JSON: {e}")))?;
+    run_query(inbox, &crate::contacts_query::parse_query_request(&value)?)
+}
+
+/// List Contacts: `query` is the URL query string, without the `?`. Answers like Query
+/// Contacts.
+pub fn list_contacts(inbox: &Inbox, query: &str) -> Result<QueryContactsResponse, WixError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(WixError::invalid(FieldViolation::new(
+            "",
+            format!("query string is longer than {MAX_QUERY_LEN} bytes"),
+            Rule::MaxLength,
+        )));
+    }
+    run_query(inbox, &crate::contacts_query::parse_list_query(query)?)
 }
 
 /// Preview Merge Contacts: what the target would become; nothing changes. `now` is the

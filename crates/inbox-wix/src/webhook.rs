@@ -919,6 +919,8 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
         | Event::VisitorIdentified { .. }
         | Event::MemberRegistered { .. }
         | Event::ContactCreated { .. }
+        | Event::ContactUpdated { .. }
+        | Event::ContactDeleted { .. }
         | Event::ContactsMerged { .. }
         | Event::ParticipantErased { .. } => Vec::new(),
     }

@@ -10,7 +10,6 @@
 //! with as many fractional digits as the microsecond value needs.
 
 use chrono::{DateTime, SecondsFormat};
-use inbox_core::contacts::{Contact as CoreContact, ContactView, EntryTag};
 use inbox_core::message::{
     self as core_msg, BasicItem, ButtonAction, ButtonDraft, Channel, ContentBody, ContentDraft,
     TemplateDraft,
@@ -23,6 +22,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::error::{FieldViolation, Rule, WixError};
+
+mod contact;
+pub use contact::*;
 
 // ------------------------------------------------------------------------------------------
 // enums
@@ -171,50 +173,6 @@ impl From<core_msg::Orientation> for Orientation {
             core_msg::Orientation::Unknown => Orientation::Unknown,
             core_msg::Orientation::Portrait => Orientation::Portrait,
             core_msg::Orientation::Landscape => Orientation::Landscape,
-        }
-    }
-}
-
-/// The tag of a contact's email or phone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Tag {
-    /// `UNTAGGED`.
-    Untagged,
-    /// `MAIN`.
-    Main,
-    /// `HOME`.
-    Home,
-    /// `WORK`.
-    Work,
-    /// `MOBILE` (phones).
-    Mobile,
-    /// `FAX` (phones).
-    Fax,
-}
-
-impl From<Tag> for EntryTag {
-    fn from(t: Tag) -> Self {
-        match t {
-            Tag::Untagged => EntryTag::Untagged,
-            Tag::Main => EntryTag::Main,
-            Tag::Home => EntryTag::Home,
-            Tag::Work => EntryTag::Work,
-            Tag::Mobile => EntryTag::Mobile,
-            Tag::Fax => EntryTag::Fax,
-        }
-    }
-}
-
-impl From<EntryTag> for Tag {
-    fn from(t: EntryTag) -> Self {
-        match t {
-            EntryTag::Untagged => Tag::Untagged,
-            EntryTag::Main => Tag::Main,
-            EntryTag::Home => Tag::Home,
-            EntryTag::Work => Tag::Work,
-            EntryTag::Mobile => Tag::Mobile,
-            EntryTag::Fax => Tag::Fax,
         }
     }
 }
@@ -1212,151 +1170,4 @@ impl Conversation {
 }
 
 // ------------------------------------------------------------------------------------------
-// contacts
-
-/// `info.name`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Name {
-    /// First name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first: Option<String>,
-    /// Last name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<String>,
-}
-
-/// `info.emails.items[i]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct EmailItem {
-    /// The address.
-    pub email: String,
-    /// Its tag (default `UNTAGGED`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<Tag>,
-    /// Whether it is the primary email.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary: Option<bool>,
-}
-
-/// `info.phones.items[i]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PhoneItem {
-    /// The number.
-    pub phone: String,
-    /// Its tag (default `UNTAGGED`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<Tag>,
-    /// Whether it is the primary phone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary: Option<bool>,
-}
-
-/// `{items: [...]}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Items<T> {
-    /// The items.
-    pub items: Vec<T>,
-}
-
-/// `info`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ContactInfo {
-    /// Name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<Name>,
-    /// Emails.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub emails: Option<Items<EmailItem>>,
-    /// Phones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phones: Option<Items<PhoneItem>>,
-}
-
-/// `primaryInfo`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PrimaryInfo {
-    /// Primary email.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// Primary phone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-}
-
-/// A `Contact` (the parts this project keeps). `id` and `revision` are always present;
-/// the rest may be projected away by a query's `fields`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Contact {
-    /// GUID.
-    pub id: String,
-    /// Starts at 1, grows by 1 on every change.
-    pub revision: u64,
-    /// Created.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_date: Option<String>,
-    /// Last changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub updated_date: Option<String>,
-    /// Name, emails, phones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub info: Option<ContactInfo>,
-    /// Primary email and phone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary_info: Option<PrimaryInfo>,
-}
-
-impl Contact {
-    /// The wire form of a whole contact.
-    pub fn from_core(c: &CoreContact) -> Contact {
-        Contact::from_view(&ContactView::full(c))
-    }
-
-    /// The wire form of a (possibly projected) contact.
-    pub fn from_view(v: &ContactView) -> Contact {
-        let info =
-            (v.name.is_some() || v.emails.is_some() || v.phones.is_some()).then(|| ContactInfo {
-                name: v.name.as_ref().map(|n| Name {
-                    first: n.first.clone(),
-                    last: n.last.clone(),
-                }),
-                emails: v.emails.as_ref().map(|es| Items {
-                    items: es
-                        .iter()
-                        .map(|e| EmailItem {
-                            email: e.email.clone(),
-                            tag: Some(e.tag.into()),
-                            primary: Some(e.primary),
-                        })
-                        .collect(),
-                }),
-                phones: v.phones.as_ref().map(|ps| Items {
-                    items: ps
-                        .iter()
-                        .map(|p| PhoneItem {
-                            phone: p.phone.clone(),
-                            tag: Some(p.tag.into()),
-                            primary: Some(p.primary),
-                        })
-                        .collect(),
-                }),
-            });
-        Contact {
-            id: v.id.as_uuid().to_string(),
-            revision: v.revision,
-            created_date: v.created_date.map(format_date),
-            updated_date: v.updated_date.map(format_date),
-            info,
-            primary_info: v.primary_info.as_ref().map(|(email, phone)| PrimaryInfo {
-                email: email.clone(),
-                phone: phone.clone(),
-            }),
-        }
-    }
-}
+// contacts: in `wire/contact.rs`

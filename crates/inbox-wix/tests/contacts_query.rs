@@ -782,7 +782,9 @@ fn fields_and_fieldsets_project_the_contacts() {
         (r#"{"fields": ["info.phones"]}"#, expect!["Some([Phones])"]),
         (
             r#"{"fields": ["info"]}"#,
-            expect!["Some([Name, Emails, Phones])"],
+            expect![
+                "Some([Name, Emails, Phones, Addresses, Company, JobTitle, Birthdate, Locale, Picture, Labels, ExtendedFields])"
+            ],
         ),
         (
             r#"{"fields": ["primaryInfo"]}"#,
@@ -807,7 +809,9 @@ fn fields_and_fieldsets_project_the_contacts() {
         // Every part is the same as no projection.
         (
             r#"{"fields": ["info", "primaryInfo", "createdDate", "updatedDate"]}"#,
-            expect!["None"],
+            expect![
+                "Some([Name, Emails, Phones, PrimaryInfo, CreatedDate, UpdatedDate, Addresses, Company, JobTitle, Birthdate, Locale, Picture, Labels, ExtendedFields])"
+            ],
         ),
         (
             r#"{"fieldsets": ["BASIC"]}"#,
@@ -815,9 +819,14 @@ fn fields_and_fieldsets_project_the_contacts() {
         ),
         (
             r#"{"fieldsets": ["COMMUNICATION_DETAILS"]}"#,
-            expect!["Some([Name, Emails, Phones, PrimaryInfo])"],
+            expect!["Some([Name, Emails, Phones, PrimaryInfo, Addresses])"],
         ),
-        (r#"{"fieldsets": ["EXTENDED"]}"#, expect!["None"]),
+        (
+            r#"{"fieldsets": ["EXTENDED"]}"#,
+            expect![
+                "Some([Name, Emails, Phones, PrimaryInfo, CreatedDate, UpdatedDate, Addresses, Company, JobTitle, Birthdate, Locale, Picture, Labels, Source, LastActivity])"
+            ],
+        ),
         (r#"{"fieldsets": ["FULL"]}"#, expect!["None"]),
         // fields and fieldsets add up.
         (
@@ -825,10 +834,14 @@ fn fields_and_fieldsets_project_the_contacts() {
             expect!["Some([Name, PrimaryInfo, CreatedDate])"],
         ),
         (r#"{"fields": [], "fieldsets": []}"#, expect!["None"]),
-        // Errors.
         (
             r#"{"fields": ["id", "info.company"]}"#,
-            expect![[r#"INVALID_QUERY: query.fields[1]: unknown contact field "info.company""#]],
+            expect!["Some([Company])"],
+        ),
+        // Errors.
+        (
+            r#"{"fields": ["id", "info.shoeSize"]}"#,
+            expect![[r#"INVALID_QUERY: query.fields[1]: unknown contact field "info.shoeSize""#]],
         ),
         (
             r#"{"fields": ["_id"]}"#,
@@ -864,7 +877,7 @@ fn fields_and_fieldsets_project_the_contacts() {
 // Sort
 
 #[test]
-fn sort_takes_six_fields_in_either_order() {
+fn sort_takes_ten_fields_in_either_order() {
     let cases = [
         (
             r#"{"sort": [{"fieldName": "createdDate", "order": "DESC"}]}"#,
@@ -887,17 +900,21 @@ fn sort_takes_six_fields_in_either_order() {
             r#"{"sort": [{"field_name": "created_date", "order": "DESC"}, {"field_name": "primary_info.email"}, {"fieldName": "id", "field_name": "bogus"}]}"#,
             expect!["[(CreatedDate, Desc), (PrimaryEmail, Asc), (Id, Asc)]"],
         ),
+        (
+            r#"{"sort": [{"fieldName": "info.company"}, {"fieldName": "info.jobTitle", "order": "DESC"}, {"fieldName": "info.birthdate"}, {"fieldName": "lastActivity.activityDate"}]}"#,
+            expect!["[(Company, Asc), (JobTitle, Desc), (Birthdate, Asc), (LastActivity, Asc)]"],
+        ),
         // Errors.
         (
-            r#"{"sort": [{"fieldName": "info.company"}]}"#,
+            r#"{"sort": [{"fieldName": "info.locale"}]}"#,
             expect![[
-                r#"UNSUPPORTED_SORT_FIELD: query.sort[0].fieldName: contacts cannot be sorted by "info.company"; sortable fields: createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id"#
+                r#"UNSUPPORTED_SORT_FIELD: query.sort[0].fieldName: contacts cannot be sorted by "info.locale"; sortable fields: createdDate, updatedDate, lastActivity.activityDate, info.name.first, info.name.last, info.company, info.jobTitle, info.birthdate, primaryInfo.email, id"#
             ]],
         ),
         (
             r#"{"sort": [{"fieldName": "id"}, {"fieldName": "_createdDate"}]}"#,
             expect![[
-                r#"UNSUPPORTED_SORT_FIELD: query.sort[1].fieldName: contacts cannot be sorted by "_createdDate"; sortable fields: createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id"#
+                r#"UNSUPPORTED_SORT_FIELD: query.sort[1].fieldName: contacts cannot be sorted by "_createdDate"; sortable fields: createdDate, updatedDate, lastActivity.activityDate, info.name.first, info.name.last, info.company, info.jobTitle, info.birthdate, primaryInfo.email, id"#
             ]],
         ),
         (
@@ -1391,17 +1408,12 @@ fn the_example_flows_query_runs_end_to_end() {
         .query(&parse_query_request(&body).unwrap())
         .unwrap();
     // Both contacts with the email, whatever its case; newest first; only id and revision.
-    let id_only = |id: ContactId| ContactView {
-        id,
-        revision: 1,
-        created_date: None,
-        updated_date: None,
-        name: None,
-        emails: None,
-        phones: None,
-        primary_info: None,
-    };
-    assert_eq!(page.contacts, vec![id_only(ids[3]), id_only(ids[0])]);
+    let shown: Vec<(ContactId, u64, bool)> = page
+        .contacts
+        .iter()
+        .map(|v| (v.id, v.revision, only_id_and_revision(v)))
+        .collect();
+    assert_eq!(shown, vec![(ids[3], 1, true), (ids[0], 1, true)]);
     assert_eq!((page.total, page.offset, page.limit), (2, 0, 50));
 }
 
@@ -1517,4 +1529,18 @@ fn sort_and_paging_run_end_to_end() {
     // No sort: createdDate descending.
     assert_eq!(found(json!({})), ["joe", "Bob", "Ann", "Jo"]);
     assert_eq!(found(json!({"query": {"paging": {"offset": 3}}})), ["Jo"]);
+}
+
+/// Whether a projected contact holds nothing but its id and revision.
+fn only_id_and_revision(v: &ContactView) -> bool {
+    v.created_date.is_none()
+        && v.updated_date.is_none()
+        && v.name.is_none()
+        && v.emails.is_none()
+        && v.phones.is_none()
+        && v.primary_info.is_none()
+        && v.details.is_none()
+        && v.source.is_none()
+        && v.last_activity.is_none()
+        && v.parts.as_deref() == Some(&[])
 }

@@ -327,7 +327,7 @@ fn the_sync_flow_answers_in_wix_shapes() {
     )
     .unwrap();
     let id: ContactId = EXAMPLE_CONTACT.parse().unwrap();
-    w.run(&create.to_command(id).unwrap());
+    w.run(&create.to_command(id, Default::default()).unwrap());
     check_json(
         &ContactResponse::new(w.inbox.contacts().get(id).unwrap()),
         expect![[r#"
@@ -335,8 +335,18 @@ fn the_sync_flow_answers_in_wix_shapes() {
               "contact": {
                 "id": "4e600edc-db48-5260-9d04-7ea5c3e5fffd",
                 "revision": 1,
+                "source": {
+                  "sourceType": "OTHER"
+                },
                 "createdDate": "2023-11-14T22:13:20Z",
                 "updatedDate": "2023-11-14T22:13:20Z",
+                "lastActivity": {
+                  "activityDate": "2023-11-14T22:13:20Z",
+                  "activityType": "CONTACT_CREATED"
+                },
+                "primaryInfo": {
+                  "email": "jo@example.com"
+                },
                 "info": {
                   "name": {
                     "first": "Jo",
@@ -345,6 +355,7 @@ fn the_sync_flow_answers_in_wix_shapes() {
                   "emails": {
                     "items": [
                       {
+                        "id": "6946dee2-4094-4855-a228-8dbd6c5f608a",
                         "email": "jo@example.com",
                         "tag": "MAIN",
                         "primary": true
@@ -353,10 +364,25 @@ fn the_sync_flow_answers_in_wix_shapes() {
                   },
                   "phones": {
                     "items": []
+                  },
+                  "addresses": {
+                    "items": []
+                  },
+                  "labelKeys": {
+                    "items": []
+                  },
+                  "extendedFields": {
+                    "items": {}
                   }
                 },
-                "primaryInfo": {
-                  "email": "jo@example.com"
+                "primaryEmail": {
+                  "email": "jo@example.com",
+                  "subscriptionStatus": "NOT_SET",
+                  "deliverabilityStatus": "NOT_SET"
+                },
+                "primaryPhone": {
+                  "subscriptionStatus": "NO_SUBSCRIPTION_STATUS",
+                  "deliverabilityStatus": "NO_PHONE_DELIVERABILITY_STATUS"
                 }
               }
             }"#]],

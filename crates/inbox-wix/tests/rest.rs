@@ -15,9 +15,9 @@ use inbox_core::{Command, ParticipantId, Timestamp};
 use inbox_wix::WixError;
 use inbox_wix::rest::*;
 use inbox_wix::wire::{
-    Badge, Basic, Button, ChannelType, ContactInfo, Content, Count, Direction, EmailItem, Form,
-    FormField, Image, Int64, Item, Items, Message, Minimal, Name, Orientation, ParticipantRef,
-    PhoneItem, Postback, Tag, Template, Visibility,
+    Badge, Basic, Button, ChannelType, ContactInfo, Content, Count, Direction, EmailItem, EmailTag,
+    Form, FormField, Image, Int64, Item, Items, Message, Minimal, Name, Orientation,
+    ParticipantRef, PhoneItem, PhoneTag, Postback, Template, Visibility,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -235,8 +235,9 @@ fn contact_request() -> impl Strategy<Value = CreateContactRequest> {
                             .into_iter()
                             .map(|(email, primary)| EmailItem {
                                 email,
-                                tag: Some(Tag::Work),
+                                tag: Some(EmailTag::Work),
                                 primary: Some(primary),
+                                ..EmailItem::default()
                             })
                             .collect(),
                     }),
@@ -245,11 +246,12 @@ fn contact_request() -> impl Strategy<Value = CreateContactRequest> {
                             .into_iter()
                             .map(|phone| PhoneItem {
                                 phone,
-                                tag: Some(Tag::Mobile),
-                                primary: None,
+                                tag: Some(PhoneTag::Mobile),
+                                ..PhoneItem::default()
                             })
                             .collect(),
                     }),
+                    ..ContactInfo::default()
                 }),
                 allow_duplicates,
             },
@@ -721,7 +723,7 @@ fn contacts_refusals() {
     let (mut w, _) = world();
     let create = |w: &mut World, body: Value, id: u128| -> Result<_, WixError> {
         let req: CreateContactRequest = parse_body(body.to_string().as_bytes())?;
-        Ok(w.try_run(&req.to_command(contact(id))?)?)
+        Ok(w.try_run(&req.to_command(contact(id), Default::default())?)?)
     };
     check(
         create(
@@ -757,18 +759,18 @@ fn contacts_refusals() {
             3,
         ),
         expect![[
-            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"info.phones.items[0].tag: unknown variant `PAGER`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `WORK`, `MOBILE`, `FAX`","field":"info.phones.items[0].tag","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"info.phones.items[0].tag: unknown variant `PAGER`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `WORK`, `MOBILE`, `FAX`"}"#
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"info.phones.items[0].tag: unknown variant `PAGER`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `MOBILE`, `WORK`, `FAX`","field":"info.phones.items[0].tag","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"info.phones.items[0].tag: unknown variant `PAGER`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `MOBILE`, `WORK`, `FAX`"}"#
         ]],
     );
 
     check(
-        get_contact(&w.inbox, "1b4e28ba-2fa1-11d2-883f-0016d3cca427"),
+        get_contact(&w.inbox, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", ""),
         expect![[
-            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{},"description":"contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
+            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{"contactId":"1b4e28ba-2fa1-11d2-883f-0016d3cca427"},"description":"contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}},"message":"contact 1b4e28ba-2fa1-11d2-883f-0016d3cca427 not found"}"#
         ]],
     );
     check(
-        get_contact(&w.inbox, "nope"),
+        get_contact(&w.inbox, "nope", ""),
         expect![[
             r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"must be a GUID; got \"nope\"","field":"contactId","violatedRule":"FORMAT"}]}},"message":"must be a GUID; got \"nope\""}"#
         ]],
@@ -842,28 +844,34 @@ fn contacts_refusals() {
     .unwrap();
     assert_eq!(preview.contact.revision, 2);
     assert_eq!(
-        get_contact(&w.inbox, &contact(1).to_string())
+        get_contact(&w.inbox, &contact(1).to_string(), "")
             .unwrap()
             .contact
             .revision,
         1
     );
-    assert!(get_contact(&w.inbox, &source).is_ok());
+    assert!(get_contact(&w.inbox, &source, "").is_ok());
     merge(
         &mut w,
         json!({"targetContactRevision": 1, "sourceContactIds": [source]}),
     )
     .unwrap();
-    let merged = get_contact(&w.inbox, &contact(1).to_string())
+    let merged = get_contact(&w.inbox, &contact(1).to_string(), "")
         .unwrap()
         .contact;
     assert_eq!(merged.revision, 2);
     assert_eq!(merged.info, preview.contact.info);
-    check(
-        get_contact(&w.inbox, &source),
-        expect![[
-            r#"404 {"details":{"applicationError":{"code":"CONTACT_NOT_FOUND","data":{},"description":"contact 00000000-0000-0000-0000-00000000c002 not found"}},"message":"contact 00000000-0000-0000-0000-00000000c002 not found"}"#
-        ]],
+    // The id merged away answers with the target, saying so.
+    let via_source = get_contact(&w.inbox, &source, "").unwrap();
+    assert_eq!(
+        (via_source.contact, via_source.response_type.as_str()),
+        (merged, "MERGED")
+    );
+    assert_eq!(
+        get_contact(&w.inbox, &contact(1).to_string(), "")
+            .unwrap()
+            .response_type,
+        "REGULAR"
     );
 }
 
@@ -890,9 +898,9 @@ fn query_contacts_refusals_carry_the_wix_codes() {
         ]],
     );
     check(
-        q(json!({"query": {"sort": [{"fieldName": "info.birthdate"}]}})),
+        q(json!({"query": {"sort": [{"fieldName": "info.locale"}]}})),
         expect![[
-            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_SORT_FIELD","data":{},"description":"query.sort[0].fieldName: contacts cannot be sorted by \"info.birthdate\"; sortable fields: createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id"}},"message":"query.sort[0].fieldName: contacts cannot be sorted by \"info.birthdate\"; sortable fields: createdDate, updatedDate, info.name.first, info.name.last, primaryInfo.email, id"}"#
+            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_SORT_FIELD","data":{},"description":"query.sort[0].fieldName: contacts cannot be sorted by \"info.locale\"; sortable fields: createdDate, updatedDate, lastActivity.activityDate, info.name.first, info.name.last, info.company, info.jobTitle, info.birthdate, primaryInfo.email, id"}},"message":"query.sort[0].fieldName: contacts cannot be sorted by \"info.locale\"; sortable fields: createdDate, updatedDate, lastActivity.activityDate, info.name.first, info.name.last, info.company, info.jobTitle, info.birthdate, primaryInfo.email, id"}"#
         ]],
     );
     check(
@@ -953,4 +961,260 @@ fn a_badge_visibility_outside_wixs_enum_is_refused_and_each_of_its_values_is_kep
         };
         assert_eq!(message.badges[0].badge_visibility.as_deref(), Some(v));
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Contacts v4: update, labels, delete, list
+
+fn update(w: &mut World, id: u128, body: Value) -> Result<ContactResponse, WixError> {
+    let req: UpdateContactRequest = parse_body(body.to_string().as_bytes())?;
+    w.try_run(&req.to_command(contact(id))?)?;
+    Ok(ContactResponse::new(
+        w.inbox.contacts().get(contact(id)).unwrap(),
+    ))
+}
+
+/// Update Contact changes what `info` gives (a field given as `null` is cleared), keeps the
+/// rest, and answers the contact at its next revision; the stale revision, a phone tag on an
+/// email and a value that is not a string or a number are refused in Wix's shapes.
+#[test]
+fn update_contact_replaces_what_info_gives_and_keeps_the_rest() {
+    let (mut w, _) = world();
+    let c = update(
+        &mut w,
+        1,
+        json!({"revision": "1", "info": {
+            "name": {"first": "Jo", "last": "Doe"},
+            "company": "Acme",
+            "jobTitle": "CTO",
+            "birthdate": "1990-04-01",
+            "locale": "en-US",
+            "labelKeys": {"items": ["custom.vip"]},
+            "extendedFields": {"items": {"custom.tier": "gold", "custom.score": 4.5}},
+            "addresses": {"items": [{"tag": "HOME", "address": {"city": "Lisbon", "country": "PT",
+                "streetAddress": {"number": "12", "name": "Rua Augusta"}}}]},
+            "picture": {"image": {"url": "https://example.com/jo.png"}},
+        }}),
+    )
+    .unwrap()
+    .contact;
+    assert_eq!(c.revision, 2);
+    let info = c.info.clone().unwrap();
+    assert_eq!(
+        (info.company.as_deref(), info.job_title.as_deref()),
+        (Some("Acme"), Some("CTO"))
+    );
+    assert_eq!(info.label_keys.unwrap().items, ["custom.vip"]);
+    assert_eq!(
+        info.extended_fields.unwrap().items,
+        [
+            ("custom.score".to_owned(), json!(4.5)),
+            ("custom.tier".to_owned(), json!("gold"))
+        ]
+        .into()
+    );
+    let address = &info.addresses.unwrap().items[0];
+    assert_eq!(
+        (
+            address.address.street_address.name.as_str(),
+            address.id.is_some()
+        ),
+        ("Rua Augusta", true)
+    );
+    // The email given at creation is kept, with the same entry id.
+    let email_id = info.emails.unwrap().items[0].id.clone();
+    assert!(email_id.is_some());
+
+    // Only the company, cleared; an extended field removed; the rest stays.
+    let c = update(
+        &mut w,
+        1,
+        json!({"revision": 2, "info": {"company": null, "extendedFields": {"items": {"custom.tier": null}}}}),
+    )
+    .unwrap()
+    .contact;
+    let info = c.info.unwrap();
+    assert_eq!(
+        (c.revision, info.company, info.job_title.as_deref()),
+        (3, None, Some("CTO"))
+    );
+    assert_eq!(
+        info.extended_fields.unwrap().items,
+        [("custom.score".to_owned(), json!(4.5))].into()
+    );
+    assert_eq!(info.emails.unwrap().items[0].id, email_id);
+
+    check(
+        update(&mut w, 1, json!({"revision": 1, "info": {}})),
+        expect![[
+            r#"409 {"details":{"applicationError":{"code":"CONTACT_ALREADY_CHANGED","data":{"currentRevision":3,"expectedRevision":1},"description":"contact revision is 3, but the request expected 1"}},"message":"contact revision is 3, but the request expected 1"}"#
+        ]],
+    );
+    check(
+        update(&mut w, 1, json!({"info": {}})),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"revision is required","field":"revision","violatedRule":"REQUIRED_FIELD"}]}},"message":"revision is required"}"#
+        ]],
+    );
+    check(
+        update(
+            &mut w,
+            1,
+            json!({"revision": 3, "info": {"emails": {"items": [{"email": "jo@example.com", "tag": "MOBILE"}]}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"info.emails.items[0].tag: unknown variant `MOBILE`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `WORK`","field":"info.emails.items[0].tag","violatedRule":"INVALID_ENUM_VALUE"}]}},"message":"info.emails.items[0].tag: unknown variant `MOBILE`, expected one of `UNTAGGED`, `MAIN`, `HOME`, `WORK`"}"#
+        ]],
+    );
+    check(
+        update(
+            &mut w,
+            1,
+            json!({"revision": 3, "info": {"extendedFields": {"items": {"custom.flag": true}}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"an extended field holds a string or a number; got a boolean","field":"info.extendedFields.items.custom.flag","violatedRule":"FORMAT"}]}},"message":"an extended field holds a string or a number; got a boolean"}"#
+        ]],
+    );
+    check(
+        update(
+            &mut w,
+            1,
+            json!({"revision": 3, "info": {"name": null, "emails": {"items": []}}}),
+        ),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"INSUFFICIENT_CONTACT_DATA","data":{},"description":"a contact needs at least a name, an email or a phone"}},"message":"a contact needs at least a name, an email or a phone"}"#
+        ]],
+    );
+    check(
+        update(
+            &mut w,
+            1,
+            json!({"revision": 3, "info": {"birthdate": "1990-13-01"}}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"invalid info.birthdate: \"1990-13-01\" is not a YYYY-MM-DD date","field":"info.birthdate","violatedRule":"FORMAT"}]}},"message":"invalid info.birthdate: \"1990-13-01\" is not a YYYY-MM-DD date"}"#
+        ]],
+    );
+}
+
+/// Label Contact takes its keys in the body, Unlabel Contact in the query string (as the
+/// SDK sends a DELETE); a key without a namespace is refused.
+#[test]
+fn labels_come_and_go() {
+    let (mut w, _) = world();
+    let label: LabelContactRequest = parse_body(
+        json!({"labelKeys": ["custom.vip", "contacts.customers"]})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    w.run(&label.to_command(contact(1)));
+    let labels = |w: &World| {
+        w.inbox
+            .contacts()
+            .get(contact(1))
+            .unwrap()
+            .details
+            .labels
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(labels(&w), ["contacts.customers", "custom.vip"]);
+    w.run(&unlabel_contact_command(
+        contact(1),
+        &format!("contactId={}&labelKeys=custom.vip", contact(1)),
+    ));
+    assert_eq!(labels(&w), ["contacts.customers"]);
+    let bad: LabelContactRequest =
+        parse_body(json!({"labelKeys": ["vip"]}).to_string().as_bytes()).unwrap();
+    check(
+        w.try_run(&bad.to_command(contact(1)))
+            .map_err(WixError::from),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"invalid label key \"vip\": a label key is namespace.key, e.g. custom.vip","field":"labelKeys","violatedRule":"FORMAT"}]}},"message":"invalid label key \"vip\": a label key is namespace.key, e.g. custom.vip"}"#
+        ]],
+    );
+    check(
+        w.try_run(&unlabel_contact_command(contact(1), ""))
+            .map_err(WixError::from),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"data":{"max":100,"min":1},"description":"a label change takes 1 to 100 keys; got 0","field":"labelKeys","ruleName":"LABEL_KEY_COUNT","violatedRule":"MIN_SIZE"}]}},"message":"a label change takes 1 to 100 keys; got 0"}"#
+        ]],
+    );
+}
+
+/// List Contacts reads the SDK's query string: paging, one sort, fieldsets and fields.
+#[test]
+fn list_contacts_reads_the_sdks_query_string() {
+    let (mut w, _) = world();
+    for (n, first) in [(2, "Ann"), (3, "Bo")] {
+        w.run(&Command::CreateContact {
+            contact_id: contact(n),
+            draft: ContactDraft {
+                name: inbox_core::contacts::ContactName {
+                    first: Some(first.into()),
+                    last: None,
+                },
+                ..ContactDraft::default()
+            },
+        });
+    }
+    let page = list_contacts(
+        &w.inbox,
+        "paging.limit=2&paging.offset=1&sort.fieldName=info.name.first&sort.order=ASC&fieldsets=BASIC",
+    )
+    .unwrap();
+    let names: Vec<_> = page
+        .contacts
+        .iter()
+        .map(|c| {
+            c.info
+                .as_ref()
+                .and_then(|i| i.name.clone())
+                .and_then(|n| n.first)
+        })
+        .collect();
+    // Jo has no first name, which sorts first; the page starts after it.
+    assert_eq!(names, [Some("Ann".to_owned()), Some("Bo".to_owned())]);
+    assert_eq!(
+        (page.paging_metadata.count, page.paging_metadata.total),
+        (2, 3)
+    );
+    // BASIC: no emails, no source.
+    assert!(page.contacts[0].source.is_none());
+    assert!(page.contacts[0].info.as_ref().unwrap().emails.is_none());
+    check(
+        list_contacts(&w.inbox, "paging.limit=0"),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"ILLEGAL_LIMIT","data":{},"description":"query.paging.limit must be an integer from 1 to 1000; got 0"}},"message":"query.paging.limit must be an integer from 1 to 1000; got 0"}"#
+        ]],
+    );
+    check(
+        list_contacts(&w.inbox, "fieldsets=EVERYTHING"),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"INVALID_QUERY","data":{},"description":"query.fieldsets[0]: unknown fieldset \"EVERYTHING\"; known: BASIC, COMMUNICATION_DETAILS, EXTENDED, FULL"}},"message":"query.fieldsets[0]: unknown fieldset \"EVERYTHING\"; known: BASIC, COMMUNICATION_DETAILS, EXTENDED, FULL"}"#
+        ]],
+    );
+}
+
+/// Delete Contact: gone for good; a member's contact stays, refused in Wix's code.
+#[test]
+fn delete_contact_refuses_members() {
+    let (mut w, _) = world();
+    w.run(&Command::RegisterMember {
+        member: inbox_core::MemberId::from_uuid(uuid::Uuid::from_u128(0xB1)),
+        contact: contact(1),
+        login_email: None,
+    });
+    check(
+        w.try_run(&Command::DeleteContact {
+            contact_id: contact(1),
+        })
+        .map_err(WixError::from),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"CANNOT_DELETE_MEMBER","data":{"memberId":"00000000-0000-0000-0000-0000000000b1"},"description":"contact 00000000-0000-0000-0000-00000000c001 is site member 00000000-0000-0000-0000-0000000000b1 and cannot be deleted"}},"message":"contact 00000000-0000-0000-0000-00000000c001 is site member 00000000-0000-0000-0000-0000000000b1 and cannot be deleted"}"#
+        ]],
+    );
 }

@@ -109,6 +109,46 @@ impl Inbox {
                     .plan_create(*contact_id, draft.clone(), ctx.now)?;
                 Ok(vec![Event::ContactCreated { contact }])
             }
+            Command::UpdateContact {
+                contact_id,
+                expected_revision,
+                patch,
+                allow_duplicates,
+            } => {
+                let contact = self.contacts.plan_update(
+                    *contact_id,
+                    *expected_revision,
+                    patch,
+                    *allow_duplicates,
+                    self.member_of(*contact_id),
+                    ctx.now,
+                )?;
+                Ok(vec![Event::ContactUpdated { contact }])
+            }
+            Command::LabelContact {
+                contact_id,
+                add,
+                remove,
+            } => Ok(self
+                .contacts
+                .plan_labels(*contact_id, add, remove, ctx.now)?
+                .map(|contact| Event::ContactUpdated { contact })
+                .into_iter()
+                .collect()),
+            Command::DeleteContact { contact_id } => {
+                let revision = self.contacts.plan_delete(*contact_id)?;
+                if let Some(member) = self.member_of(*contact_id) {
+                    return Err(DeleteContactError::IsMember {
+                        contact: *contact_id,
+                        member,
+                    }
+                    .into());
+                }
+                Ok(vec![Event::ContactDeleted {
+                    contact_id: *contact_id,
+                    revision,
+                }])
+            }
             Command::MergeContacts {
                 target,
                 expected_revision,
@@ -191,6 +231,12 @@ impl Inbox {
                     name: ContactName::default(),
                     emails: Vec::new(),
                     phones: Vec::new(),
+                    // Labels classify the contact for the business; everything else a
+                    // caller set is the person's data.
+                    details: ContactDetails {
+                        labels: c.details.labels.clone(),
+                        ..ContactDetails::default()
+                    },
                     ..c.clone()
                 });
                 Ok(vec![Event::ParticipantErased {

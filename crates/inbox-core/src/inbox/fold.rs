@@ -85,7 +85,13 @@ impl Inbox {
                     },
                 );
             }
-            Event::ContactCreated { contact } => self.contacts.upsert(contact.clone()),
+            Event::ContactCreated { contact } | Event::ContactUpdated { contact } => {
+                self.contacts.upsert(contact.clone())
+            }
+            Event::ContactDeleted {
+                contact_id,
+                revision,
+            } => self.contacts.delete(*contact_id, *revision),
             Event::ContactsMerged { target, sources } => {
                 self.contacts.upsert(target.clone());
                 for s in sources.iter().filter(|s| **s != target.id) {

@@ -291,6 +291,11 @@ impl Api {
         .await
     }
 
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> Answer {
+        Self::answer(self.request(reqwest::Method::PATCH, path).json(body)).await
+    }
+
     /// Any method, no body.
     pub async fn send(&self, method: reqwest::Method, path: &str) -> Answer {
         Self::answer(self.request(method, path)).await
