@@ -7,8 +7,8 @@
 //   createContact (with company, job title, birth date, locale, address, labels and an
 //   extended field) -> getContact -> getContact with fieldsets -> updateContact (the job title
 //   only; the rest stays) -> updateContact with the stale revision (CONTACT_ALREADY_CHANGED)
-//   -> labelContact -> unlabelContact -> listContacts (sorted, paged, FULL) -> a second
-//   contact -> previewMergeContacts -> mergeContacts -> getContact of the merged-away id (the
+//   -> labelContact -> unlabelContact -> a second contact -> queryContacts by label and by
+//   company -> listFacets -> queryFacets -> listContacts (sorted, paged, FULL) -> previewMergeContacts -> mergeContacts -> getContact of the merged-away id (the
 //   target) -> a third contact -> deleteContact -> getContact of it (CONTACT_NOT_FOUND).
 //
 // The closing line is {"step": "done", "ok": true, "contactId", "mergedId", "deletedId",
@@ -119,6 +119,28 @@ async function main() {
   const ann = (await step('createAnn', () =>
     client.contacts.createContact({ name: { first: 'Ann' }, emails: { items: [{ email: `ann-${randomUUID()}@example.com` }] } }),
   )).contact;
+  // 4a. Query by label and by company, with the SDK's query builder; the facets.
+  const byLabel = await step('queryContactsByLabel', async () => {
+    const r = await client.contacts.queryContacts().hasSome('info.labelKeys', ['contacts.customers']).find();
+    return { ids: r.items.map((c) => c._id), totalCount: r.totalCount };
+  });
+  check(byLabel.ids.join() === contactId, 'queryContacts hasSome labelKeys: Jo alone', byLabel);
+  const byCompany = await step('queryContactsByCompany', async () => {
+    const r = await client.contacts.queryContacts().startsWith('info.company', 'Ac').find();
+    return { ids: r.items.map((c) => c._id) };
+  });
+  check(byCompany.ids.join() === contactId, 'queryContacts startsWith company: Jo alone', byCompany);
+  const facets = await step('listFacets', () => client.contacts.listFacets());
+  const facet = (f, type, key) => f?.facets?.find((x) => x.facetType === type && (key === undefined || x.facetKey === key));
+  check(facet(facets, 'ALL_CONTACTS')?.count === 2, 'listFacets: two contacts', facets);
+  check(facet(facets, 'NOT_LABELED')?.count === 1, 'listFacets: one without labels', facets);
+  check(facet(facets, 'LABEL', 'contacts.customers')?.count === 1, 'listFacets: one customer', facets);
+  const queried = await step('queryFacets', () =>
+    client.contacts.queryFacets({ filter: { 'info.name.first': 'Ann' } }),
+  );
+  check(facet(queried, 'ALL_CONTACTS')?.count === 1, 'queryFacets: Ann alone matches', queried);
+  check(facet(queried, 'LABEL', 'contacts.customers') === undefined, 'queryFacets: no customer among them', queried);
+
   const listed = await step('listContacts', () =>
     client.contacts.listContacts({
       sort: { fieldName: 'info.name.first', order: 'ASC' },

@@ -2,12 +2,17 @@
 // `client.webhooks.process(jwt)` and records which handler received what.
 import { createClient, AppStrategy } from '@wix/sdk';
 import { messages, conversations } from '@wix/inbox';
+import { contacts } from '@wix/crm';
 
 export const EVENT_TYPES = {
   onMessageSentToBusiness: 'wix.crm.inbox.v2.message_message_sent_to_business',
   onMessageSentToParticipant: 'wix.crm.inbox.v2.message_message_sent_to_participant',
   onMessageButtonInteracted: 'wix.crm.inbox.v2.message_button_interacted',
   onConversationConversationsMerged: 'wix.crm.inbox.v2.conversation_conversations_merged',
+  onContactCreated: 'wix.contacts.v4.contact_created',
+  onContactUpdated: 'wix.contacts.v4.contact_updated',
+  onContactDeleted: 'wix.contacts.v4.contact_deleted',
+  onContactMerged: 'wix.contacts.v4.contact_merged',
 };
 
 // @wix/inbox 1.0.103 (@wix/auto_sdk_inbox_messages 1.0.41) exports NO event definition for
@@ -36,13 +41,13 @@ function datePaths(value, path = '', out = []) {
 
 /**
  * Creates the client exactly as an app would:
- *   createClient({ auth: AppStrategy({ appId, publicKey }), modules: { messages, conversations } })
- * and registers handlers for the four Inbox events.
+ *   createClient({ auth: AppStrategy({ appId, publicKey }), modules: { messages, conversations, contacts } })
+ * and registers handlers for the four Inbox events and the four contact events.
  */
 export function createHarness({ appId, publicKey, sdkOnly = false }) {
   const client = createClient({
     auth: AppStrategy({ appId, publicKey }),
-    modules: { messages, conversations },
+    modules: { messages, conversations, contacts },
   });
 
   let calls = [];
@@ -53,6 +58,10 @@ export function createHarness({ appId, publicKey, sdkOnly = false }) {
   client.messages.onMessageSentToBusiness(record('onMessageSentToBusiness'));
   client.messages.onMessageButtonInteracted(record('onMessageButtonInteracted'));
   client.conversations.onConversationConversationsMerged(record('onConversationConversationsMerged'));
+  client.contacts.onContactCreated(record('onContactCreated'));
+  client.contacts.onContactUpdated(record('onContactUpdated'));
+  client.contacts.onContactDeleted(record('onContactDeleted'));
+  client.contacts.onContactMerged(record('onContactMerged'));
   if (!sdkOnly) {
     client.use(sentToParticipantDefinition)(record('onMessageSentToParticipant'));
   }

@@ -765,6 +765,18 @@ pub enum ContactField {
     CreatedDate,
     /// `updatedDate`.
     UpdatedDate,
+    /// `info.company`.
+    Company,
+    /// `info.jobTitle`.
+    JobTitle,
+    /// `info.locale`.
+    Locale,
+    /// `info.birthdate` (text `YYYY-MM-DD`, which orders as the dates do).
+    Birthdate,
+    /// `lastActivity.activityDate`.
+    LastActivityDate,
+    /// `info.labelKeys`: matches by the contact's set of label keys.
+    Labels,
 }
 
 /// A value a filter compares with.
@@ -785,8 +797,10 @@ pub enum Condition {
     Ne(FilterValue),
     /// `$in`.
     In(Vec<FilterValue>),
-    /// `$hasSome` (same as `$in` for these fields).
+    /// `$hasSome`: any of the values (same as `$in` for single-valued fields).
     HasSome(Vec<FilterValue>),
+    /// `$hasAll`: every one of the values (label keys only).
+    HasAll(Vec<FilterValue>),
     /// `$exists`.
     Exists(bool),
     /// `$startsWith`, case-insensitive.
@@ -1210,6 +1224,11 @@ impl ContactDirectory {
             }
         }
         id
+    }
+
+    /// The record a contact merged away had when it was merged (kept aside, not listed).
+    pub fn merged_record(&self, id: ContactId) -> Option<&Contact> {
+        self.hidden.get(&id)
     }
 
     /// The contact an id counts as merged into, if it does.
@@ -1867,6 +1886,36 @@ impl ContactDirectory {
     }
 }
 
+/// Counts of the contacts a filter matches, as Wix's facets split them (List and Query
+/// Facets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContactFacets {
+    /// Every matching contact.
+    pub all: usize,
+    /// Those with no label.
+    pub not_labeled: usize,
+    /// Those with each label key, by key.
+    pub labels: BTreeMap<String, usize>,
+}
+
+impl ContactDirectory {
+    /// The facets of the live contacts `filter` matches.
+    pub fn facets(&self, filter: &ContactFilter) -> Result<ContactFacets, QueryContactsError> {
+        check_filter(filter)?;
+        let mut out = ContactFacets::default();
+        for c in self.contacts.values().filter(|c| matches(filter, c)) {
+            out.all += 1;
+            if c.details.labels.is_empty() {
+                out.not_labeled += 1;
+            }
+            for l in &c.details.labels {
+                *out.labels.entry(l.clone()).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum SortKey<'a> {
     Missing,
@@ -1897,6 +1946,7 @@ fn condition_name(c: &Condition) -> &'static str {
         Condition::Ne(_) => "$ne",
         Condition::In(_) => "$in",
         Condition::HasSome(_) => "$hasSome",
+        Condition::HasAll(_) => "$hasAll",
         Condition::Exists(_) => "$exists",
         Condition::StartsWith(_) => "$startsWith",
         Condition::Gt(_) => "$gt",
@@ -1906,21 +1956,32 @@ fn condition_name(c: &Condition) -> &'static str {
     }
 }
 
+/// Which operators each field takes (Wix's query spec for contacts, plus `$hasSome` and
+/// `$exists` where the older fields always had them): times and the birth date compare and
+/// order; label keys take `$hasSome` and `$hasAll` only; the locale and the id no prefix.
+pub fn condition_supported(field: ContactField, cond: &Condition) -> bool {
+    use ContactField as F;
+    let ordered = matches!(
+        field,
+        F::CreatedDate | F::UpdatedDate | F::LastActivityDate | F::Birthdate
+    );
+    match (field, cond) {
+        (F::Labels, Condition::HasSome(_) | Condition::HasAll(_)) => true,
+        (F::Labels, _) | (_, Condition::HasAll(_)) => false,
+        (_, Condition::Eq(_) | Condition::Ne(_)) => true,
+        (_, Condition::Gt(_) | Condition::Gte(_) | Condition::Lt(_) | Condition::Lte(_)) => ordered,
+        (_, Condition::In(_) | Condition::HasSome(_) | Condition::Exists(_)) => !ordered,
+        (_, Condition::StartsWith(_)) => !ordered && !matches!(field, F::Id | F::Locale),
+    }
+}
+
 fn check_filter(f: &ContactFilter) -> Result<(), QueryContactsError> {
     match f {
         ContactFilter::All => Ok(()),
         ContactFilter::And(fs) | ContactFilter::Or(fs) => fs.iter().try_for_each(check_filter),
         ContactFilter::Not(f) => check_filter(f),
         ContactFilter::Field(field, cond) => {
-            let is_date = matches!(field, ContactField::CreatedDate | ContactField::UpdatedDate);
-            let ok = match cond {
-                Condition::Eq(_) | Condition::Ne(_) => true,
-                Condition::In(_) | Condition::HasSome(_) | Condition::Exists(_) => !is_date,
-                Condition::StartsWith(_) => !is_date && *field != ContactField::Id,
-                Condition::Gt(_) | Condition::Gte(_) | Condition::Lt(_) | Condition::Lte(_) => {
-                    is_date
-                }
-            };
+            let ok = condition_supported(*field, cond);
             if ok {
                 Ok(())
             } else {
@@ -1971,6 +2032,10 @@ fn indexed_candidates(f: &ContactFilter, dir: &ContactDirectory) -> Option<OrdSe
     }
 }
 
+fn text_of(v: &Option<String>) -> Vec<FilterValue> {
+    v.iter().map(|s| FilterValue::Text(s.clone())).collect()
+}
+
 fn matches(f: &ContactFilter, c: &Contact) -> bool {
     match f {
         ContactFilter::All => true,
@@ -2010,6 +2075,17 @@ fn matches(f: &ContactFilter, c: &Contact) -> bool {
                     .collect(),
                 ContactField::CreatedDate => vec![FilterValue::Time(c.created_date)],
                 ContactField::UpdatedDate => vec![FilterValue::Time(c.updated_date)],
+                ContactField::Company => text_of(&c.details.company),
+                ContactField::JobTitle => text_of(&c.details.job_title),
+                ContactField::Locale => text_of(&c.details.locale),
+                ContactField::Birthdate => text_of(&c.details.birthdate),
+                ContactField::LastActivityDate => vec![FilterValue::Time(c.last_activity.at)],
+                ContactField::Labels => c
+                    .details
+                    .labels
+                    .iter()
+                    .map(|l| FilterValue::Text(l.clone()))
+                    .collect(),
             };
             let fold = |v: &FilterValue| match (field, v) {
                 (ContactField::Email | ContactField::PrimaryEmail, FilterValue::Text(s)) => {
@@ -2024,6 +2100,7 @@ fn matches(f: &ContactFilter, c: &Contact) -> bool {
                 Condition::In(vs) | Condition::HasSome(vs) => {
                     vs.iter().any(|v| values.contains(&fold(v)))
                 }
+                Condition::HasAll(vs) => vs.iter().all(|v| values.contains(&fold(v))),
                 Condition::Exists(want) => values.is_empty() != *want,
                 Condition::StartsWith(prefix) => {
                     let prefix = prefix.to_lowercase();

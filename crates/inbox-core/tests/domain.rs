@@ -2603,3 +2603,96 @@ fn given_no_contacts_when_created_with_bad_details_then_each_is_refused() {
         );
     }
 }
+
+/// Label keys filter with `$hasSome` (any) and `$hasAll` (every one); company by prefix,
+/// case-insensitively; the birth date orders as text.
+#[test]
+fn given_labelled_contacts_when_queried_by_labels_and_details_then_each_condition_holds() {
+    use inbox_core::contacts::{Condition, ContactField, ContactFilter, FilterValue};
+    let (jo, ann) = (contact_id(1), contact_id(2));
+    let create =
+        |id, first: &str, labels: &[&str], company: &str, birthdate: &str| Command::CreateContact {
+            contact_id: id,
+            draft: ContactDraft {
+                details: ContactDetails {
+                    labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+                    company: Some(company.into()),
+                    birthdate: Some(birthdate.into()),
+                    ..ContactDetails::default()
+                },
+                ..draft(first, &format!("{first}@example.com"))
+            },
+        };
+    let spec = given_commands([
+        create(
+            jo,
+            "jo",
+            &["custom.vip", "custom.lead"],
+            "Acme",
+            "1990-04-01",
+        ),
+        create(ann, "ann", &["custom.vip"], "Globex", "2001-09-30"),
+    ]);
+    let found = |field, cond| {
+        let mut ids: Vec<ContactId> = spec
+            .inbox
+            .contacts()
+            .query(&ContactQuery {
+                filter: ContactFilter::Field(field, cond),
+                ..ContactQuery::default()
+            })
+            .unwrap()
+            .contacts
+            .iter()
+            .map(|v| v.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let texts = |ts: &[&str]| ts.iter().map(|t| FilterValue::Text((*t).into())).collect();
+    assert_eq!(
+        found(
+            ContactField::Labels,
+            Condition::HasSome(texts(&["custom.lead", "custom.x"]))
+        ),
+        [jo]
+    );
+    assert_eq!(
+        found(
+            ContactField::Labels,
+            Condition::HasAll(texts(&["custom.vip"]))
+        ),
+        [jo, ann]
+    );
+    assert_eq!(
+        found(
+            ContactField::Labels,
+            Condition::HasAll(texts(&["custom.vip", "custom.lead"]))
+        ),
+        [jo]
+    );
+    assert_eq!(
+        found(ContactField::Company, Condition::StartsWith("acm".into())),
+        [jo]
+    );
+    assert_eq!(
+        found(
+            ContactField::Birthdate,
+            Condition::Gt(FilterValue::Text("2000-01-01".into()))
+        ),
+        [ann]
+    );
+    assert!(
+        spec.inbox
+            .contacts()
+            .query(&ContactQuery {
+                filter: ContactFilter::Field(
+                    ContactField::Labels,
+                    Condition::Eq(FilterValue::Text("custom.vip".into()))
+                ),
+                ..ContactQuery::default()
+            })
+            .is_err(),
+        "labels take $hasSome and $hasAll only"
+    );
+}

@@ -61,6 +61,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(create_contact).get(list_contacts),
         )
         .route("/contacts/v4/contacts/query", post(query_contacts))
+        .route("/contacts/v4/contacts/facets", get(list_facets))
+        .route("/contacts/v4/contacts/facets/query", post(query_facets))
         .route(
             "/contacts/v4/contacts/{id}",
             get(get_contact)
@@ -504,6 +506,38 @@ async fn delete_contact(
             "the deletion was not recorded",
             |_, _| Some(serde_json::json!({})),
         )
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn list_facets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<rest::FacetsResponse> {
+    let t = tenant(&state, &headers)?;
+    let query = query.unwrap_or_default();
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::list_facets(inbox, &query))??)
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn query_facets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<rest::FacetsResponse> {
+    let t = tenant(&state, &headers)?;
+    let bytes = body(raw)?;
+    blocking(move || {
+        Ok(state
+            .engine
+            .read(&t.site, |inbox| rest::query_facets(inbox, &bytes))??)
     })
     .await
     .map(axum::Json)

@@ -1301,8 +1301,12 @@ async fn given_a_receiver_failing_its_first_3_requests_when_messages_a_click_and
             (CONVERSATIONS_MERGED.to_owned(), cc.clone()),
             (SENT_TO_BUSINESS.to_owned(), m5_id.clone()),
             (SENT_TO_PARTICIPANT.to_owned(), m6_id.clone()),
+            (
+                "wix.contacts.v4.contact_created".to_owned(),
+                contact.clone()
+            ),
         ]),
-        "six distinct events, each under one id"
+        "seven distinct events (the contact's creation too), each under one id"
     );
     for r in receiver.received() {
         verifier.verify(&r.body, now()).unwrap();
@@ -1566,6 +1570,8 @@ fn replica_message_announcement(
                 "sender": {"anonymousVisitorId": visitor},
             },
         }),
+        kind: inbox_wix::webhook::DomainEventKind::Action,
+        metadata: Default::default(),
         identity: EventIdentity {
             identity_type: "ANONYMOUS_VISITOR".into(),
             anonymous_visitor_id: Some(visitor.to_owned()),

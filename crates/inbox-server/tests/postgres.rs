@@ -283,6 +283,8 @@ fn replica_delivery(site: &str) -> String {
                 "sender": {"anonymousVisitorId": visitor},
             },
         }),
+        kind: inbox_wix::webhook::DomainEventKind::Action,
+        metadata: Default::default(),
         identity: EventIdentity {
             identity_type: "ANONYMOUS_VISITOR".into(),
             anonymous_visitor_id: Some(visitor),

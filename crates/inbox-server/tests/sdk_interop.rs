@@ -318,17 +318,18 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
         .unwrap();
     assert_eq!(click.status(), 200, "{}", click.text().await.unwrap());
 
-    // ---- Webhooks: one per message and one for the click, in log order.
-    let expected: Vec<(&str, &str)> = SENT
-        .iter()
-        .zip(&ids)
-        .map(|((_, _, direction), id)| {
+    // ---- Webhooks: the contact's creation, one per message and one for the click, in log
+    // order.
+    let contact_text = contact_id.to_string();
+    let expected: Vec<(&str, &str)> = [("onContactCreated", contact_text.as_str())]
+        .into_iter()
+        .chain(SENT.iter().zip(&ids).map(|((_, _, direction), id)| {
             let handler = match direction {
                 Direction::ParticipantToBusiness => "onMessageSentToBusiness",
                 _ => "onMessageSentToParticipant",
             };
             (handler, id.as_str())
-        })
+        }))
         .chain([("onMessageButtonInteracted", template.as_str())])
         .collect();
     let reached = tokio::time::timeout(
@@ -387,7 +388,20 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
         .collect();
     assert_eq!(got, expected, "{results:#?}");
 
-    for (r, kind) in unique.iter().zip(kinds.iter().chain(["click"].iter())) {
+    // The contact's creation reaches the SDK's own onContactCreated with the contact as the
+    // entity, as Create Contact answered it through the SDK, and its revision as the entity's
+    // event sequence.
+    let created = unique[0];
+    assert_eq!(
+        created["event"]["entity"],
+        step("createContact")["result"]["contact"],
+        "{created:#}"
+    );
+    assert_eq!(
+        created["event"]["metadata"]["entityEventSequence"], "1",
+        "{created:#}"
+    );
+    for (r, kind) in unique[1..].iter().zip(kinds.iter().chain(["click"].iter())) {
         let meta = &r["event"]["metadata"];
         let data = &r["event"]["data"];
         assert_eq!(meta["instanceId"], SITE, "{r:#}");
@@ -461,7 +475,8 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
 
 /// Contacts v4 through the SDK's own `contacts` methods (`interop/node/contacts-flow.mjs`):
 /// create with every detail, get (whole and projected), update one field, a stale update,
-/// label and unlabel, list sorted and paged, preview and merge, get the merged-away id, delete
+/// label and unlabel, query by label and company, list and query facets, list sorted and
+/// paged, preview and merge, get the merged-away id, delete
 /// and get the deleted one. The flow asserts what the SDK returned; here the paths it called
 /// and the server's state afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,6 +529,9 @@ async fn wix_sdk_drives_every_contacts_call() {
         "POST /contacts/v4/contacts/{id}/labels",
         "DELETE /contacts/v4/contacts/{id}/labels",
         "GET /contacts/v4/contacts",
+        "POST /contacts/v4/contacts/query",
+        "GET /contacts/v4/contacts/facets",
+        "POST /contacts/v4/contacts/facets/query",
         "POST /contacts/v4/contacts/{id}/preview-merge",
         "POST /contacts/v4/contacts/{id}/merge",
         "DELETE /contacts/v4/contacts/{id}",

@@ -29,7 +29,11 @@
 //! | `id` | `$eq $ne $in $hasSome $exists` | strings |
 //! | `info.emails.email`, `primaryInfo.email` | `$eq $ne $in $hasSome $exists $startsWith` | strings |
 //! | `primaryInfo.phone`, `info.name.first`, `info.name.last` | `$eq $ne $in $hasSome $exists $startsWith` | strings |
-//! | `createdDate`, `updatedDate` | `$eq $ne $gt $gte $lt $lte` | RFC 3339 strings or `{"$date": "<RFC 3339>"}` |
+//! | `info.company`, `info.jobTitle` | `$eq $ne $in $hasSome $exists $startsWith` | strings |
+//! | `info.locale` | `$eq $ne $in $hasSome $exists` | strings |
+//! | `info.birthdate` | `$eq $ne $gt $gte $lt $lte` | strings (`YYYY-MM-DD`, which order as dates) |
+//! | `info.labelKeys` | `$hasSome $hasAll` | arrays of label keys |
+//! | `createdDate`, `updatedDate`, `lastActivity.activityDate` | `$eq $ne $gt $gte $lt $lte` | RFC 3339 strings or `{"$date": "<RFC 3339>"}` |
 //!
 //! The table is exactly what the core's evaluator accepts, so a request this module accepts
 //! is never refused by [`inbox_core::ContactDirectory::query`] (the tests check every pair).
@@ -390,7 +394,7 @@ enum Op {
     Gte,
     Lt,
     Lte,
-    /// In Wix's query language but supported on none of these fields.
+    /// Every one of the values (label keys).
     HasAll,
 }
 
@@ -430,18 +434,30 @@ impl Op {
 }
 
 fn is_date(field: ContactField) -> bool {
-    matches!(field, ContactField::CreatedDate | ContactField::UpdatedDate)
+    matches!(
+        field,
+        ContactField::CreatedDate | ContactField::UpdatedDate | ContactField::LastActivityDate
+    )
 }
 
-/// Whether the core evaluates `op` on `field` (mirrors its `check_filter`).
+/// Whether the core evaluates `op` on `field`: asked of the core itself
+/// ([`inbox_core::contacts::condition_supported`]), so the two cannot disagree.
 fn supports(field: ContactField, op: Op) -> bool {
-    match op {
-        Op::Eq | Op::Ne => true,
-        Op::In | Op::HasSome | Op::Exists => !is_date(field),
-        Op::StartsWith => !is_date(field) && field != ContactField::Id,
-        Op::Gt | Op::Gte | Op::Lt | Op::Lte => is_date(field),
-        Op::HasAll => false,
-    }
+    let v = || FilterValue::Text(String::new());
+    let probe = match op {
+        Op::Eq => Condition::Eq(v()),
+        Op::Ne => Condition::Ne(v()),
+        Op::In => Condition::In(Vec::new()),
+        Op::HasSome => Condition::HasSome(Vec::new()),
+        Op::HasAll => Condition::HasAll(Vec::new()),
+        Op::Exists => Condition::Exists(true),
+        Op::StartsWith => Condition::StartsWith(String::new()),
+        Op::Gt => Condition::Gt(v()),
+        Op::Gte => Condition::Gte(v()),
+        Op::Lt => Condition::Lt(v()),
+        Op::Lte => Condition::Lte(v()),
+    };
+    inbox_core::contacts::condition_supported(field, &probe)
 }
 
 fn filter_field(name: &str) -> Option<ContactField> {
@@ -454,6 +470,14 @@ fn filter_field(name: &str) -> Option<ContactField> {
         "info.name.last" => ContactField::LastName,
         "createdDate" | "created_date" => ContactField::CreatedDate,
         "updatedDate" | "updated_date" => ContactField::UpdatedDate,
+        "info.company" => ContactField::Company,
+        "info.jobTitle" | "info.job_title" => ContactField::JobTitle,
+        "info.locale" => ContactField::Locale,
+        "info.birthdate" => ContactField::Birthdate,
+        "lastActivity.activityDate" | "last_activity.activity_date" => {
+            ContactField::LastActivityDate
+        }
+        "info.labelKeys" | "info.label_keys" => ContactField::Labels,
         _ => return None,
     })
 }
@@ -469,6 +493,12 @@ fn field_path(field: ContactField) -> &'static str {
         ContactField::LastName => "info.name.last",
         ContactField::CreatedDate => "createdDate",
         ContactField::UpdatedDate => "updatedDate",
+        ContactField::Company => "info.company",
+        ContactField::JobTitle => "info.jobTitle",
+        ContactField::Locale => "info.locale",
+        ContactField::Birthdate => "info.birthdate",
+        ContactField::LastActivityDate => "lastActivity.activityDate",
+        ContactField::Labels => "info.labelKeys",
     }
 }
 
@@ -621,7 +651,7 @@ fn condition(
         Op::Gte => Condition::Gte(filter_value(field, value, path)?),
         Op::Lt => Condition::Lt(filter_value(field, value, path)?),
         Op::Lte => Condition::Lte(filter_value(field, value, path)?),
-        Op::In | Op::HasSome => {
+        Op::In | Op::HasSome | Op::HasAll => {
             let items = value.as_array().ok_or_else(|| {
                 value_type(
                     path,
@@ -633,10 +663,10 @@ fn condition(
                 .enumerate()
                 .map(|(i, item)| filter_value(field, item, &format!("{path}[{i}]")))
                 .collect::<Result<Vec<_>, _>>()?;
-            if op == Op::In {
-                Condition::In(values)
-            } else {
-                Condition::HasSome(values)
+            match op {
+                Op::In => Condition::In(values),
+                Op::HasAll => Condition::HasAll(values),
+                _ => Condition::HasSome(values),
             }
         }
         Op::Exists => Condition::Exists(value.as_bool().ok_or_else(|| {
@@ -656,13 +686,6 @@ fn condition(
                 })?
                 .to_owned(),
         ),
-        Op::HasAll => {
-            return Err(QueryError::UnsupportedFilter {
-                path: path.to_owned(),
-                field,
-                op: op.name(),
-            });
-        }
     })
 }
 

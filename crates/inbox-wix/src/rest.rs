@@ -856,6 +856,118 @@ pub fn query_contacts(inbox: &Inbox, body: &[u8]) -> Result<QueryContactsRespons
     run_query(inbox, &crate::contacts_query::parse_query_request(&value)?)
 }
 
+/// One of Wix's `ContactsFacet`s: a group of contacts and how many there are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactsFacet {
+    /// `ALL_CONTACTS`, `NOT_LABELED` or `LABEL`.
+    pub facet_type: String,
+    /// A label's namespace (`custom`, `contacts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// A label's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facet_key: Option<String>,
+    /// A label's name: its key without the namespace (the emulator keeps no display names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facet_display_name: Option<String>,
+    /// How many contacts.
+    pub count: u64,
+    /// The filter that lists those contacts with Query Contacts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_filter: Option<Value>,
+}
+
+/// What List Facets and Query Facets answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FacetsResponse {
+    /// The page of facets: all contacts, those not labelled, then one per label key.
+    pub facets: Vec<ContactsFacet>,
+    /// Offset paging over the facets.
+    pub paging_metadata: OffsetPagingMetadata,
+}
+
+fn facets_page(inbox: &Inbox, query: &ContactQuery) -> Result<FacetsResponse, WixError> {
+    let facets = inbox
+        .contacts()
+        .facets(&query.filter)
+        .map_err(|e| WixError::application(400, "UNSUPPORTED_FILTER", e.to_string()))?;
+    let count = |n: usize| n as u64;
+    let mut all = vec![
+        ContactsFacet {
+            facet_type: "ALL_CONTACTS".into(),
+            namespace: None,
+            facet_key: None,
+            facet_display_name: None,
+            count: count(facets.all),
+            query_filter: Some(serde_json::json!({})),
+        },
+        ContactsFacet {
+            facet_type: "NOT_LABELED".into(),
+            namespace: None,
+            facet_key: None,
+            facet_display_name: None,
+            count: count(facets.not_labeled),
+            query_filter: None,
+        },
+    ];
+    all.extend(facets.labels.iter().map(|(key, n)| {
+        let (namespace, name) = key.split_once('.').unwrap_or(("", key));
+        ContactsFacet {
+            facet_type: "LABEL".into(),
+            namespace: Some(namespace.to_owned()),
+            facet_key: Some(key.clone()),
+            facet_display_name: Some(name.to_owned()),
+            count: count(*n),
+            query_filter: Some(serde_json::json!({"info.labelKeys": {"$hasSome": [key]}})),
+        }
+    }));
+    let total = all.len();
+    let limit = query
+        .limit
+        .unwrap_or(inbox_core::contacts::DEFAULT_QUERY_LIMIT);
+    let page: Vec<ContactsFacet> = all.into_iter().skip(query.offset).take(limit).collect();
+    Ok(FacetsResponse {
+        paging_metadata: OffsetPagingMetadata {
+            count: page.len() as u64,
+            offset: query.offset as u64,
+            total: total as u64,
+            too_many_to_count: false,
+        },
+        facets: page,
+    })
+}
+
+/// List Facets (`GET /contacts/v4/contacts/facets`): `query` is the URL query string
+/// (`paging.limit`, `paging.offset`; `language` is accepted and ignored).
+pub fn list_facets(inbox: &Inbox, query: &str) -> Result<FacetsResponse, WixError> {
+    let parsed = crate::contacts_query::parse_list_query(query)?;
+    facets_page(inbox, &parsed)
+}
+
+/// Query Facets (`POST /contacts/v4/contacts/facets/query`): `body` is `{filter?, paging?,
+/// language?}`; the facets count the contacts the filter matches.
+pub fn query_facets(inbox: &Inbox, body: &[u8]) -> Result<FacetsResponse, WixError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| WixError::malformed_json(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(mut body) = value else {
+        return Err(WixError::malformed_json(
+            "request body must be a JSON object",
+        ));
+    };
+    let mut query = Map::new();
+    for key in ["filter", "paging"] {
+        if let Some(v) = body.remove(key) {
+            query.insert(key.to_owned(), v);
+        }
+    }
+    let parsed = crate::contacts_query::parse_query_request(
+        &serde_json::json!({ "query": Value::Object(query) }),
+    )?;
+    facets_page(inbox, &parsed)
+}
+
 /// List Contacts: `query` is the URL query string, without the `?`. Answers like Query
 /// Contacts.
 pub fn list_contacts(inbox: &Inbox, query: &str) -> Result<QueryContactsResponse, WixError> {

@@ -49,14 +49,31 @@ pub const SENT_TO_PARTICIPANT: &str = "message_sent_to_participant";
 pub const BUTTON_INTERACTED: &str = "button_interacted";
 /// Slug of Conversations Merged.
 pub const CONVERSATIONS_MERGED: &str = "conversations_merged";
+/// `entityFqdn` of contact events.
+pub const CONTACT_FQDN: &str = "wix.contacts.v4.contact";
+/// Slug of Contact Created (a `createdEvent` with the contact as `entity`).
+pub const CONTACT_CREATED: &str = "created";
+/// Slug of Contact Updated (an `updatedEvent` with the contact as `currentEntity`).
+pub const CONTACT_UPDATED: &str = "updated";
+/// Slug of Contact Deleted (a `deletedEvent`).
+pub const CONTACT_DELETED: &str = "deleted";
+/// Slug of Contact Merged (an action event: `targetContactId`, `sourceContactIds`,
+/// `targetContact`).
+pub const CONTACT_MERGED: &str = "merged";
+/// Layer B's `originatedFrom` on the updated and deleted events a contact merge causes.
+pub const ORIGINATED_FROM_MERGE: &str = "merge";
 
 /// Every event type the emulator announces (`eventType`: the entity's fqdn, `_`, the slug),
 /// what a webhook subscription names.
-pub const ANNOUNCED_EVENT_TYPES: [&str; 4] = [
+pub const ANNOUNCED_EVENT_TYPES: [&str; 8] = [
     "wix.crm.inbox.v2.message_message_sent_to_business",
     "wix.crm.inbox.v2.message_message_sent_to_participant",
     "wix.crm.inbox.v2.message_button_interacted",
     "wix.crm.inbox.v2.conversation_conversations_merged",
+    "wix.contacts.v4.contact_created",
+    "wix.contacts.v4.contact_updated",
+    "wix.contacts.v4.contact_deleted",
+    "wix.contacts.v4.contact_merged",
 ];
 
 /// Clock skew allowed when checking `exp`, in seconds.
@@ -371,8 +388,35 @@ pub enum WebhookEvent {
         /// The survivor.
         target: ConversationId,
     },
-    /// An event type this crate does not map (Wix sends every event of the app to one
-    /// URL). It is acknowledged and ignored, so Wix does not retry it.
+    /// A contact was created (its whole record).
+    ContactCreated {
+        /// The contact.
+        contact: inbox_core::contacts::Contact,
+    },
+    /// A contact changed (its whole record at the new revision).
+    ContactUpdated {
+        /// The contact.
+        contact: inbox_core::contacts::Contact,
+        /// Layer B's `originatedFrom` (`merge` on the target of a merge).
+        originated_from: Option<String>,
+    },
+    /// A contact was deleted (`entityId`), not by a merge.
+    ContactDeleted {
+        /// The contact.
+        contact_id: inbox_core::ContactId,
+        /// Its revision, when the delivery carries the deleted entity.
+        revision: u64,
+    },
+    /// Contacts were merged into a target.
+    ContactMerged {
+        /// The target after the merge.
+        target: inbox_core::contacts::Contact,
+        /// The contacts merged away.
+        sources: Vec<inbox_core::ContactId>,
+    },
+    /// A delivery that changes nothing here: an event type this crate does not map (Wix
+    /// sends every event of the app to one URL), or a contact's deletion that a merge caused
+    /// (the merge's own event is the fact). It is acknowledged, so Wix does not retry it.
     Unsupported {
         /// Its `eventType`.
         event_type: String,
@@ -428,6 +472,36 @@ struct LayerB {
     updated_event: Option<Value>,
     #[serde(default)]
     deleted_event: Option<Value>,
+    #[serde(default)]
+    originated_from: Option<String>,
+}
+
+/// An entity event's entity: `field` as an object, or as JSON text (in `field` or
+/// `<field>AsJson`, as Wix's older deliveries write it).
+fn entity(
+    event: &Value,
+    field: &str,
+    path: &'static str,
+) -> Result<Option<wire::Contact>, WebhookError> {
+    let value = event
+        .get(field)
+        .filter(|v| !v.is_null())
+        .or_else(|| event.get(format!("{field}AsJson")).filter(|v| !v.is_null()));
+    let parsed = match value {
+        None => return Ok(None),
+        Some(Value::String(text)) => serde_json::from_str(text),
+        Some(v) => serde_json::from_value(v.clone()),
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| WebhookError::payload(path, e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactMergedBody {
+    source_contact_ids: Vec<String>,
+    target_contact: wire::Contact,
 }
 
 #[derive(Deserialize)]
@@ -591,6 +665,87 @@ impl Delivery {
                     target: conversation("targetConversationId", &body.target_conversation_id)?,
                 }
             }
+            (CONTACT_FQDN, CONTACT_CREATED | CONTACT_UPDATED) => {
+                let (event, field, path) = if b.slug == CONTACT_CREATED {
+                    (&b.created_event, "entity", "createdEvent.entity")
+                } else {
+                    (
+                        &b.updated_event,
+                        "currentEntity",
+                        "updatedEvent.currentEntity",
+                    )
+                };
+                let contact = event
+                    .as_ref()
+                    .map(|e| entity(e, field, path))
+                    .transpose()?
+                    .flatten()
+                    .ok_or_else(|| {
+                        WebhookError::payload("data.data", format!("{} needs {path}", a.event_type))
+                    })?
+                    .to_core(event_time)
+                    .map_err(|reason| WebhookError::payload(path, reason))?;
+                if b.slug == CONTACT_CREATED {
+                    WebhookEvent::ContactCreated { contact }
+                } else {
+                    WebhookEvent::ContactUpdated {
+                        contact,
+                        originated_from: b.originated_from.clone(),
+                    }
+                }
+            }
+            (CONTACT_FQDN, CONTACT_DELETED)
+                if b.originated_from.as_deref() == Some(ORIGINATED_FROM_MERGE) =>
+            {
+                WebhookEvent::Unsupported {
+                    event_type: a.event_type.clone(),
+                }
+            }
+            (CONTACT_FQDN, CONTACT_DELETED) => {
+                let contact_id = b
+                    .entity_id
+                    .as_deref()
+                    .and_then(|e| Uuid::parse_str(e.trim()).ok())
+                    .map(inbox_core::ContactId::from_uuid)
+                    .ok_or_else(|| {
+                        WebhookError::payload(
+                            "data.data",
+                            "a contact's deleted event needs entityId to be the contact's id",
+                        )
+                    })?;
+                let deleted = b
+                    .deleted_event
+                    .as_ref()
+                    .map(|e| entity(e, "deletedEntity", "deletedEvent.deletedEntity"))
+                    .transpose()?
+                    .flatten();
+                WebhookEvent::ContactDeleted {
+                    contact_id,
+                    revision: deleted.map_or(0, |c| c.revision),
+                }
+            }
+            (CONTACT_FQDN, CONTACT_MERGED) => {
+                let body: ContactMergedBody = from_body(body()?)?;
+                let target = body
+                    .target_contact
+                    .to_core(event_time)
+                    .map_err(|reason| WebhookError::payload("actionEvent.body", reason))?;
+                let sources = body
+                    .source_contact_ids
+                    .iter()
+                    .map(|s| {
+                        Uuid::parse_str(s.trim())
+                            .map(inbox_core::ContactId::from_uuid)
+                            .map_err(|_| {
+                                WebhookError::payload(
+                                    "actionEvent.body",
+                                    format!("sourceContactIds: {s:?} is not a GUID"),
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                WebhookEvent::ContactMerged { target, sources }
+            }
             _ => {
                 // Verified and acknowledged, changing nothing here, so Wix does not retry it.
                 if !any_event {
@@ -678,6 +833,23 @@ impl Delivery {
                     stamp: Sequence(self.event_time.as_micros()),
                 }]
             }
+            WebhookEvent::ContactCreated { contact } => vec![Event::ContactCreated {
+                contact: contact.clone(),
+            }],
+            WebhookEvent::ContactUpdated { contact, .. } => vec![Event::ContactUpdated {
+                contact: contact.clone(),
+            }],
+            WebhookEvent::ContactDeleted {
+                contact_id,
+                revision,
+            } => vec![Event::ContactDeleted {
+                contact_id: *contact_id,
+                revision: *revision,
+            }],
+            WebhookEvent::ContactMerged { target, sources } => vec![Event::ContactsMerged {
+                target: target.clone(),
+                sources: sources.clone(),
+            }],
             WebhookEvent::Unsupported { .. } => Vec::new(),
         }
     }
@@ -790,10 +962,33 @@ pub struct Announcement {
     pub entity_id: String,
     /// `eventTime`: when the event was recorded.
     pub event_time: Timestamp,
-    /// `actionEvent.body`.
+    /// The domain event's body: `actionEvent.body`, or the entity of a created, updated or
+    /// deleted event (`Value::Null` for a deletion without it).
     pub body: Value,
+    /// Which of Wix's domain-event bodies layer B carries (absent in pending announcements
+    /// saved by older builds, which were all action events).
+    #[serde(default)]
+    pub kind: DomainEventKind,
+    /// More layer-B metadata: `originatedFrom`, `entityEventSequence`,
+    /// `triggeredByAnonymizeRequest`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, Value>,
     /// Layer C.
     pub identity: EventIdentity,
+}
+
+/// Which body a domain event (layer B) carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainEventKind {
+    /// `actionEvent: {body}`.
+    #[default]
+    Action,
+    /// `createdEvent: {entity}`.
+    Created,
+    /// `updatedEvent: {currentEntity}`.
+    Updated,
+    /// `deletedEvent: {deletedEntity?}`.
+    Deleted,
 }
 
 /// Why signing failed (a key that cannot sign RS256).
@@ -809,14 +1004,24 @@ impl Announcement {
 
     /// The JWT payload's `data` string (layer A, nesting B and C as strings).
     pub fn data(&self) -> String {
-        let b = json!({
+        let mut b = json!({
             "id": self.id.to_string(),
             "entityFqdn": self.entity_fqdn,
             "slug": self.slug,
             "entityId": self.entity_id,
             "eventTime": format_date(self.event_time),
-            "actionEvent": {"body": self.body},
         });
+        if let Some(map) = b.as_object_mut() {
+            let (key, body) = match self.kind {
+                DomainEventKind::Action => ("actionEvent", json!({"body": self.body})),
+                DomainEventKind::Created => ("createdEvent", json!({"entity": self.body})),
+                DomainEventKind::Updated => ("updatedEvent", json!({"currentEntity": self.body})),
+                DomainEventKind::Deleted if self.body.is_null() => ("deletedEvent", json!({})),
+                DomainEventKind::Deleted => ("deletedEvent", json!({"deletedEntity": self.body})),
+            };
+            map.insert(key.to_owned(), body);
+            map.extend(self.metadata.clone());
+        }
         let a = json!({
             "eventType": self.event_type(),
             "instanceId": self.instance_id.0,
@@ -844,8 +1049,15 @@ impl Announcement {
 }
 
 /// What Wix would announce for a recorded event, given the state right after it was
-/// applied (to name the live conversation). Events Wix does not announce (contacts,
-/// lifecycle, erasure, a conversation being started) give none.
+/// applied (to name the live conversation). Events Wix has no webhook for (a visitor's
+/// identification, a registration, a conversation being started) give none.
+///
+/// Contacts (`wix.contacts.v4.contact_<slug>`): a creation is `created`; an update, a
+/// label change and an erasure are `updated` (an erasure with `triggeredByAnonymizeRequest`);
+/// a deletion is `deleted`; a merge is `merged`, then `updated` of the target and `deleted`
+/// of each source, both with `originatedFrom: merge`. Each carries the contact's revision as
+/// `entityEventSequence`, so a receiver can drop stale updates.
+/// Announcements after the first of one event get ids derived from the event's.
 pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcement> {
     let base = |entity_fqdn: &str, slug: &str, entity_id: String, body, identity| Announcement {
         id: envelope.event_id,
@@ -855,8 +1067,26 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
         entity_id,
         event_time: envelope.recorded_at,
         body,
+        kind: DomainEventKind::Action,
+        metadata: serde_json::Map::new(),
         identity,
     };
+    let contact_event = |slug: &str, kind, id: inbox_core::ContactId, body, sequence: u64| {
+        let mut a = base(
+            CONTACT_FQDN,
+            slug,
+            id.to_string(),
+            body,
+            EventIdentity::of(&Sender::Unknown),
+        );
+        a.kind = kind;
+        a.metadata.insert(
+            "entityEventSequence".into(),
+            Value::String(sequence.to_string()),
+        );
+        a
+    };
+    let contact_json = |c: &inbox_core::contacts::Contact| json!(wire::Contact::from_core(c));
     match &envelope.event {
         Event::MessageSent { message } => {
             let slug = match message.direction {
@@ -915,13 +1145,103 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
                 EventIdentity::of(&Sender::Unknown),
             )]
         }
+        Event::ContactCreated { contact } => vec![contact_event(
+            CONTACT_CREATED,
+            DomainEventKind::Created,
+            contact.id,
+            contact_json(contact),
+            contact.revision,
+        )],
+        Event::ContactUpdated { contact } => vec![contact_event(
+            CONTACT_UPDATED,
+            DomainEventKind::Updated,
+            contact.id,
+            contact_json(contact),
+            contact.revision,
+        )],
+        Event::ContactDeleted {
+            contact_id,
+            revision,
+        } => vec![contact_event(
+            CONTACT_DELETED,
+            DomainEventKind::Deleted,
+            *contact_id,
+            Value::Null,
+            revision.saturating_add(1),
+        )],
+        Event::ContactsMerged { target, sources } => {
+            let mut merged = base(
+                CONTACT_FQDN,
+                CONTACT_MERGED,
+                target.id.to_string(),
+                json!({
+                    "targetContactId": target.id.to_string(),
+                    "sourceContactIds": sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "targetContact": contact_json(target),
+                }),
+                EventIdentity::of(&Sender::Unknown),
+            );
+            merged.metadata.insert(
+                "entityEventSequence".into(),
+                Value::String(target.revision.to_string()),
+            );
+            let mut out = vec![merged];
+            let by_merge = |mut a: Announcement| {
+                a.metadata.insert(
+                    "originatedFrom".into(),
+                    Value::String(ORIGINATED_FROM_MERGE.into()),
+                );
+                a
+            };
+            out.push(by_merge(contact_event(
+                CONTACT_UPDATED,
+                DomainEventKind::Updated,
+                target.id,
+                contact_json(target),
+                target.revision,
+            )));
+            for s in sources.iter().filter(|s| **s != target.id) {
+                let revision = after
+                    .contacts()
+                    .merged_record(*s)
+                    .map_or(1, |c| c.revision.saturating_add(1));
+                out.push(by_merge(contact_event(
+                    CONTACT_DELETED,
+                    DomainEventKind::Deleted,
+                    *s,
+                    Value::Null,
+                    revision,
+                )));
+            }
+            number(out, envelope.event_id)
+        }
+        Event::ParticipantErased {
+            contact: Some(contact),
+            ..
+        } => {
+            let mut a = contact_event(
+                CONTACT_UPDATED,
+                DomainEventKind::Updated,
+                contact.id,
+                contact_json(contact),
+                contact.revision,
+            );
+            a.metadata
+                .insert("triggeredByAnonymizeRequest".into(), Value::Bool(true));
+            vec![a]
+        }
         Event::ConversationStarted { .. }
         | Event::VisitorIdentified { .. }
         | Event::MemberRegistered { .. }
-        | Event::ContactCreated { .. }
-        | Event::ContactUpdated { .. }
-        | Event::ContactDeleted { .. }
-        | Event::ContactsMerged { .. }
-        | Event::ParticipantErased { .. } => Vec::new(),
+        | Event::ParticipantErased { contact: None, .. } => Vec::new(),
     }
+}
+
+/// Gives the announcements of one event distinct ids: the first keeps the event's, the
+/// others get ids derived from it (stable across retries and restarts).
+fn number(mut out: Vec<Announcement>, event_id: EventId) -> Vec<Announcement> {
+    for (i, a) in out.iter_mut().enumerate().skip(1) {
+        a.id = derived_id(event_id, i);
+    }
+    out
 }

@@ -633,10 +633,28 @@ fn malformed_filters_name_their_path() {
 fn unsupported_filters_name_the_field_and_operator() {
     let cases = [
         (
-            r#"{"info.company": "Wix"}"#,
+            r#"{"info.shoeSize": "42"}"#,
             expect![[
-                r#"UNSUPPORTED_FILTER_FIELD_UNKNOWN: unsupported filter at query.filter.info.company: "info.company" is not a field contacts can be filtered on"#
+                r#"UNSUPPORTED_FILTER_FIELD_UNKNOWN: unsupported filter at query.filter.info.shoeSize: "info.shoeSize" is not a field contacts can be filtered on"#
             ]],
+        ),
+        (
+            r#"{"info.labelKeys": {"$eq": "custom.vip"}}"#,
+            expect![
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.info.labelKeys.$eq: $eq is not supported on info.labelKeys"
+            ],
+        ),
+        (
+            r#"{"info.locale": {"$startsWith": "en"}}"#,
+            expect![
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.info.locale.$startsWith: $startsWith is not supported on info.locale"
+            ],
+        ),
+        (
+            r#"{"info.company": {"$hasAll": ["Wix"]}}"#,
+            expect![
+                "UNSUPPORTED_FILTER_OPERATOR: unsupported filter at query.filter.info.company.$hasAll: $hasAll is not supported on info.company"
+            ],
         ),
         (
             r#"{"_id": {"$eq": "a"}}"#,
@@ -1543,4 +1561,44 @@ fn only_id_and_revision(v: &ContactView) -> bool {
         && v.source.is_none()
         && v.last_activity.is_none()
         && v.parts.as_deref() == Some(&[])
+}
+
+/// The fields of Wix's query spec beyond names and emails: company, job title, locale, birth
+/// date (compared as text, which orders as dates), the last activity's date, and label keys
+/// with `$hasSome` and `$hasAll`.
+#[test]
+fn details_labels_and_activity_filter() {
+    let cases = [
+        (
+            r#"{"info.company": {"$startsWith": "ac"}, "info.jobTitle": {"$in": ["CTO"]}}"#,
+            expect![[
+                r#"And([Field(Company, StartsWith("ac")), Field(JobTitle, In([Text("CTO")]))])"#
+            ]],
+        ),
+        (
+            r#"{"info.labelKeys": {"$hasAll": ["custom.vip", "custom.lead"]}}"#,
+            expect![[r#"Field(Labels, HasAll([Text("custom.vip"), Text("custom.lead")]))"#]],
+        ),
+        (
+            r#"{"info.labelKeys": {"$hasSome": ["custom.vip"]}, "info.locale": "en-US"}"#,
+            expect![[
+                r#"And([Field(Labels, HasSome([Text("custom.vip")])), Field(Locale, Eq(Text("en-US")))])"#
+            ]],
+        ),
+        (
+            r#"{"info.birthdate": {"$lt": "2000-01-01"}, "lastActivity.activityDate": {"$gte": "2024-01-01T00:00:00Z"}}"#,
+            expect![[
+                r#"And([Field(Birthdate, Lt(Text("2000-01-01"))), Field(LastActivityDate, Gte(Time(Timestamp(2024-01-01T00:00:00.000Z))))])"#
+            ]],
+        ),
+        (
+            r#"{"info.labelKeys": {"$hasSome": "custom.vip"}}"#,
+            expect![[
+                r#"UNSUPPORTED_FILTER_VALUE_TYPE: unsupported filter value type at query.filter.info.labelKeys.$hasSome: $hasSome takes an array; got the string "custom.vip""#
+            ]],
+        ),
+    ];
+    for (filter, expected) in cases {
+        check_filter(filter, expected);
+    }
 }

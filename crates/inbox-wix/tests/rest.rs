@@ -1218,3 +1218,67 @@ fn delete_contact_refuses_members() {
         ]],
     );
 }
+
+/// List and Query Facets: all contacts, those without a label, one facet per label key (with
+/// the filter that lists them), paged; a bad filter is refused like Query Contacts'.
+#[test]
+fn facets_count_contacts_by_label() {
+    let (mut w, _) = world();
+    w.run(&Command::LabelContact {
+        contact_id: contact(1),
+        add: ["custom.vip".to_owned()].into(),
+        remove: Default::default(),
+    });
+    w.run(&Command::CreateContact {
+        contact_id: contact(2),
+        draft: ContactDraft {
+            name: inbox_core::contacts::ContactName {
+                first: Some("Ann".into()),
+                last: None,
+            },
+            ..ContactDraft::default()
+        },
+    });
+    let all = list_facets(&w.inbox, "").unwrap();
+    let shown: Vec<(String, Option<String>, u64)> = all
+        .facets
+        .iter()
+        .map(|f| (f.facet_type.clone(), f.facet_key.clone(), f.count))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("ALL_CONTACTS".to_owned(), None, 2),
+            ("NOT_LABELED".to_owned(), None, 1),
+            ("LABEL".to_owned(), Some("custom.vip".to_owned()), 1),
+        ]
+    );
+    assert_eq!(
+        all.facets[2].query_filter,
+        Some(json!({"info.labelKeys": {"$hasSome": ["custom.vip"]}}))
+    );
+    assert_eq!(all.facets[2].namespace.as_deref(), Some("custom"));
+    let second = list_facets(&w.inbox, "paging.limit=1&paging.offset=1").unwrap();
+    assert_eq!(
+        (
+            second.facets.len(),
+            second.paging_metadata.total,
+            second.facets[0].facet_type.as_str()
+        ),
+        (1, 3, "NOT_LABELED")
+    );
+    let ann = query_facets(
+        &w.inbox,
+        json!({"filter": {"info.name.first": "Ann"}}).to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(ann.facets[0].count, 1);
+    assert_eq!(ann.facets.len(), 2, "no label among those matched");
+    check(
+        query_facets(
+            &w.inbox,
+            json!({"filter": {"info.labelKeys": "custom.vip"}}).to_string().as_bytes(),
+        ),
+        expect![[r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER_OPERATOR","data":{},"description":"unsupported filter at query.filter.info.labelKeys: $eq is not supported on info.labelKeys"}},"message":"unsupported filter at query.filter.info.labelKeys: $eq is not supported on info.labelKeys"}"#]],
+    );
+}

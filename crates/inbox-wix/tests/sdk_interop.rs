@@ -85,7 +85,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
         })
         .collect();
     let results = process(&tokens, false);
-    assert_eq!(results.len(), 4, "{results:#?}");
+    assert_eq!(results.len(), 5, "{results:#?}");
     let handlers: Vec<&str> = results
         .iter()
         .map(|r| r["handler"].as_str().unwrap_or("-"))
@@ -96,6 +96,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
             "onMessageSentToBusiness",
             "onMessageSentToParticipant",
             "onMessageButtonInteracted",
+            "onContactCreated",
             "onConversationConversationsMerged"
         ],
         "{results:#?}"
@@ -143,7 +144,13 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
     let click = &results[2]["event"]["data"];
     assert_eq!(click["interactionId"], "book-sunday");
     assert_eq!(click["appId"], APP.to_string());
-    let merged = &results[3]["event"]["data"];
+    let created = &results[3]["event"]["entity"];
+    assert_eq!(created["_id"], contact(1).to_string());
+    assert_eq!(
+        created["info"]["emails"]["items"][0]["email"],
+        "jo@example.com"
+    );
+    let merged = &results[4]["event"]["data"];
     assert_eq!(merged["oldConversationIds"].as_array().unwrap().len(), 1);
     assert_eq!(
         merged["targetConversationId"],
@@ -159,6 +166,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
     assert_eq!(sdk_only[0]["ok"], true);
     assert_eq!(sdk_only[2]["ok"], true);
     assert_eq!(sdk_only[3]["ok"], true);
+    assert_eq!(sdk_only[4]["ok"], true);
     assert_eq!(sdk_only[1]["ok"], false);
     assert!(
         sdk_only[1]["error"]
@@ -167,6 +175,84 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
             .contains("message_message_sent_to_participant"),
         "{:#}",
         sdk_only[1]
+    );
+}
+
+/// Every contact event the emulator announces reaches the SDK's own handler for it
+/// (`contacts.onContactCreated` / `Updated` / `Deleted` / `Merged` of `@wix/crm`), with the
+/// contact as the SDK types it (dates as `Date`s), `originatedFrom: merge` where a merge
+/// caused the event, and the revision as `entityEventSequence`.
+#[test]
+fn wix_sdk_takes_every_contact_event() {
+    if !sdk_available() {
+        return;
+    }
+    let (w, recorded) = contacts_flow();
+    let signer = app_signer();
+    let announced: Vec<_> = recorded.iter().flat_map(|(_, a)| a).collect();
+    let tokens: Vec<String> = announced
+        .iter()
+        .map(|a| {
+            a.sign(&signer, Timestamp::from_micros(T0), CENTURY)
+                .unwrap()
+        })
+        .collect();
+    let results = process(&tokens, true);
+    let handlers: Vec<&str> = results
+        .iter()
+        .map(|r| r["handler"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        handlers,
+        [
+            "onContactCreated",
+            "onContactCreated",
+            "onContactCreated",
+            "onContactUpdated",
+            "onContactUpdated",
+            "onContactMerged",
+            "onContactUpdated",
+            "onContactDeleted",
+            "onContactDeleted",
+        ],
+        "{results:#?}"
+    );
+    for (r, a) in results.iter().zip(&announced) {
+        assert_eq!(r["ok"], true, "{r:#}");
+        let meta = &r["event"]["metadata"];
+        assert_eq!(meta["_id"], a.id.to_string(), "{r:#}");
+        assert_eq!(meta["entityId"], a.entity_id, "{r:#}");
+        assert!(meta["entityEventSequence"].is_string(), "{r:#}");
+        let dates = r["dates"].as_array().unwrap();
+        if r["handler"] == "onContactCreated" || r["handler"] == "onContactUpdated" {
+            assert!(dates.iter().any(|d| d == "entity._createdDate"), "{r:#}");
+        }
+    }
+    // The update after the merge and the source's deletion say the merge caused them.
+    assert_eq!(results[6]["event"]["metadata"]["originatedFrom"], "merge");
+    assert_eq!(results[7]["event"]["metadata"]["originatedFrom"], "merge");
+    assert_eq!(results[8]["event"]["metadata"].get("originatedFrom"), None);
+    // The merge: the target as the emulator holds it.
+    let merged = &results[5]["event"]["data"];
+    assert_eq!(merged["targetContactId"], contact(1).to_string());
+    assert_eq!(merged["sourceContactIds"], json!([contact(2).to_string()]));
+    let target = w.inbox.contacts().get(contact(1)).unwrap();
+    assert_eq!(
+        merged["targetContact"]["revision"],
+        json!(target.revision),
+        "{merged:#}"
+    );
+    assert_eq!(
+        merged["targetContact"]["info"]["addresses"]["items"][0]["address"]["city"],
+        "Porto"
+    );
+    // The first creation's entity carries every detail.
+    let first = &results[0]["event"]["entity"];
+    assert_eq!(first["info"]["company"], "Acme");
+    assert_eq!(first["info"]["labelKeys"]["items"], json!(["custom.vip"]));
+    assert_eq!(
+        first["info"]["picture"]["image"],
+        "https://example.com/a.png"
     );
 }
 

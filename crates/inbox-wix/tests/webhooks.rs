@@ -42,6 +42,7 @@ fn every_announced_event_verifies_and_decodes_to_the_same_facts() {
             "wix.crm.inbox.v2.message_message_sent_to_business",
             "wix.crm.inbox.v2.message_message_sent_to_participant",
             "wix.crm.inbox.v2.message_button_interacted",
+            "wix.contacts.v4.contact_created",
             "wix.crm.inbox.v2.conversation_conversations_merged",
         ]
     );
@@ -71,7 +72,10 @@ fn every_announced_event_verifies_and_decodes_to_the_same_facts() {
                 assert_eq!(sources.len(), 1);
                 assert_eq!(w.inbox.root_of(sources[0]), *target);
             }
-            WebhookEvent::Unsupported { .. } => panic!("all four are supported"),
+            WebhookEvent::ContactCreated { contact } => {
+                assert_eq!(Some(contact), w.inbox.contacts().get(contact.id));
+            }
+            other => panic!("not announced by this flow: {other:?}"),
         }
     }
 }
@@ -399,16 +403,16 @@ fn a_click_needs_the_message_id_in_entity_id() {
 #[test]
 fn other_event_types_are_acknowledged_and_ignored() {
     let data = data_for(
-        "wix.contacts.v4.contact",
-        "created",
+        "wix.bookings.v2.booking",
+        "booking_created",
         "x",
-        json!({"contact": {}}),
+        json!({"booking": {}}),
     );
     let d = Delivery::from_data(&data).unwrap();
     assert_eq!(
         d.event,
         WebhookEvent::Unsupported {
-            event_type: "wix.contacts.v4.contact_created".into()
+            event_type: "wix.bookings.v2.booking_booking_created".into()
         }
     );
     assert!(d.core_events().is_empty());
@@ -706,14 +710,19 @@ fn the_replica_orders_each_conversation_as_the_emulator_does() {
 #[test]
 fn the_announced_event_types_are_the_fqdn_and_slug_of_each_announcement() {
     use inbox_wix::webhook::{
-        ANNOUNCED_EVENT_TYPES, BUTTON_INTERACTED, CONVERSATION_FQDN, CONVERSATIONS_MERGED,
-        MESSAGE_FQDN, SENT_TO_BUSINESS, SENT_TO_PARTICIPANT,
+        ANNOUNCED_EVENT_TYPES, BUTTON_INTERACTED, CONTACT_CREATED, CONTACT_DELETED, CONTACT_FQDN,
+        CONTACT_MERGED, CONTACT_UPDATED, CONVERSATION_FQDN, CONVERSATIONS_MERGED, MESSAGE_FQDN,
+        SENT_TO_BUSINESS, SENT_TO_PARTICIPANT,
     };
     let made: Vec<String> = [
         (MESSAGE_FQDN, SENT_TO_BUSINESS),
         (MESSAGE_FQDN, SENT_TO_PARTICIPANT),
         (MESSAGE_FQDN, BUTTON_INTERACTED),
         (CONVERSATION_FQDN, CONVERSATIONS_MERGED),
+        (CONTACT_FQDN, CONTACT_CREATED),
+        (CONTACT_FQDN, CONTACT_UPDATED),
+        (CONTACT_FQDN, CONTACT_DELETED),
+        (CONTACT_FQDN, CONTACT_MERGED),
     ]
     .iter()
     .map(|(f, s)| format!("{f}_{s}"))
@@ -722,14 +731,16 @@ fn the_announced_event_types_are_the_fqdn_and_slug_of_each_announcement() {
 }
 
 /// Wix's entity events (a contact created, updated, deleted: `createdEvent`, `updatedEvent`,
-/// `deletedEvent` instead of `actionEvent`) are verified and acknowledged, changing nothing
-/// here, so that Wix does not retry them for days; a layer B with no event at all is refused.
+/// `deletedEvent` instead of `actionEvent`) are verified and folded (a revision written as a
+/// string, as protobuf's JSON mapping of an int64 may, is read); a layer B with no event at
+/// all is refused.
 #[test]
-fn entity_events_are_acknowledged_and_change_nothing() {
+fn entity_events_are_verified_and_folded() {
+    let id = "3b1e7c9a-0000-4000-8000-000000000001";
     let entity = |kind: &str, payload: Value| {
         let mut b = json!({"id": "9b2f4a1e-1c1d-4b7e-9a51-3f2f0c9d1e11",
             "entityFqdn": "wix.contacts.v4.contact", "slug": kind,
-            "entityId": "3b1e7c9a-0000-4000-8000-000000000001",
+            "entityId": id,
             "eventTime": "2023-11-14T22:13:20Z"});
         if let (Some(b), Some(p)) = (b.as_object_mut(), payload.as_object()) {
             b.extend(p.clone());
@@ -738,14 +749,16 @@ fn entity_events_are_acknowledged_and_change_nothing() {
             "data": b.to_string()})
         .to_string()
     };
+    let mut folded = Vec::new();
     for (kind, payload) in [
         (
             "created",
-            json!({"createdEvent": {"entity": {"id": "3b1e7c9a-0000-4000-8000-000000000001", "revision": "1"}}}),
+            json!({"createdEvent": {"entity": {"id": id, "revision": "1"}}}),
         ),
         (
             "updated",
-            json!({"updatedEvent": {"currentEntity": {"revision": "2"}}}),
+            json!({"updatedEvent": {"currentEntity": {"id": id, "revision": "2",
+                "info": {"name": {"first": "Jo"}}}}}),
         ),
         ("deleted", json!({"deletedEvent": {}})),
     ] {
@@ -759,8 +772,12 @@ fn entity_events_are_acknowledged_and_change_nothing() {
             delivery.event_type,
             format!("wix.contacts.v4.contact_{kind}")
         );
-        assert!(delivery.core_events().is_empty(), "{kind}");
+        folded.extend(delivery.core_events().into_iter().map(|e| e.kind()));
     }
+    assert_eq!(
+        folded,
+        ["contact_created", "contact_updated", "contact_deleted"]
+    );
     let token = token_with(
         Algorithm::RS256,
         &app_key(),
@@ -773,4 +790,138 @@ fn entity_events_are_acknowledged_and_change_nothing() {
             ..
         }
     ));
+}
+
+// ------------------------------------------------------------------------------------------
+// Contact events
+
+/// Every contact change the emulator records is announced as Wix's contact events, and a
+/// replica that receives them folds them back to the same records: a creation (with every
+/// detail), an update, a label change, a merge (`contact_merged`, then `contact_updated` of
+/// the target and `contact_deleted` of the source, both `originatedFrom: merge`, the second
+/// changing nothing when folded: the merge is the fact), and a deletion.
+#[test]
+fn contact_events_round_trip_to_the_same_records() {
+    let (w, recorded) = contacts_flow();
+    let signer = app_signer();
+    let verifier = app_verifier();
+    let mut replica = Replica::new(InboxConfig::new(SiteId::new(SITE), [1; 16]));
+    let mut types = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (envelope, announced) in &recorded {
+        for a in announced {
+            assert!(ids.insert(a.id), "every announcement has its own id: {a:?}");
+            types.push(a.event_type());
+            let token = a.sign(&signer, now(), 300).unwrap();
+            let delivery = verifier.verify(&token, now()).unwrap();
+            let folded = delivery.core_events();
+            match (&envelope.event, &delivery.event) {
+                (Event::ContactsMerged { .. }, WebhookEvent::ContactMerged { .. }) => {
+                    assert_eq!(folded, vec![envelope.event.clone()]);
+                }
+                (
+                    Event::ContactsMerged { target, .. },
+                    WebhookEvent::ContactUpdated {
+                        contact,
+                        originated_from,
+                    },
+                ) => {
+                    assert_eq!(
+                        (contact, originated_from.as_deref()),
+                        (target, Some("merge"))
+                    );
+                }
+                (Event::ContactsMerged { .. }, WebhookEvent::Unsupported { .. }) => {
+                    assert!(folded.is_empty(), "a deletion by merge folds to nothing");
+                }
+                (
+                    Event::ContactDeleted { contact_id, .. },
+                    WebhookEvent::ContactDeleted {
+                        contact_id: got, ..
+                    },
+                ) => {
+                    assert_eq!(got, contact_id);
+                }
+                _ => assert_eq!(folded, vec![envelope.event.clone()], "{a:?}"),
+            }
+            replica.ingest(&delivery, now());
+        }
+    }
+    assert_eq!(
+        types,
+        [
+            "wix.contacts.v4.contact_created",
+            "wix.contacts.v4.contact_created",
+            "wix.contacts.v4.contact_created",
+            "wix.contacts.v4.contact_updated",
+            "wix.contacts.v4.contact_updated",
+            "wix.contacts.v4.contact_merged",
+            "wix.contacts.v4.contact_updated",
+            "wix.contacts.v4.contact_deleted",
+            "wix.contacts.v4.contact_deleted",
+        ]
+    );
+    // The replica holds what the emulator holds.
+    let (mine, theirs) = (w.inbox.contacts(), replica.inbox().contacts());
+    assert_eq!(
+        theirs.iter().collect::<Vec<_>>(),
+        mine.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(theirs.resolve(contact(2)), contact(1));
+    assert!(theirs.is_deleted(contact(3)));
+}
+
+/// Wix's older deliveries carry the entity as JSON text (`entityAsJson`); a contact event
+/// without its entity, or with an id that is no GUID, is refused naming the place.
+#[test]
+fn contact_events_read_entities_as_json_text_and_refuse_what_is_missing() {
+    let jo = json!({"id": contact(1).to_string(), "revision": 2,
+        "info": {"name": {"first": "Jo"}}});
+    let b = |slug: &str, extra: Value| {
+        let mut b = json!({"id": "e1", "entityFqdn": "wix.contacts.v4.contact", "slug": slug,
+            "entityId": contact(1).to_string(), "eventTime": "2024-01-01T00:00:00Z"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"eventType": format!("wix.contacts.v4.contact_{slug}"), "instanceId": SITE,
+            "data": b.to_string()})
+        .to_string()
+    };
+    let d = Delivery::from_data(&b(
+        "updated",
+        json!({"updatedEvent": {"currentEntityAsJson": jo.to_string()}}),
+    ))
+    .unwrap();
+    let WebhookEvent::ContactUpdated { contact: c, .. } = &d.event else {
+        panic!("{d:?}");
+    };
+    assert_eq!((c.revision, c.name.first.as_deref()), (2, Some("Jo")));
+    let missing = Delivery::from_data(&b("created", json!({"createdEvent": {}})));
+    assert!(
+        matches!(&missing, Err(e) if e.to_string().contains("createdEvent.entity")),
+        "{missing:?}"
+    );
+    let bad_id = Delivery::from_data(&b(
+        "created",
+        json!({"createdEvent": {"entity": {"id": "nope", "revision": 1}}}),
+    ));
+    assert!(
+        matches!(&bad_id, Err(e) if e.to_string().contains("not a GUID")),
+        "{bad_id:?}"
+    );
+    // A deletion a merge caused is acknowledged and folds to nothing.
+    let by_merge = Delivery::from_data(&b(
+        "deleted",
+        json!({"deletedEvent": {}, "originatedFrom": "merge"}),
+    ))
+    .unwrap();
+    assert!(by_merge.core_events().is_empty());
+    let deleted = Delivery::from_data(&b("deleted", json!({"deletedEvent": {}}))).unwrap();
+    assert_eq!(
+        deleted.core_events(),
+        vec![Event::ContactDeleted {
+            contact_id: contact(1),
+            revision: 0
+        }]
+    );
 }

@@ -432,6 +432,10 @@ pub struct ContactInfoPatch {
     pub picture: Option<Option<Picture>>,
 }
 
+fn revision<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    super::Count::deserialize(d).map(|super::Count(n)| n)
+}
+
 /// A field that is present deserializes to `Some` (holding `None` for `null`); an absent
 /// one stays at the `default` of `None`.
 fn given<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -497,7 +501,9 @@ pub struct LastActivity {
 pub struct Contact {
     /// GUID.
     pub id: String,
-    /// Starts at 1, grows by 1 on every change.
+    /// Starts at 1, grows by 1 on every change. Written as a number; read as a number or a
+    /// string (protobuf's JSON mapping of an int64, as webhooks may carry it).
+    #[serde(deserialize_with = "revision")]
     pub revision: u64,
     /// Where it came from.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -746,4 +752,90 @@ impl AddressItem {
 /// Label keys as a set.
 pub fn label_set(items: &Items<String>) -> BTreeSet<String> {
     items.items.iter().cloned().collect()
+}
+
+impl Contact {
+    /// The core's contact from a contact Wix sent (a webhook's entity): an observed fact, so
+    /// kept as Wix reports it, without the checks Create Contact makes. Only the id must be
+    /// a GUID; a missing date is `fallback` (the event's time); an unknown source type is
+    /// `OTHER`; extended fields that are neither strings nor numbers are left out.
+    pub fn to_core(&self, fallback: inbox_core::Timestamp) -> Result<CoreContact, String> {
+        let id = uuid::Uuid::parse_str(self.id.trim())
+            .map(inbox_core::ContactId::from_uuid)
+            .map_err(|_| format!("contact id {:?} is not a GUID", self.id))?;
+        let date =
+            |d: &Option<String>| d.as_deref().and_then(super::parse_date).unwrap_or(fallback);
+        let created = date(&self.created_date);
+        let info = self.info.clone().unwrap_or_default();
+        let name = info.name.unwrap_or_default();
+        let source = self
+            .source
+            .as_ref()
+            .map_or_else(core::ContactSource::default, |s| core::ContactSource {
+                source_type: source_type_of(&s.source_type).unwrap_or_default(),
+                app_id: s
+                    .app_id
+                    .as_deref()
+                    .and_then(|a| uuid::Uuid::parse_str(a.trim()).ok())
+                    .map(inbox_core::AppId::from_uuid),
+            });
+        let last_activity = match &self.last_activity {
+            Some(a) => core::ContactActivity {
+                at: date(&a.activity_date),
+                kind: match a.activity_type.as_str() {
+                    "CONTACT_CREATED" => ActivityType::ContactCreated,
+                    "CONTACT_MERGED" => ActivityType::ContactMerged,
+                    other => ActivityType::Other(other.to_owned()),
+                },
+            },
+            None => core::ContactActivity {
+                at: created,
+                kind: ActivityType::ContactCreated,
+            },
+        };
+        Ok(CoreContact {
+            id,
+            revision: self.revision,
+            created_date: created,
+            updated_date: date(&self.updated_date),
+            name: core::ContactName {
+                first: name.first,
+                last: name.last,
+            },
+            emails: info
+                .emails
+                .iter()
+                .flat_map(|e| &e.items)
+                .map(EmailItem::to_core)
+                .collect(),
+            phones: info
+                .phones
+                .iter()
+                .flat_map(|p| &p.items)
+                .map(PhoneItem::to_core)
+                .collect(),
+            details: core::ContactDetails {
+                addresses: info
+                    .addresses
+                    .iter()
+                    .flat_map(|a| &a.items)
+                    .map(AddressItem::to_core)
+                    .collect(),
+                company: info.company,
+                job_title: info.job_title,
+                birthdate: info.birthdate,
+                locale: info.locale,
+                picture: info.picture.as_ref().and_then(Picture::to_core),
+                labels: info.label_keys.as_ref().map(label_set).unwrap_or_default(),
+                extended_fields: info
+                    .extended_fields
+                    .iter()
+                    .flat_map(|f| &f.items)
+                    .filter_map(|(k, v)| extended_from_json(v).ok().map(|v| (k.clone(), v)))
+                    .collect(),
+            },
+            source,
+            last_activity,
+        })
+    }
 }

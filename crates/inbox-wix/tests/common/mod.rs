@@ -187,3 +187,104 @@ pub fn record(log: &mut Vec<Announcement>, w: &mut World, command: &Command) {
         log.extend(announcements(&e, &w.inbox));
     }
 }
+
+/// Every contact change the emulator records, each with what it announces: three contacts
+/// created with every detail, an update, a label change, a merge of the second into the
+/// first, and the third deleted.
+pub fn contacts_flow() -> (World, Vec<(EventEnvelope, Vec<Announcement>)>) {
+    use inbox_core::contacts::{
+        ContactAddress, ContactDetails, ContactPatch, ExtendedValue, PostalAddress,
+    };
+    let mut w = World::new();
+    let mut recorded = Vec::new();
+    let mut run = |w: &mut World, command: Command| {
+        for e in w.run(&command) {
+            let announced = announcements(&e, &w.inbox);
+            recorded.push((e, announced));
+        }
+    };
+    let with = |email: &str| ContactDraft {
+        emails: vec![ContactEmail {
+            email: email.into(),
+            tag: EntryTag::Work,
+            primary: true,
+        }],
+        details: ContactDetails {
+            company: Some("Acme".into()),
+            addresses: vec![ContactAddress {
+                tag: inbox_core::contacts::AddressTag::Billing,
+                address: PostalAddress {
+                    city: Some("Porto".into()),
+                    street_number: Some("7".into()),
+                    ..PostalAddress::default()
+                },
+            }],
+            labels: ["custom.vip".to_owned()].into(),
+            extended_fields: [(
+                "custom.score".to_owned(),
+                ExtendedValue::Number("4.5".into()),
+            )]
+            .into(),
+            picture: Some("https://example.com/a.png".into()),
+            ..ContactDetails::default()
+        },
+        ..ContactDraft::default()
+    };
+    run(
+        &mut w,
+        Command::CreateContact {
+            contact_id: contact(1),
+            draft: with("jo@example.com"),
+        },
+    );
+    run(
+        &mut w,
+        Command::CreateContact {
+            contact_id: contact(2),
+            draft: with("ann@example.com"),
+        },
+    );
+    run(
+        &mut w,
+        Command::CreateContact {
+            contact_id: contact(3),
+            draft: with("kim@example.com"),
+        },
+    );
+    run(
+        &mut w,
+        Command::UpdateContact {
+            contact_id: contact(1),
+            expected_revision: 1,
+            patch: ContactPatch {
+                job_title: Some(Some("CTO".into())),
+                ..ContactPatch::default()
+            },
+            allow_duplicates: false,
+        },
+    );
+    run(
+        &mut w,
+        Command::LabelContact {
+            contact_id: contact(1),
+            add: ["custom.lead".to_owned()].into(),
+            remove: Default::default(),
+        },
+    );
+    run(
+        &mut w,
+        Command::MergeContacts {
+            target: contact(1),
+            expected_revision: 3,
+            sources: vec![contact(2)],
+        },
+    );
+    run(
+        &mut w,
+        Command::DeleteContact {
+            contact_id: contact(3),
+        },
+    );
+
+    (w, recorded)
+}
