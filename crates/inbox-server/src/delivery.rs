@@ -2,14 +2,14 @@
 //! a URL: behind [`DeliveryStore`], chosen once at start, so the outbox's worker has one
 //! path for both stores.
 //!
-//! * [`FileDelivery`]: files in `data/outbox/` (`<url id>.cursor`, written atomically;
-//!   `<url id>.dead.jsonl`, appended and synced); this process is the only deliverer, so
-//!   its lease always holds.
-//! * [`PostgresDelivery`]: the shared database (`inbox_cursors`, dead letters as
-//!   `dead-letter:<url id>:<event id>` settings); a URL is delivered by the process holding
-//!   its lease (a session advisory lock released the moment its connection dies), and the
-//!   cursor is saved through the lease's own connection, so a process that lost the lease
-//!   cannot move it.
+//! * [`FileDelivery`]: files in `data/outbox/` (`<url id>.cursor` and `<url id>.retries.json`,
+//!   written atomically; `<url id>.dead.jsonl`, appended and synced); this process is the
+//!   only deliverer, so its lease always holds.
+//! * [`PostgresDelivery`]: the shared database (`inbox_cursors`; the deliveries waiting for a
+//!   retry as the setting `retries:<url id>`; dead letters as `dead-letter:<url id>:<event
+//!   id>` settings); a URL is delivered by the process holding its lease (a session advisory
+//!   lock released the moment its connection dies), and the cursor and the retries are saved
+//!   through the lease's own connection, so a process that lost the lease cannot move them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +59,17 @@ pub trait DeliveryStore: Send + Sync {
     fn dead_letter(&self, url: &UrlKey, event_id: &str, line: &str) -> std::io::Result<()>;
     /// Where [`DeliveryStore::dead_letter`] puts it, for the log line.
     fn dead_letter_place(&self, url: &UrlKey, event_id: &str) -> String;
+    /// Every dead letter of the URL (the lines [`DeliveryStore::dead_letter`] recorded), in
+    /// the order they were set aside.
+    fn dead_letters(&self, url: &UrlKey) -> std::io::Result<Vec<String>>;
+    /// Removes the dead letter of `event_id` and returns it (`None`: there is none).
+    fn take_dead_letter(&self, url: &UrlKey, event_id: &str) -> std::io::Result<Option<String>>;
+    /// The deliveries waiting for a retry, as the last holder of the lease saved them (empty:
+    /// none).
+    fn saved_retries(&self, url: &UrlKey) -> std::io::Result<Vec<u8>>;
+    /// Replaces the saved retries from outside the lease: for `inboxd webhooks redeliver`,
+    /// with the server stopped (a file store) or holding no lease on the URL.
+    fn put_retries(&self, url: &UrlKey, bytes: &[u8]) -> std::io::Result<()>;
 }
 
 /// The right to deliver to one URL, while it holds.
@@ -72,6 +83,9 @@ pub trait DeliveryLease: Send {
     }
     /// Saves the URL's cursor; fails if the lease no longer holds.
     fn save_cursor(&mut self, position: u64) -> std::io::Result<()>;
+    /// Saves the deliveries waiting for a retry (replacing what was saved); fails if the
+    /// lease no longer holds.
+    fn save_retries(&mut self, bytes: &[u8]) -> std::io::Result<()>;
 }
 
 fn io(e: impl std::fmt::Display) -> std::io::Error {
@@ -93,6 +107,28 @@ impl FileDelivery {
     fn cursor_path(&self, url: &UrlKey) -> PathBuf {
         self.dir.join(format!("{}.cursor", url.id))
     }
+
+    fn dead_path(&self, url: &UrlKey) -> PathBuf {
+        self.dir.join(format!("{}.dead.jsonl", url.id))
+    }
+}
+
+fn retries_path(dir: &std::path::Path, url: &UrlKey) -> PathBuf {
+    dir.join(format!("{}.retries.json", url.id))
+}
+
+fn read_or_empty(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The event id a dead-letter line records.
+pub fn dead_letter_event_id(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get("eventId")?.as_str().map(str::to_owned)
 }
 
 fn read_cursor(path: &std::path::Path) -> Option<u64> {
@@ -134,16 +170,48 @@ impl DeliveryStore for FileDelivery {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{}.dead.jsonl", url.id)))?;
+            .open(self.dead_path(url))?;
         writeln!(f, "{line}")?;
         f.sync_all()
     }
 
     fn dead_letter_place(&self, url: &UrlKey, _event_id: &str) -> String {
-        self.dir
-            .join(format!("{}.dead.jsonl", url.id))
-            .display()
-            .to_string()
+        self.dead_path(url).display().to_string()
+    }
+
+    fn dead_letters(&self, url: &UrlKey) -> std::io::Result<Vec<String>> {
+        let bytes = read_or_empty(&self.dead_path(url))?;
+        Ok(String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn take_dead_letter(&self, url: &UrlKey, event_id: &str) -> std::io::Result<Option<String>> {
+        let lines = self.dead_letters(url)?;
+        let Some(i) = lines
+            .iter()
+            .position(|l| dead_letter_event_id(l).as_deref() == Some(event_id))
+        else {
+            return Ok(None);
+        };
+        let mut rest = lines;
+        let taken = rest.remove(i);
+        let mut text = rest.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        write_private(&self.dead_path(url), text.as_bytes()).map_err(io)?;
+        Ok(Some(taken))
+    }
+
+    fn saved_retries(&self, url: &UrlKey) -> std::io::Result<Vec<u8>> {
+        read_or_empty(&retries_path(&self.dir, url))
+    }
+
+    fn put_retries(&self, url: &UrlKey, bytes: &[u8]) -> std::io::Result<()> {
+        write_private(&retries_path(&self.dir, url), bytes).map_err(io)
     }
 }
 
@@ -165,6 +233,11 @@ impl DeliveryLease for FileLease {
 
     fn save_cursor(&mut self, position: u64) -> std::io::Result<()> {
         write_cursor(&self.path, &self.url, position)
+    }
+
+    fn save_retries(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        write_private(&retries_path(dir, &self.url), bytes).map_err(io)
     }
 }
 
@@ -268,7 +341,56 @@ impl DeliveryStore for PostgresDelivery {
     fn dead_letter_place(&self, url: &UrlKey, event_id: &str) -> String {
         format!("inbox_kv row dead-letter:{}:{event_id}", url.id)
     }
+
+    fn dead_letters(&self, url: &UrlKey) -> std::io::Result<Vec<String>> {
+        let prefix = format!("dead-letter:{}:", url.id);
+        let mut names = self.pg.setting_names(&prefix).map_err(io)?;
+        names.sort();
+        let mut lines = Vec::new();
+        for name in names {
+            if let Some(v) = self.pg.setting(&name).map_err(io)? {
+                lines.push(String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        Ok(lines)
+    }
+
+    fn take_dead_letter(&self, url: &UrlKey, event_id: &str) -> std::io::Result<Option<String>> {
+        let name = format!("dead-letter:{}:{event_id}", url.id);
+        self.pg
+            .with_connection(|c| {
+                c.query_opt(
+                    "DELETE FROM inbox_kv WHERE name = $1 RETURNING value",
+                    &[&name],
+                )
+                .map(|r| r.map(|r| String::from_utf8_lossy(r.get::<_, &[u8]>(0)).into_owned()))
+            })
+            .map_err(io)
+    }
+
+    fn saved_retries(&self, url: &UrlKey) -> std::io::Result<Vec<u8>> {
+        Ok(self
+            .pg
+            .setting(&retries_name(url))
+            .map_err(io)?
+            .unwrap_or_default())
+    }
+
+    fn put_retries(&self, url: &UrlKey, bytes: &[u8]) -> std::io::Result<()> {
+        let name = retries_name(url);
+        self.pg
+            .with_connection(|c| c.execute(UPSERT_SETTING, &[&name, &bytes]).map(|_| ()))
+            .map_err(io)
+    }
 }
+
+/// The setting that holds a URL's deliveries waiting for a retry.
+fn retries_name(url: &UrlKey) -> String {
+    format!("retries:{}", url.id)
+}
+
+const UPSERT_SETTING: &str = "INSERT INTO inbox_kv (name, value) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
 
 /// A lease: the advisory lock held by a session of its own, released when the session's
 /// connection closes (the lease dropped, or the process dead).
@@ -299,4 +421,22 @@ impl DeliveryLease for PostgresLease {
             .map(|_| ())
             .map_err(io)
     }
+
+    fn save_retries(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let name = retries_name_of_cursor(&self.name);
+        self.session
+            .client()
+            .map_err(io)?
+            .execute(UPSERT_SETTING, &[&name, &bytes])
+            .map(|_| ())
+            .map_err(io)
+    }
+}
+
+/// The retries setting of the URL whose cursor row is `cursor_name` (`webhook:<url id>`).
+fn retries_name_of_cursor(cursor_name: &str) -> String {
+    format!(
+        "retries:{}",
+        cursor_name.strip_prefix("webhook:").unwrap_or(cursor_name)
+    )
 }

@@ -76,6 +76,8 @@ pub struct ServeOptions {
     /// How long a client may take to send a request's headers before its connection is
     /// closed (so idle, half-sent requests are not held forever).
     pub header_read_timeout: std::time::Duration,
+    /// How failed webhook deliveries are retried (Wix's schedule by default), and chaos mode.
+    pub delivery: outbox::DeliveryPolicy,
 }
 
 /// Events between two snapshots by default (`inboxd serve --snapshot-every`).
@@ -103,6 +105,7 @@ impl ServeOptions {
             snapshot_every: Some(DEFAULT_SNAPSHOT_EVERY),
             max_sites: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            delivery: outbox::DeliveryPolicy::default(),
         }
     }
 }
@@ -240,8 +243,14 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         };
         let deliveries = backend.deliveries().map_err(|e| setup(&e))?;
         let outbox = Arc::new(
-            Outbox::new(&subscriptions, deliveries, backend.pending_dir(), signer)
-                .map_err(|e| setup(&e))?,
+            Outbox::new(
+                &subscriptions,
+                deliveries,
+                backend.pending_dir(),
+                signer,
+                opts.delivery.clone(),
+            )
+            .map_err(|e| setup(&e))?,
         );
         let (engine, opened) =
             open_engine(&backend, cursor_key, snapshot_every, max_sites, &outbox)?;

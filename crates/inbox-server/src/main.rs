@@ -50,6 +50,46 @@ enum Cmd {
         #[arg(long, value_name = "URL", env = "INBOXD_POSTGRES")]
         postgres: Option<String>,
     },
+    /// The webhooks set aside after every retry failed (dead letters): list them, or put
+    /// them back to be delivered (on the file store the server must not be running).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Print the dead letters of a URL, one JSON object a line.
+    DeadLetters {
+        #[command(flatten)]
+        store: WebhookStore,
+    },
+    /// Put dead letters of a URL back to be delivered at once, with a fresh set of retries
+    /// (at the server's next start on the file store).
+    Redeliver {
+        #[command(flatten)]
+        store: WebhookStore,
+        /// The event id of a dead letter to put back (repeatable).
+        #[arg(long = "event-id", value_name = "ID", required_unless_present = "all")]
+        event_ids: Vec<String>,
+        /// Put back every dead letter of the URL.
+        #[arg(long, conflicts_with = "event_ids")]
+        all: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct WebhookStore {
+    /// The webhook URL.
+    #[arg(long)]
+    url: String,
+    /// The data directory.
+    #[arg(long, default_value = "./inbox-data")]
+    data: PathBuf,
+    /// The PostgreSQL database instead.
+    #[arg(long, value_name = "URL", env = "INBOXD_POSTGRES")]
+    postgres: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +142,33 @@ struct Serve {
     /// closed.
     #[arg(long, value_name = "SECONDS", default_value_t = inbox_server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     header_read_timeout: u64,
+    /// The waits before each retry of a failed webhook delivery, after the previous failure
+    /// (comma-separated, e.g. 1s,10s,1m). Default: Wix's resend policy, 1m,10m,1h,2h,2h,2h,
+    /// 4h,4h,4h,8h,8h,12h. After the last, the delivery is a dead letter.
+    #[arg(long, value_name = "DURATIONS", value_parser = parse_schedule)]
+    webhook_retries: Option<Schedule>,
+    /// Chaos mode, seeded: deliver each webhook late (up to --webhook-chaos-max-delay), some
+    /// twice, and so out of order, as Wix warns they may come.
+    #[arg(long, value_name = "SEED")]
+    webhook_chaos: Option<u64>,
+    /// Chaos mode's longest hold-back of a delivery.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = inbox_server::outbox::parse_duration)]
+    webhook_chaos_max_delay: std::time::Duration,
+    /// Chaos mode's chance, in percent, that a delivered webhook is delivered once more.
+    #[arg(long, value_name = "PERCENT", default_value_t = 25, value_parser = clap::value_parser!(u8).range(0..=100))]
+    webhook_chaos_duplicates: u8,
+}
+
+/// A retry schedule, one value of `--webhook-retries` (a newtype, so that clap takes the
+/// whole list as one value).
+#[derive(Clone, Debug)]
+struct Schedule(Vec<std::time::Duration>);
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    text.split(',')
+        .map(inbox_server::outbox::parse_duration)
+        .collect::<Result<_, _>>()
+        .map(Schedule)
 }
 
 fn parse_subscription(text: &str) -> Result<(String, String), String> {
@@ -142,6 +209,79 @@ fn main() -> ExitCode {
             site,
             postgres,
         } => export(&Source::new(data, postgres), site.map(SiteId::new)),
+        Cmd::Webhooks { command } => webhooks(command),
+    }
+}
+
+fn webhooks(command: WebhooksCmd) -> ExitCode {
+    let store = match &command {
+        WebhooksCmd::DeadLetters { store } | WebhooksCmd::Redeliver { store, .. } => store,
+    };
+    let backend: Box<dyn Backend> = match &store.postgres {
+        Some(url) => match inbox_store::PostgresLog::connect(url)
+            .map_err(|e| e.to_string())
+            .and_then(|pg| PostgresBackend::new(std::sync::Arc::new(pg)).map_err(|e| e.to_string()))
+        {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                eprintln!("inboxd webhooks: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        // Opening the file store takes its lock: a running server refuses this.
+        None => match FileBackend::open(&store.data) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                eprintln!("inboxd webhooks: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let deliveries = match backend.deliveries() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("inboxd webhooks: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        WebhooksCmd::DeadLetters { store } => {
+            match inbox_server::outbox::dead_letters(&*deliveries, &store.url) {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inboxd webhooks: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        WebhooksCmd::Redeliver {
+            store,
+            event_ids,
+            all,
+        } => {
+            let ids = (!all).then_some(event_ids.as_slice());
+            let now = inbox_server::clock::now().as_micros();
+            match inbox_server::outbox::redeliver(&*deliveries, &store.url, ids, now) {
+                Ok(put_back) => {
+                    println!(
+                        "{} dead letter(s) of {} put back for delivery: {}",
+                        put_back.len(),
+                        store.url,
+                        put_back.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inboxd webhooks: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -169,6 +309,17 @@ fn serve(s: Serve) -> ExitCode {
         snapshot_every: (s.snapshot_every > 0).then_some(s.snapshot_every),
         max_sites: s.max_sites,
         header_read_timeout: std::time::Duration::from_secs(s.header_read_timeout.max(1)),
+        delivery: inbox_server::outbox::DeliveryPolicy {
+            retries: s.webhook_retries.map_or_else(
+                || inbox_server::outbox::WIX_RETRY_SCHEDULE.to_vec(),
+                |Schedule(s)| s,
+            ),
+            chaos: s.webhook_chaos.map(|seed| inbox_server::outbox::Chaos {
+                seed,
+                max_delay: s.webhook_chaos_max_delay,
+                duplicate_percent: s.webhook_chaos_duplicates,
+            }),
+        },
     };
     runtime.block_on(async move {
         let running = match inbox_server::start(opts.clone()).await {

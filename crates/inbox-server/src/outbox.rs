@@ -11,24 +11,35 @@
 //! holds, so before each snapshot the outbox saves what it has queued beside it
 //! ([`Outbox::save_pending`], `data/outbox/pending-<P>.json`) and loads it at the next start
 //! ([`Outbox::load_pending`]). A worker per URL delivers, in log order, only up to the
-//! engine's watermark (every event up to it is durable and its announcements queued); a
-//! failed POST is retried with exponential backoff and full jitter, with the same event id
-//! every time. So nothing acknowledged is lost when the receiver is down for minutes or
-//! `inboxd` is killed: at worst an event is delivered again, which the receiver
+//! engine's watermark (every event up to it is durable and its announcements queued).
+//!
+//! A delivery that fails does not hold back the next one: it joins the URL's *retries*
+//! ([`Retry`]: the announcement, the attempts, when to try next, the last error), which are
+//! saved (through the lease) before the cursor passes its event, and it is tried again on its
+//! own schedule ([`DeliveryPolicy::retries`]; by default Wix's resend policy,
+//! [`WIX_RETRY_SCHEDULE`]: 1 minute, 10 minutes, 1 hour, ... 12 hours, about two days), with
+//! the same event id every time. So, as with Wix, one refused event never blocks the others,
+//! and deliveries may come out of order. After the last retry it is set aside as a dead
+//! letter (`data/outbox/<id>.dead.jsonl`, synced, or a row in the database; with the
+//! announcement itself), which `inboxd webhooks dead-letters` lists and `inboxd webhooks
+//! redeliver` puts back ([`redeliver`]). Nothing acknowledged is lost when the receiver is
+//! down or `inboxd` is killed: at worst an event is delivered again, which the receiver
 //! deduplicates on its id.
+//!
+//! Chaos mode ([`Chaos`]) holds every delivery back a random time and repeats some, from a
+//! seeded generator, through the same retries: an app developer sees late, repeated and
+//! reordered deliveries at once instead of waiting for production to show them.
 //!
 //! A worker delivers only while it holds its URL's lease ([`DeliveryStore::try_lease`]): on
 //! the file store always, on PostgreSQL (several processes on one database) while no other
 //! process holds it. Every process queues every event's announcements (its follower takes
-//! the others' events in), so whichever holds the lease can deliver from the shared cursor;
-//! the others only drop what the cursor has passed. The lease is checked before each
-//! delivery and the cursor is saved through the lease, so a process that lost its lease
-//! stops within one delivery and cannot move the cursor.
+//! the others' events in), so whichever holds the lease can deliver from the shared cursor and
+//! retries; the others only drop what the cursor has passed. The lease is checked before each
+//! delivery and the cursor and retries are saved through the lease, so a process that lost
+//! its lease stops within one delivery and cannot move them.
 //!
 //! A URL configured for the first time starts at the log's end: it receives what happens
-//! from then on. A delivery refused [`MAX_ATTEMPTS`] times (about half an hour) is set
-//! aside as a dead letter (`data/outbox/<id>.dead.jsonl`, synced, or a row in the database)
-//! and logged, so one event a receiver can never take does not block every later one.
+//! from then on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,6 +49,8 @@ use std::time::Duration;
 
 use inbox_core::{EventEnvelope, Inbox};
 use inbox_wix::webhook::{ANNOUNCED_EVENT_TYPES, Announcement, WebhookSigner, announcements};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::now;
@@ -49,23 +62,88 @@ const PENDING_KEPT: usize = 3;
 
 /// How long a signed delivery stays valid.
 pub const TOKEN_TTL_SECS: i64 = 3600;
-/// First retry delay.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// Longest retry delay.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Deliveries between two saves of a URL's cursor (it is also saved when caught up).
 pub const SAVE_EVERY: u32 = 64;
-/// Attempts before a delivery is set aside (dead-lettered): with full jitter up to
-/// [`BACKOFF_CAP`], about half an hour of trying, so a receiver that is down for minutes
-/// loses nothing, and one that refuses a single event forever (e.g. an app with no handler
-/// for its type) does not block every later event behind it.
-pub const MAX_ATTEMPTS: u32 = 40;
+/// Wix's documented resend policy: after a failed delivery, up to 12 more attempts, this
+/// long after the previous failure each (1 minute, 10 minutes, 1 hour, 2 hours three times,
+/// 4 hours three times, 8 hours twice, 12 hours: about two days in all). A delivery that
+/// fails them all is set aside as a dead letter.
+pub const WIX_RETRY_SCHEDULE: [Duration; 12] = [
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+    Duration::from_secs(3600),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(4 * 3600),
+    Duration::from_secs(4 * 3600),
+    Duration::from_secs(4 * 3600),
+    Duration::from_secs(8 * 3600),
+    Duration::from_secs(8 * 3600),
+    Duration::from_secs(12 * 3600),
+];
+
+/// How deliveries that fail are tried again, and whether deliveries are disturbed on
+/// purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// The wait before each retry, after the previous failure; after the last, the delivery
+    /// is a dead letter. Default: [`WIX_RETRY_SCHEDULE`].
+    pub retries: Vec<Duration>,
+    /// Chaos mode: deliver each event late, some twice, and so out of order, as Wix warns
+    /// deliveries may come, decided by a seeded generator (the same seed and the same events
+    /// make the same decisions).
+    pub chaos: Option<Chaos>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            retries: WIX_RETRY_SCHEDULE.to_vec(),
+            chaos: None,
+        }
+    }
+}
+
+/// What chaos mode does to each delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chaos {
+    /// Seeds the decisions (with each URL's id, so URLs differ).
+    pub seed: u64,
+    /// Each delivery is held back a random time up to this (so later events overtake it).
+    pub max_delay: Duration,
+    /// The chance, in percent, that a delivered event is delivered once more, later.
+    pub duplicate_percent: u8,
+}
+
+/// One delivery waiting for its time: a retry of one that failed, or (chaos mode) one held
+/// back or repeated on purpose. Saved through the URL's lease whenever the set changes, so
+/// the cursor can pass an event whose delivery failed without losing it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    /// What to deliver (its id is the event's: a retry is the same delivery).
+    pub announcement: Announcement,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When to try, microseconds since the epoch.
+    pub next_at: i64,
+    /// Why the last attempt failed (empty: none failed; held back by chaos mode).
+    pub last_error: String,
+    /// Chaos mode's second delivery of an event already delivered (never repeated again).
+    #[serde(default)]
+    pub repeat: bool,
+}
 
 struct Target {
     key: UrlKey,
     /// The event types the URL subscribed to; `None`: every type.
     events: Option<BTreeSet<String>>,
     cursor: AtomicU64,
+    /// Deliveries waiting for their time, as last saved (loaded when the lease is taken).
+    retries: Mutex<Vec<Retry>>,
+    /// Chaos mode's generator for this URL.
+    chaos: Option<Mutex<rand::rngs::StdRng>>,
 }
 
 impl Target {
@@ -74,6 +152,39 @@ impl Target {
             .as_ref()
             .is_none_or(|types| types.contains(&a.event_type()))
     }
+
+    fn lock_retries(&self) -> std::sync::MutexGuard<'_, Vec<Retry>> {
+        self.retries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Removes and returns the retries due at `now` (microseconds), soonest first.
+    fn take_due(&self, now: i64) -> Vec<Retry> {
+        let mut retries = self.lock_retries();
+        let (mut due, rest): (Vec<Retry>, Vec<Retry>) =
+            retries.drain(..).partition(|r| r.next_at <= now);
+        *retries = rest;
+        due.sort_by_key(|r| r.next_at);
+        due
+    }
+
+    fn put_back(&self, r: Retry) {
+        self.lock_retries().push(r);
+    }
+
+    fn push(&self, r: Retry) {
+        self.lock_retries().push(r);
+    }
+
+    /// When the soonest retry is due.
+    fn next_due(&self) -> Option<i64> {
+        self.lock_retries().iter().map(|r| r.next_at).min()
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Where webhooks go: a URL and the event types it receives (`None`: every type), as an app
@@ -164,6 +275,7 @@ pub struct Outbox {
     pending_dir: Option<PathBuf>,
     /// Cursors, leases and dead letters.
     store: Arc<dyn DeliveryStore>,
+    policy: DeliveryPolicy,
 }
 
 /// Why the announcements saved beside a snapshot could not be loaded.
@@ -190,6 +302,7 @@ impl Outbox {
         store: Arc<dyn DeliveryStore>,
         pending_dir: Option<PathBuf>,
         signer: WebhookSigner,
+        policy: DeliveryPolicy,
     ) -> std::io::Result<Self> {
         if let Some(dir) = pending_dir.as_ref().filter(|_| !subscriptions.is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -197,10 +310,17 @@ impl Outbox {
         let targets = subscriptions
             .iter()
             .map(|s| {
+                let key = UrlKey::new(&s.url);
+                let chaos = policy.chaos.as_ref().map(|c| {
+                    let url_bits = key.id.as_u64_pair().0;
+                    Mutex::new(rand::rngs::StdRng::seed_from_u64(c.seed ^ url_bits))
+                });
                 Arc::new(Target {
-                    key: UrlKey::new(&s.url),
+                    key,
                     events: s.events.clone(),
                     cursor: AtomicU64::new(u64::MAX),
+                    retries: Mutex::new(Vec::new()),
+                    chaos,
                 })
             })
             .collect();
@@ -215,6 +335,7 @@ impl Outbox {
             undelivered_from: AtomicU64::new(u64::MAX),
             pending_dir,
             store,
+            policy,
         })
     }
 
@@ -421,7 +542,8 @@ impl Outbox {
     ) {
         // The cursor is saved every SAVE_EVERY deliveries, when caught up, and on the way
         // out: at least once either way, at most SAVE_EVERY repeats after a crash, and no
-        // fsync per delivery.
+        // fsync per delivery. The retries are saved whenever they change, before the cursor
+        // can pass what they hold.
         let mut unsaved = 0u32;
         // The URL's lease, while this process holds it.
         let mut lease: Option<Box<dyn DeliveryLease>> = None;
@@ -433,7 +555,13 @@ impl Outbox {
             let notified = self.notify.notified();
             lease = match lease.take() {
                 Some(l) => self.check_lease(&target, l).await,
-                None => self.take_lease(&target).await,
+                None => {
+                    let taken = self.take_lease(&target).await;
+                    if taken.is_some() {
+                        self.load_retries(&target).await;
+                    }
+                    taken
+                }
             };
             if lease.is_none() {
                 // Another process delivers to this URL: drop what its cursor passed.
@@ -448,6 +576,35 @@ impl Outbox {
                 }
                 continue;
             }
+
+            // First what is due of the deliveries waiting for their time.
+            let due = target.take_due(now().as_micros());
+            if !due.is_empty() {
+                for r in due {
+                    if *shutdown.borrow() {
+                        target.put_back(r);
+                        continue;
+                    }
+                    match self
+                        .deliver(&client, &target.key.url, &r.announcement)
+                        .await
+                    {
+                        Ok(()) => {
+                            self.delivered.fetch_add(1, Ordering::Relaxed);
+                            if !r.repeat {
+                                self.maybe_repeat(&target, &r.announcement);
+                            }
+                        }
+                        Err(why) => {
+                            self.failed(&target, r.announcement, r.attempts + 1, why, r.repeat)
+                                .await;
+                        }
+                    }
+                }
+                self.save_retries(&target, &mut lease).await;
+                continue;
+            }
+
             let cursor = target.cursor.load(Ordering::SeqCst);
             let end = watermark();
             let Some((position, anns)) = self.next(cursor, end) else {
@@ -460,50 +617,51 @@ impl Outbox {
                     self.save_cursor(&target, &mut lease).await;
                     unsaved = 0;
                 }
+                // Until woken, or the next retry is due (a safety net of a second: the log
+                // may grow without a notify, by another process's write taken in by a read).
+                let wait = target.next_due().map_or(Duration::from_secs(1), |at| {
+                    let micros = at.saturating_sub(now().as_micros()).clamp(0, 1_000_000);
+                    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+                });
                 tokio::select! {
                     () = notified => {}
                     _ = shutdown.changed() => {}
-                    // A safety net: the log may grow without a notify (another process's
-                    // write taken in by a read).
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
                 continue;
             };
-            let mut stopped = false;
-            'announcements: for a in anns.iter().filter(|a| target.wants(a)) {
-                let mut attempt = 0u32;
-                loop {
-                    if *shutdown.borrow() {
-                        stopped = true;
-                        break 'announcements;
+            let mut scheduled = false;
+            for a in anns.iter().filter(|a| target.wants(a)) {
+                if let Some(delay) = self.chaos_delay(&target) {
+                    // Chaos mode: held back, so that later events may overtake it.
+                    target.push(Retry {
+                        announcement: a.clone(),
+                        attempts: 0,
+                        next_at: now().as_micros().saturating_add(micros(delay)),
+                        last_error: String::new(),
+                        repeat: false,
+                    });
+                    scheduled = true;
+                    continue;
+                }
+                match self.deliver(&client, &target.key.url, a).await {
+                    Ok(()) => {
+                        self.delivered.fetch_add(1, Ordering::Relaxed);
+                        scheduled |= self.maybe_repeat(&target, a);
                     }
-                    match self.deliver(&client, &target.key.url, a).await {
-                        Ok(()) => {
-                            self.delivered.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        Err(why) if attempt + 1 >= MAX_ATTEMPTS => {
-                            let place =
-                                self.store.dead_letter_place(&target.key, &a.id.to_string());
-                            tracing::error!(url = %target.key.url, event_id = %a.id, %why, attempts = attempt + 1, kept_in = %place, "webhook delivery set aside after too many attempts");
-                            self.dead_letter(&target, a, &why).await;
-                            break;
-                        }
-                        Err(why) => {
-                            self.retries.fetch_add(1, Ordering::Relaxed);
-                            let delay = backoff(attempt);
-                            attempt = attempt.saturating_add(1);
-                            tracing::warn!(url = %target.key.url, event_id = %a.id, %why, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
-                            tokio::select! {
-                                () = tokio::time::sleep(delay) => {}
-                                _ = shutdown.changed() => {}
-                            }
-                        }
+                    Err(why) => {
+                        self.failed(&target, a.clone(), 1, why, false).await;
+                        scheduled = true;
                     }
                 }
             }
-            if stopped {
-                break;
+            if scheduled {
+                // Durable before the cursor passes the event: a failed delivery is never
+                // lost, whatever happens next.
+                self.save_retries(&target, &mut lease).await;
+                if lease.is_none() {
+                    continue;
+                }
             }
             target.cursor.store(position, Ordering::SeqCst);
             unsaved += 1;
@@ -516,6 +674,158 @@ impl Outbox {
         if unsaved > 0 {
             self.save_cursor(&target, &mut lease).await;
         }
+    }
+
+    /// After a failed attempt (`attempts` failed so far): the next retry on the schedule,
+    /// or, past its end, a dead letter.
+    async fn failed(
+        &self,
+        target: &Target,
+        a: Announcement,
+        attempts: u32,
+        why: String,
+        repeat: bool,
+    ) {
+        let wait = usize::try_from(attempts - 1)
+            .ok()
+            .and_then(|i| self.policy.retries.get(i));
+        match wait {
+            Some(wait) => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %target.key.url, event_id = %a.id, %why, attempt = attempts, retry_in_ms = wait.as_millis() as u64, "webhook delivery failed");
+                target.push(Retry {
+                    announcement: a,
+                    attempts,
+                    next_at: now().as_micros().saturating_add(micros(*wait)),
+                    last_error: why,
+                    repeat,
+                });
+            }
+            None => {
+                let place = self.store.dead_letter_place(&target.key, &a.id.to_string());
+                tracing::error!(url = %target.key.url, event_id = %a.id, %why, attempts, kept_in = %place, "webhook delivery set aside after every retry failed");
+                self.dead_letter(target, &a, &why, attempts).await;
+            }
+        }
+    }
+
+    /// Chaos mode: how long to hold a delivery back.
+    fn chaos_delay(&self, target: &Target) -> Option<Duration> {
+        let chaos = self.policy.chaos.as_ref()?;
+        let mut rng = target
+            .chaos
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let max = u64::try_from(chaos.max_delay.as_millis()).unwrap_or(u64::MAX);
+        Some(Duration::from_millis(rng.random_range(0..=max)))
+    }
+
+    /// Chaos mode: after a delivery, perhaps schedule the same one again, later. Returns
+    /// whether it did.
+    fn maybe_repeat(&self, target: &Target, a: &Announcement) -> bool {
+        let Some(chaos) = self.policy.chaos.as_ref() else {
+            return false;
+        };
+        let Some(rng) = target.chaos.as_ref() else {
+            return false;
+        };
+        let delay = {
+            let mut rng = rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rng.random_range(0..100u8) >= chaos.duplicate_percent {
+                return false;
+            }
+            let max = u64::try_from(chaos.max_delay.as_millis()).unwrap_or(u64::MAX);
+            Duration::from_millis(rng.random_range(0..=max))
+        };
+        target.push(Retry {
+            announcement: a.clone(),
+            attempts: 0,
+            next_at: now().as_micros().saturating_add(micros(delay)),
+            last_error: String::new(),
+            repeat: true,
+        });
+        true
+    }
+
+    /// Loads the retries the lease's previous holder saved.
+    async fn load_retries(&self, target: &Target) {
+        let (store, key) = (self.store.clone(), target.key.clone());
+        let loaded = tokio::task::spawn_blocking(move || store.saved_retries(&key)).await;
+        let retries = match loaded {
+            Ok(Ok(bytes)) if bytes.is_empty() => Vec::new(),
+            Ok(Ok(bytes)) => match serde_json::from_slice::<Vec<Retry>>(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(url = %target.key.url, error = %e, "the saved webhook retries cannot be read; they stay where they are and are not retried");
+                    return;
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::error!(url = %target.key.url, error = %e, "could not load the webhook retries");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(url = %target.key.url, error = %e, "could not load the webhook retries");
+                return;
+            }
+        };
+        *target
+            .retries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = retries;
+    }
+
+    /// Saves the retries through the lease; if that fails the lease is let go.
+    async fn save_retries(&self, target: &Target, lease: &mut Option<Box<dyn DeliveryLease>>) {
+        let bytes = {
+            let retries = target
+                .retries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match serde_json::to_vec(&*retries) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(url = %target.key.url, error = %e, "could not encode the webhook retries");
+                    return;
+                }
+            }
+        };
+        let Some(mut held) = lease.take() else {
+            return;
+        };
+        let saved = tokio::task::spawn_blocking(move || {
+            let r = held.save_retries(&bytes);
+            (held, r)
+        })
+        .await;
+        match saved {
+            Ok((held, Ok(()))) => *lease = Some(held),
+            Ok((_, Err(e))) => {
+                tracing::error!(url = %target.key.url, error = %e, "could not save the webhook retries; letting the lease go");
+            }
+            Err(e) => {
+                tracing::error!(url = %target.key.url, error = %e, "could not save the webhook retries; letting the lease go");
+            }
+        }
+    }
+
+    /// The deliveries of each URL waiting for a retry: (URL, retries), for the views and
+    /// the tests.
+    pub fn waiting(&self) -> Vec<(String, Vec<Retry>)> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let r = t
+                    .retries
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                (t.key.url.clone(), r)
+            })
+            .collect()
     }
 
     /// Tries to take the URL's lease; on success the cursor is reloaded from the store (the
@@ -598,13 +908,17 @@ impl Outbox {
     }
 
     /// Records a delivery that could not be made (one JSON line: the event id, type, the
-    /// layer-A payload and the last error).
-    async fn dead_letter(&self, target: &Target, a: &Announcement, why: &str) {
+    /// layer-A payload, the last error, the attempts, when, and the announcement itself, which
+    /// `inboxd webhooks redeliver` puts back).
+    async fn dead_letter(&self, target: &Target, a: &Announcement, why: &str, attempts: u32) {
         let line = serde_json::json!({
             "eventId": a.id.to_string(),
             "eventType": a.event_type(),
             "data": a.data(),
             "error": why,
+            "attempts": attempts,
+            "setAsideAt": crate::clock::now().as_micros(),
+            "announcement": a,
         })
         .to_string();
         let (store, key, event_id) = (self.store.clone(), target.key.clone(), a.id.to_string());
@@ -640,23 +954,133 @@ impl Outbox {
     }
 }
 
+/// Why dead letters could not be put back for delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeliverError {
+    /// The store could not be read or written.
+    #[error("the webhook store: {0}")]
+    Store(#[from] std::io::Error),
+    /// No dead letter of the URL has this event id.
+    #[error("no dead letter of {url} has event id {event_id}")]
+    NotFound {
+        /// The URL.
+        url: String,
+        /// The id asked for.
+        event_id: String,
+    },
+    /// A dead letter set aside by an older inboxd, which did not keep the announcement.
+    #[error(
+        "the dead letter of event {0} was written by an older inboxd and holds no announcement to send again"
+    )]
+    NoAnnouncement(String),
+    /// The saved retries are not readable.
+    #[error("the saved retries of {url} cannot be read: {reason}")]
+    Retries {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The dead letters of `url`, as recorded (one JSON object each).
+pub fn dead_letters(store: &dyn DeliveryStore, url: &str) -> std::io::Result<Vec<String>> {
+    store.dead_letters(&UrlKey::new(url))
+}
+
+/// Puts dead letters of `url` back to be delivered at once (with a fresh set of retries):
+/// those of `event_ids`, or every one. The URL's deliverer picks them up when it takes the
+/// URL's lease, that is at its next start (a file store, which must be stopped while this
+/// runs) or when no other process holds the lease. Returns the event ids put back.
+pub fn redeliver(
+    store: &dyn DeliveryStore,
+    url: &str,
+    event_ids: Option<&[String]>,
+    now_micros: i64,
+) -> Result<Vec<String>, RedeliverError> {
+    let key = UrlKey::new(url);
+    let wanted: Vec<String> = match event_ids {
+        Some(ids) => ids.to_vec(),
+        None => store
+            .dead_letters(&key)?
+            .iter()
+            .filter_map(|l| crate::delivery::dead_letter_event_id(l))
+            .collect(),
+    };
+    let saved = store.saved_retries(&key)?;
+    let mut retries: Vec<Retry> = if saved.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&saved).map_err(|e| RedeliverError::Retries {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
+    };
+    // Checked first, so that nothing is taken out when one id is wrong.
+    let lines = store.dead_letters(&key)?;
+    let mut announcements = Vec::new();
+    for id in &wanted {
+        let line = lines
+            .iter()
+            .find(|l| crate::delivery::dead_letter_event_id(l).as_deref() == Some(id.as_str()))
+            .ok_or_else(|| RedeliverError::NotFound {
+                url: url.to_owned(),
+                event_id: id.clone(),
+            })?;
+        let announcement: Announcement = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("announcement").cloned())
+            .and_then(|a| serde_json::from_value(a).ok())
+            .ok_or_else(|| RedeliverError::NoAnnouncement(id.clone()))?;
+        announcements.push(announcement);
+    }
+    for a in announcements {
+        retries.push(Retry {
+            announcement: a,
+            attempts: 0,
+            next_at: now_micros,
+            last_error: "put back from the dead letters".into(),
+            repeat: false,
+        });
+    }
+    let bytes = serde_json::to_vec(&retries).map_err(std::io::Error::other)?;
+    // The retries first: a crash in between leaves an event both set aside and waiting,
+    // which delivers it (at least once), never neither.
+    store.put_retries(&key, &bytes)?;
+    for id in &wanted {
+        store.take_dead_letter(&key, id)?;
+    }
+    Ok(wanted)
+}
+
+/// Reads a duration as `250ms`, `30s`, `10m`, `2h` or `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h or d)"))?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => return Err(format!("{text:?}: the unit is ms, s, m, h or d")),
+    })
+}
+
 /// The file of what was pending at the snapshot at `position`.
 fn pending_name(position: u64) -> String {
     format!("pending-{position:020}.json")
 }
 
-/// Full-jitter exponential backoff: a random delay up to `base * 2^attempt`, capped.
-pub fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_CAP);
-    ceiling
-        .mul_f64(rand::random::<f64>())
-        .max(Duration::from_millis(10))
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use std::collections::BTreeSet;
 
@@ -697,6 +1121,69 @@ mod tests {
             ]
         );
         assert!(Subscription::combine(&[], &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn durations_read_with_their_units_and_refuse_the_rest() {
+        use super::parse_duration;
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    /// Redelivery moves a dead letter into the retries, due now, with a fresh count; an id
+    /// that is not there is refused and nothing is taken out.
+    #[test]
+    fn redeliver_moves_dead_letters_into_the_retries() {
+        use super::{RedeliverError, Retry, dead_letters, redeliver};
+        use crate::delivery::{DeliveryStore, FileDelivery, UrlKey};
+        use inbox_wix::webhook::{Announcement, DomainEventKind, EventIdentity};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDelivery::new(dir.path().to_path_buf()).unwrap();
+        let url = "http://127.0.0.1:9/hook";
+        let key = UrlKey::new(url);
+        let a = Announcement {
+            id: inbox_core::EventId::from_uuid(uuid::Uuid::from_u128(7)),
+            instance_id: inbox_core::SiteId::new("s"),
+            entity_fqdn: "wix.contacts.v4.contact".into(),
+            slug: "created".into(),
+            entity_id: "c".into(),
+            event_time: inbox_core::Timestamp::from_micros(1),
+            body: serde_json::json!({}),
+            kind: DomainEventKind::Created,
+            metadata: Default::default(),
+            identity: EventIdentity::default(),
+        };
+        let line = serde_json::json!({"eventId": a.id.to_string(), "announcement": a}).to_string();
+        store.dead_letter(&key, &a.id.to_string(), &line).unwrap();
+        let old = serde_json::json!({"eventId": "old", "data": "{}"}).to_string();
+        store.dead_letter(&key, "old", &old).unwrap();
+        assert_eq!(dead_letters(&store, url).unwrap().len(), 2);
+
+        let refused = redeliver(&store, url, Some(&["nope".to_owned()]), 5);
+        assert!(matches!(refused, Err(RedeliverError::NotFound { .. })));
+        let refused = redeliver(&store, url, Some(&["old".to_owned()]), 5);
+        assert!(matches!(refused, Err(RedeliverError::NoAnnouncement(_))));
+        assert_eq!(
+            dead_letters(&store, url).unwrap().len(),
+            2,
+            "nothing taken out"
+        );
+
+        let put_back = redeliver(&store, url, Some(&[a.id.to_string()]), 5).unwrap();
+        assert_eq!(put_back, [a.id.to_string()]);
+        let retries: Vec<Retry> =
+            serde_json::from_slice(&store.saved_retries(&key).unwrap()).unwrap();
+        assert_eq!(retries.len(), 1);
+        assert_eq!((retries[0].attempts, retries[0].next_at), (0, 5));
+        assert_eq!(retries[0].announcement, a);
+        assert_eq!(dead_letters(&store, url).unwrap(), [old]);
     }
 
     #[test]

@@ -295,3 +295,40 @@ fn replica_delivery(site: &str) -> String {
     let signer = WebhookSigner::from_private_pem(&pem).unwrap();
     announcement.sign(&signer, now(), 3600).unwrap()
 }
+
+/// On the shared database, dead letters are rows: listed, and put back into the URL's saved
+/// retries by `outbox::redeliver` (what `inboxd webhooks redeliver --postgres` runs), which
+/// takes them out.
+#[test]
+fn dead_letters_on_the_database_are_listed_and_put_back_into_the_retries() {
+    use inbox_server::delivery::{DeliveryStore, PostgresDelivery, UrlKey};
+    use inbox_server::outbox::{Retry, dead_letters, redeliver};
+    let Some(url) = inbox_store::postgres::testing::fresh_database("pg_dead_letters") else {
+        return;
+    };
+    let pg = std::sync::Arc::new(inbox_store::PostgresLog::connect(&url).unwrap());
+    let store = PostgresDelivery::new(pg);
+    let hook = "http://127.0.0.1:9/hook";
+    let key = UrlKey::new(hook);
+    let announcement = json!({"id": "00000000-0000-0000-0000-000000000007",
+        "instanceId": "s", "entityFqdn": "wix.contacts.v4.contact", "slug": "created",
+        "entityId": "c", "eventTime": 1, "body": {}, "kind": "Created",
+        "identity": {"identityType": "UNKNOWN"}});
+    let line = json!({"eventId": "00000000-0000-0000-0000-000000000007",
+        "announcement": announcement})
+    .to_string();
+    store
+        .dead_letter(&key, "00000000-0000-0000-0000-000000000007", &line)
+        .unwrap();
+    assert_eq!(dead_letters(&store, hook).unwrap(), [line]);
+    let put_back = redeliver(&store, hook, None, 42).unwrap();
+    assert_eq!(put_back, ["00000000-0000-0000-0000-000000000007"]);
+    assert!(dead_letters(&store, hook).unwrap().is_empty());
+    let retries: Vec<Retry> = serde_json::from_slice(&store.saved_retries(&key).unwrap()).unwrap();
+    assert_eq!(
+        (retries.len(), retries[0].next_at, retries[0].attempts),
+        (1, 42, 0)
+    );
+    // Putting back again replaces nothing and finds nothing.
+    assert!(redeliver(&store, hook, None, 43).unwrap().is_empty());
+}

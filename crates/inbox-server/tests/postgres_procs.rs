@@ -51,6 +51,8 @@ async fn two_processes_on_one_database_one_killed_under_load_lose_nothing_acknow
             dir.path().join(name).into(),
             "--webhook-url".into(),
             receiver.url.clone().into(),
+            "--webhook-retries".into(),
+            vec!["20ms"; 500].join(",").into(),
         ]
     };
     let mut rng = Rng::new(0x2905_76E5);

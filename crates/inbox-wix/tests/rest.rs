@@ -1269,7 +1269,9 @@ fn facets_count_contacts_by_label() {
     );
     let ann = query_facets(
         &w.inbox,
-        json!({"filter": {"info.name.first": "Ann"}}).to_string().as_bytes(),
+        json!({"filter": {"info.name.first": "Ann"}})
+            .to_string()
+            .as_bytes(),
     )
     .unwrap();
     assert_eq!(ann.facets[0].count, 1);
@@ -1277,8 +1279,12 @@ fn facets_count_contacts_by_label() {
     check(
         query_facets(
             &w.inbox,
-            json!({"filter": {"info.labelKeys": "custom.vip"}}).to_string().as_bytes(),
+            json!({"filter": {"info.labelKeys": "custom.vip"}})
+                .to_string()
+                .as_bytes(),
         ),
-        expect![[r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER_OPERATOR","data":{},"description":"unsupported filter at query.filter.info.labelKeys: $eq is not supported on info.labelKeys"}},"message":"unsupported filter at query.filter.info.labelKeys: $eq is not supported on info.labelKeys"}"#]],
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER_OPERATOR","data":{},"description":"unsupported filter at query.filter.info.labelKeys: $eq is not supported on info.labelKeys"}},"message":"unsupported filter at query.filter.info.labelKeys: $eq is not supported on info.labelKeys"}"#
+        ]],
     );
 }

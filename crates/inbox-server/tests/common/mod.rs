@@ -28,9 +28,18 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
 /// How often it looks.
 pub const WAIT_STEP: Duration = Duration::from_millis(20);
 
-/// Options for a server on `127.0.0.1:0` over `data`, no keys, no webhooks.
+/// The retry schedule tests deliver with: a retry every 20 ms for 10 s (Wix's waits minutes
+/// to hours, for two days), so a receiver that is down for a test's restart loses nothing.
+pub fn test_retries() -> Vec<Duration> {
+    vec![Duration::from_millis(20); 500]
+}
+
+/// Options for a server on `127.0.0.1:0` over `data`, no keys, no webhooks, failed
+/// deliveries retried within milliseconds ([`test_retries`]).
 pub fn options(data: &Path) -> ServeOptions {
-    ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.to_owned())
+    let mut o = ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.to_owned());
+    o.delivery.retries = test_retries();
+    o
 }
 
 /// `(site, key)` pairs as `ServeOptions` takes them.
@@ -503,6 +512,8 @@ pub struct Received {
 struct ReceiverState {
     got: Mutex<Vec<Received>>,
     fail_next: AtomicU64,
+    /// Every delivery of this event type is refused (an app with no handler for it).
+    refused_type: Mutex<Option<String>>,
 }
 
 /// An axum server on `127.0.0.1:0` that records every POST to `/hook` and fails the next N.
@@ -525,10 +536,13 @@ impl Receiver {
                 "/hook",
                 axum::routing::post(
                     |State(s): State<Arc<ReceiverState>>, body: String| async move {
-                        let fail = s
-                            .fail_next
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                            .is_ok();
+                        let refused = s.refused_type.lock().unwrap().clone();
+                        let fail = refused.is_some_and(|t| decode_jwt(&body).event_type == t)
+                            || s.fail_next
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
                         s.got.lock().unwrap().push(Received {
                             body,
                             acknowledged: !fail,
@@ -567,6 +581,11 @@ impl Receiver {
     /// From now on, fail the next `n` requests.
     pub fn fail_next(&self, n: u64) {
         self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on, refuse every delivery of `event_type` (`None`: refuse no type).
+    pub fn refuse_type(&self, event_type: Option<&str>) {
+        *self.state.refused_type.lock().unwrap() = event_type.map(str::to_owned);
     }
 }
 

@@ -211,7 +211,12 @@ impl Server {
     /// and restarts start from one with webhooks still pending.
     pub async fn start(data: &Path, hook_url: &str) -> Server {
         let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), data.into()];
-        args.extend(["--webhook-url".into(), hook_url.into()]);
+        args.extend([
+            "--webhook-url".into(),
+            hook_url.into(),
+            "--webhook-retries".into(),
+            vec!["20ms"; 500].join(",").into(),
+        ]);
         args.extend(["--snapshot-every".into(), SNAPSHOT_EVERY.to_string().into()]);
         Server::start_with(&args).await
     }
