@@ -47,15 +47,19 @@ pub struct AppState {
     pub public_pem: String,
     /// Verifies deliveries from the real Wix, if `--wix-public-key` was given.
     pub wix_verifier: Option<WebhookVerifier>,
+    /// Issues and checks the apps' access tokens.
+    pub tokens: crate::oauth::TokenIssuer,
 }
 
-/// The router.
+/// The router. Every Wix path is also served under the prefix Wix's SDK gives it when
+/// pointed at a host of its own (`createClient({host: {apiBaseUrl}})`): `/crm/inbox/v2/...`
+/// and `/_api/contacts/v4/...`.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let inbox: Router<Arc<AppState>> = Router::new()
         .route("/inbox/v2/conversations", post(get_or_create_conversation))
         .route("/inbox/v2/conversations/{id}", get(get_conversation))
-        .route("/inbox/v2/messages", get(list_messages).post(send_message))
+        .route("/inbox/v2/messages", get(list_messages).post(send_message));
+    let contacts: Router<Arc<AppState>> = Router::new()
         .route(
             "/contacts/v4/contacts",
             post(create_contact).get(list_contacts),
@@ -77,7 +81,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/contacts/v4/contacts/{id}/preview-merge",
             post(preview_merge),
-        )
+        );
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(inbox.clone())
+        .nest("/crm", inbox)
+        .merge(contacts.clone())
+        .nest("/_api", contacts)
+        .route("/oauth2/token", post(oauth_token))
         .route("/members/v1/members", post(register_member))
         .route(
             "/emulator/v1/visitors/{id}/identify",
@@ -231,6 +242,24 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     let key = text(header::AUTHORIZATION.as_str())
         .map(|k| k.strip_prefix("Bearer ").unwrap_or(k).trim().to_owned());
     let asked = text("wix-site-id").map(SiteId::new);
+    // An app's access token (from /oauth2/token): the app, on the site it was issued for.
+    if let Some(grant) = key.as_deref().and_then(|k| {
+        state
+            .tokens
+            .check(k, crate::clock::now().as_micros().div_euclid(1_000_000))
+    }) {
+        if let Some(other) = asked.filter(|s| *s != grant.site) {
+            return Err(WixError::forbidden(format!(
+                "the access token is for site {}, not {other}",
+                grant.site
+            ))
+            .into());
+        }
+        return Ok(Tenant {
+            site: grant.site,
+            caller: Caller::App(grant.app),
+        });
+    }
     let site = if state.keys.is_empty() {
         asked.unwrap_or_else(|| SiteId::new("local"))
     } else {
@@ -261,6 +290,59 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
         format!("{site}:{}", key.unwrap_or_default()).as_bytes(),
     )));
     Ok(Tenant { site, caller })
+}
+
+/// `POST /oauth2/token`: what Wix's SDK sends for `AppStrategy({appId, appSecret,
+/// instanceId})`.
+#[derive(serde::Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    grant_type: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    instance_id: String,
+}
+
+async fn oauth_token(
+    State(state): State<Arc<AppState>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    use crate::oauth::TokenError;
+    let bytes = body(raw)?;
+    let req: TokenRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        WixError::malformed_json(format!("request body is not a token request: {e}"))
+    })?;
+    let now = crate::clock::now().as_micros().div_euclid(1_000_000);
+    let token = state
+        .tokens
+        .issue(
+            &req.grant_type,
+            &req.client_id,
+            &req.client_secret,
+            &req.instance_id,
+            now,
+        )
+        .map_err(|e| match e {
+            TokenError::BadClient => WixError::unauthenticated(e.to_string()),
+            TokenError::GrantType(_) => WixError::invalid(FieldViolation::new(
+                "grant_type",
+                e.to_string(),
+                Rule::InvalidEnumValue,
+            )),
+            TokenError::NoInstance => WixError::invalid(FieldViolation::new(
+                "instance_id",
+                e.to_string(),
+                Rule::RequiredField,
+            )),
+        })?;
+    Ok(axum::Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": crate::oauth::TOKEN_TTL_SECS,
+    })))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {

@@ -9,8 +9,10 @@
 //!   replica registry, follower), chosen once at start;
 //! * [`delivery`]: the outbox's cursors, leases and dead letters, in files or the database;
 //! * [`http`]: the Wix REST paths and the emulator's own, in Wix's shapes and errors;
-//! * [`outbox`]: at-least-once webhook delivery from the engine's observations, with
-//!   backoff and jitter;
+//! * [`outbox`]: at-least-once webhook delivery from the engine's observations, each event
+//!   retried on its own schedule, dead letters, chaos mode;
+//! * [`oauth`]: the emulated `/oauth2/token` (app tokens bound to a site);
+//! * [`tls`]: TLS on the listen address (a given or a generated self-signed certificate);
 //! * [`keys`]: the signing and cursor keys in the data directory;
 //! * [`clock`]: the system clock and the random id source.
 //!
@@ -24,7 +26,9 @@ pub mod delivery;
 pub mod engine;
 pub mod http;
 pub mod keys;
+pub mod oauth;
 pub mod outbox;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -78,6 +82,12 @@ pub struct ServeOptions {
     pub header_read_timeout: std::time::Duration,
     /// How failed webhook deliveries are retried (Wix's schedule by default), and chaos mode.
     pub delivery: outbox::DeliveryPolicy,
+    /// Serve HTTPS instead of HTTP (Wix's SDK speaks only `https` to a host it is given).
+    pub tls: Option<tls::TlsSource>,
+    /// Apps (id, secret) that may take access tokens at `/oauth2/token`, as Wix's
+    /// `AppStrategy` does; a token acts as its app on the site (`instance_id`) it was issued
+    /// for.
+    pub apps: Vec<(inbox_core::AppId, String)>,
 }
 
 /// Events between two snapshots by default (`inboxd serve --snapshot-every`).
@@ -106,6 +116,8 @@ impl ServeOptions {
             max_sites: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             delivery: outbox::DeliveryPolicy::default(),
+            tls: None,
+            apps: Vec::new(),
         }
     }
 }
@@ -144,6 +156,8 @@ pub struct Running {
     pub opened: Opened,
     /// Whether the signing key was generated now.
     pub generated_signing_key: bool,
+    /// With TLS: the certificate clients should trust, and whether it was generated now.
+    pub tls_cert: Option<(PathBuf, bool)>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
@@ -272,6 +286,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
         keys,
         public_pem: signing.public_pem.clone(),
         wix_verifier,
+        tokens: oauth::TokenIssuer::new(cursor_key, opts.apps.clone()),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -316,14 +331,26 @@ pub async fn start(opts: ServeOptions) -> Result<Running, StartError> {
     } else {
         None
     };
+    let tls = match &opts.tls {
+        Some(source) => Some(tls::load(source, &opts.data).map_err(|e| setup(&e))?),
+        None => None,
+    };
+    let tls_cert = tls.as_ref().map(|t| (t.cert_path.clone(), t.generated));
     let app = http::router(state);
-    let server = tokio::spawn(serve(listener, app, opts.header_read_timeout, rx));
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        opts.header_read_timeout,
+        tls.map(|t| t.acceptor),
+        rx,
+    ));
     Ok(Running {
         addr,
         engine,
         outbox,
         opened,
         generated_signing_key: generated,
+        tls_cert,
         shutdown,
         server,
         workers,
@@ -340,6 +367,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     header_read_timeout: std::time::Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -369,13 +397,35 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                match &tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        });
+                    }
+                    Some(acceptor) => {
+                        // The handshake in the connection's own task, bounded like a
+                        // request's headers, so a client that never finishes it holds
+                        // nothing but its socket for a while.
+                        let (acceptor, builder, watcher) =
+                            (acceptor.clone(), builder.clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            let handshake =
+                                tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
+                            let Ok(Ok(stream)) = handshake.await else {
+                                return;
+                            };
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned();
+                            let _ = watcher.watch(connection).await;
+                        });
+                    }
+                }
             }
             () = &mut stopped => break,
         }

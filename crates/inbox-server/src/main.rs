@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the Wix REST paths, take Wix webhooks, deliver our own.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Rebuild every site's state from the log and print a summary (the server must not be
     /// running on the same directory).
     Replay {
@@ -154,6 +154,23 @@ struct Serve {
     /// Chaos mode's longest hold-back of a delivery.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = inbox_server::outbox::parse_duration)]
     webhook_chaos_max_delay: std::time::Duration,
+    /// An app that may take access tokens at /oauth2/token, as APP_ID:SECRET (repeatable):
+    /// Wix's `AppStrategy({appId, appSecret, instanceId})` gets a token there that acts as the
+    /// app on that site (instance).
+    #[arg(long = "app", value_name = "APP_ID:SECRET", value_parser = parse_app)]
+    apps: Vec<(inbox_core::AppId, String)>,
+    /// Serve HTTPS with a self-signed certificate for localhost, 127.0.0.1 and ::1,
+    /// generated once into DATA/tls/ (its path is logged: trust it in the client, e.g.
+    /// NODE_EXTRA_CA_CERTS=DATA/tls/cert.pem). Wix's SDK speaks only https to a host given
+    /// with `apiBaseUrl`.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Chaos mode's chance, in percent, that a delivered webhook is delivered once more.
     #[arg(long, value_name = "PERCENT", default_value_t = 25, value_parser = clap::value_parser!(u8).range(0..=100))]
     webhook_chaos_duplicates: u8,
@@ -182,6 +199,15 @@ fn parse_subscription(text: &str) -> Result<(String, String), String> {
     Ok((event.to_owned(), url.to_owned()))
 }
 
+fn parse_app(text: &str) -> Result<(inbox_core::AppId, String), String> {
+    match text.split_once(':') {
+        Some((id, secret)) if !secret.is_empty() => uuid::Uuid::parse_str(id.trim())
+            .map(|u| (inbox_core::AppId::from_uuid(u), secret.to_owned()))
+            .map_err(|_| format!("the app id must be a GUID; got {id:?}")),
+        _ => Err(format!("expected APP_ID:SECRET, got {text:?}")),
+    }
+}
+
 fn parse_api_key(text: &str) -> Result<(SiteId, String), String> {
     match text.split_once(':') {
         Some((site, key)) if !site.is_empty() && !key.is_empty() => {
@@ -202,7 +228,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Serve(s) => serve(s),
+        Cmd::Serve(s) => serve(*s),
         Cmd::Replay { data, postgres } => replay(&Source::new(data, postgres)),
         Cmd::Export {
             data,
@@ -309,6 +335,12 @@ fn serve(s: Serve) -> ExitCode {
         snapshot_every: (s.snapshot_every > 0).then_some(s.snapshot_every),
         max_sites: s.max_sites,
         header_read_timeout: std::time::Duration::from_secs(s.header_read_timeout.max(1)),
+        apps: s.apps,
+        tls: match (s.tls, s.tls_cert, s.tls_key) {
+            (_, Some(cert), Some(key)) => Some(inbox_server::tls::TlsSource::Files { cert, key }),
+            (true, _, _) => Some(inbox_server::tls::TlsSource::SelfSigned),
+            _ => None,
+        },
         delivery: inbox_server::outbox::DeliveryPolicy {
             retries: s.webhook_retries.map_or_else(
                 || inbox_server::outbox::WIX_RETRY_SCHEDULE.to_vec(),
@@ -351,7 +383,15 @@ fn serve(s: Serve) -> ExitCode {
             webhook_subscriptions = opts.webhook_subscriptions.len(),
             "opened the store"
         );
-        tracing::info!("inboxd listening on http://{}", running.addr);
+        if let Some((cert, generated)) = &running.tls_cert {
+            tracing::info!(
+                cert = %cert.display(),
+                generated,
+                "serving HTTPS: clients must trust this certificate (Node: NODE_EXTRA_CA_CERTS)"
+            );
+        }
+        let scheme = if running.tls_cert.is_some() { "https" } else { "http" };
+        tracing::info!("inboxd listening on {scheme}://{}", running.addr);
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
         running.shutdown().await;

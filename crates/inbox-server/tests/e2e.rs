@@ -2132,3 +2132,85 @@ async fn given_chaos_mode_when_messages_are_sent_then_each_arrives_some_twice_an
         "some message arrived twice"
     );
 }
+
+/// The emulated OAuth endpoint: a registered app's client credentials for a site get a
+/// token that acts as the app there; wrong credentials, another grant type or no site are
+/// refused in Wix's error shape; the token does not open another site; the Wix paths answer
+/// under the prefixes the SDK gives a host of its own too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_registered_app_when_it_takes_a_token_then_the_token_acts_as_the_app_on_its_site_only()
+ {
+    const APP: &str = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b";
+    let server = TestServer::start_with(|o| {
+        o.api_keys = keys(&[("site-a", "key-a"), ("site-b", "key-b")]);
+        o.apps = vec![(
+            inbox_core::AppId::from_uuid(APP.parse().unwrap()),
+            "s3cret".into(),
+        )];
+    })
+    .await;
+    let anyone = Api::new(&server.base());
+    let ask = |secret: &str, grant: &str, instance: &str| json!({"grant_type": grant, "client_id": APP, "client_secret": secret, "instance_id": instance});
+    anyone
+        .post(
+            "/oauth2/token",
+            &ask("wrong", "client_credentials", "site-a"),
+        )
+        .await
+        .app_error(401, "UNAUTHENTICATED");
+    anyone
+        .post("/oauth2/token", &ask("s3cret", "password", "site-a"))
+        .await
+        .validation_error(Some("grant_type"));
+    anyone
+        .post("/oauth2/token", &ask("s3cret", "client_credentials", ""))
+        .await
+        .validation_error(Some("instance_id"));
+    let granted = anyone
+        .post(
+            "/oauth2/token",
+            &ask("s3cret", "client_credentials", "site-a"),
+        )
+        .await
+        .ok();
+    assert_eq!(granted["token_type"], "Bearer");
+    assert_eq!(granted["expires_in"], 14_400);
+    let token = str_of(&granted["access_token"]);
+
+    let as_app = Api::new(&server.base()).key(&token);
+    let c = str_of(&as_app.create_contact("Tok", "tok@example.com").await["id"]);
+    let made = as_app.contact(&c).await.ok();
+    assert_eq!(made["contact"]["source"]["sourceType"], "WIX_APP");
+    assert_eq!(made["contact"]["source"]["appId"], APP);
+    // Site B's key does not see it; the token does not open site B.
+    Api::new(&server.base())
+        .key("key-b")
+        .site("site-b")
+        .contact(&c)
+        .await
+        .app_error(404, "CONTACT_NOT_FOUND");
+    Api::new(&server.base())
+        .key(&token)
+        .site("site-b")
+        .contact(&c)
+        .await
+        .app_error(403, "PERMISSION_DENIED");
+    // The SDK's own prefixes for a host of its own.
+    let via_prefix = as_app
+        .get(&format!("/_api/contacts/v4/contacts/{c}"))
+        .await
+        .ok();
+    assert_eq!(via_prefix["contact"]["id"], c.as_str());
+    let conv = as_app
+        .post(
+            "/crm/inbox/v2/conversations",
+            &json!({"participantId": {"contactId": c}}),
+        )
+        .await
+        .ok();
+    assert_eq!(conv["conversation"]["participant"]["contactId"], c.as_str());
+    as_app
+        .send(reqwest::Method::PUT, "/crm/inbox/v2/messages")
+        .await
+        .app_error(405, "METHOD_NOT_ALLOWED");
+}

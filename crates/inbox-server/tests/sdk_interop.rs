@@ -67,10 +67,16 @@ fn sdk_available() -> bool {
 
 /// Runs `node <args>` in `interop/node` off the async workers; returns status, stdout, stderr.
 async fn node(args: Vec<String>) -> (bool, String, String) {
+    node_with(args, Vec::new()).await
+}
+
+/// [`node`] with environment variables.
+async fn node_with(args: Vec<String>, env: Vec<(String, String)>) -> (bool, String, String) {
     let out = tokio::task::spawn_blocking(move || {
         Process::new("node")
             .current_dir(interop_dir())
             .args(&args)
+            .envs(env)
             .output()
     })
     .await
@@ -560,4 +566,91 @@ async fn wix_sdk_drives_every_contacts_call() {
         })
         .unwrap();
     running.shutdown().await;
+}
+
+/// Wix's SDK pointed at inboxd through its own host setting (`host: {apiBaseUrl}`), with no
+/// custom fetch: it speaks https (inboxd serves TLS with its generated certificate, which Node
+/// trusts through NODE_EXTRA_CA_CERTS) on the paths it uses for a host of its own
+/// (`/_api/contacts/v4/...`, `/crm/inbox/v2/...`), with `ApiKeyStrategy`, and with
+/// `AppStrategy`, whose token comes from the emulated `/oauth2/token` and acts as the app on
+/// the site it was issued for; a wrong secret gets a 401 and no token
+/// (`interop/node/host-flow.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wix_sdk_reaches_inboxd_through_its_host_setting_over_tls_with_api_keys_and_app_tokens() {
+    if !sdk_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let app = inbox_core::AppId::from_uuid(APP_ID.parse().unwrap());
+    let running = start(ServeOptions {
+        api_keys: vec![(SiteId::new(SITE), KEY.into())],
+        apps: vec![(app, "app-secret".into())],
+        tls: Some(inbox_server::tls::TlsSource::SelfSigned),
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
+    })
+    .await
+    .unwrap();
+    let (cert, generated) = running.tls_cert.clone().unwrap();
+    assert!(generated);
+    let host = format!("localhost:{}", running.addr.port());
+    let (ok, stdout, stderr) = node_with(
+        vec![
+            "host-flow.mjs".into(),
+            host,
+            SITE.into(),
+            KEY.into(),
+            APP_ID.into(),
+            "app-secret".into(),
+        ],
+        vec![(
+            "NODE_EXTRA_CA_CERTS".into(),
+            cert.to_str().unwrap().to_owned(),
+        )],
+    )
+    .await;
+    assert!(
+        ok,
+        "host-flow.mjs failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let steps = json_lines(&stdout);
+    let done = steps.last().unwrap();
+    assert_eq!(done["step"], "done", "{stdout}");
+    let paths: Vec<&str> = done["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "POST https /_api/contacts/v4/contacts 200",
+            "POST https /crm/inbox/v2/conversations 200",
+            "POST https /crm/inbox/v2/messages 200",
+            "POST https /oauth2/token 200",
+            "POST https /crm/inbox/v2/messages 200",
+            "GET https /crm/inbox/v2/messages 200",
+            "POST https /oauth2/token 401",
+        ]
+    );
+    // The app's message is the app's, on the site its token was issued for.
+    let conversation: ConversationId = done["conversationId"].as_str().unwrap().parse().unwrap();
+    running
+        .engine
+        .read(&SiteId::new(SITE), |inbox| {
+            let senders: Vec<Sender> = inbox.messages_of(conversation).map(|m| m.sender).collect();
+            assert!(matches!(senders[0], Sender::WixUser(_)), "{senders:?}");
+            assert_eq!(senders[1], Sender::App(app));
+        })
+        .unwrap();
+    // The certificate is generated once: a restart reuses it.
+    running.shutdown().await;
+    let again = start(ServeOptions {
+        tls: Some(inbox_server::tls::TlsSource::SelfSigned),
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.tls_cert.clone(), Some((cert, false)));
+    again.shutdown().await;
 }

@@ -1027,6 +1027,9 @@ impl Announcement {
             "instanceId": self.instance_id.0,
             "data": b.to_string(),
             "identity": json!(self.identity).to_string(),
+            // The site the event is tied to, as Wix's envelope says it (the emulator has no
+            // accounts to name).
+            "accountInfo": {"siteId": self.instance_id.0},
         });
         a.to_string()
     }

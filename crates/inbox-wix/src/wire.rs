@@ -505,6 +505,9 @@ pub struct Message {
     pub badges: Vec<Badge>,
     /// At most one.
     pub target_channels: Vec<ChannelType>,
+    /// Channel ids to send to: accepted and not kept (the emulator sends nothing anywhere);
+    /// always answered, empty, as the SDK types it as always present.
+    pub target_channel_ids: Vec<String>,
     /// Where it came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_channel: Option<ChannelType>,
@@ -1049,6 +1052,7 @@ impl Message {
                 })
                 .collect(),
             target_channels: m.target_channels.iter().map(Into::into).collect(),
+            target_channel_ids: Vec::new(),
             source_channel: m.source_channel.map(Into::into),
             app_id: m.app_id.map(|a| a.as_uuid().to_string()),
             visibility: Some(m.visibility.into()),
