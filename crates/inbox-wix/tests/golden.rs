@@ -471,6 +471,7 @@ fn the_sync_flow_answers_in_wix_shapes() {
                   }
                 ],
                 "targetChannels": [],
+                "targetChannelIds": [],
                 "appId": "00000000-0000-0000-0000-000000000a99",
                 "visibility": "BUSINESS",
                 "sequence": "1700000002000000",

@@ -107,7 +107,10 @@ fn an_announcement_has_the_documented_nesting() {
     let layer_c: Value = serde_json::from_str(layer_a["identity"].as_str().unwrap()).unwrap();
     expect![[r#"
         {
-          "data": "{\"actionEvent\":{\"body\":{\"conversationId\":\"00000000-0000-0000-0000-000000010001\",\"message\":{\"appId\":\"00000000-0000-0000-0000-000000000a99\",\"badges\":[],\"content\":{\"basic\":{\"items\":[{\"text\":\"Do you open on Sundays?\"}]}},\"createdDate\":\"2023-11-14T22:13:21Z\",\"direction\":\"PARTICIPANT_TO_BUSINESS\",\"id\":\"1700000001000000\",\"sender\":{\"anonymousVisitorId\":\"00000000-0000-0000-0000-00000000a001\"},\"sequence\":\"1700000001000000\",\"silent\":false,\"targetChannels\":[],\"visibility\":\"BUSINESS_AND_PARTICIPANT\"}}},\"entityFqdn\":\"wix.crm.inbox.v2.message\",\"entityId\":\"1700000001000000\",\"eventTime\":\"2023-11-14T22:13:21Z\",\"id\":\"00000000-0000-0000-0000-000000010003\",\"slug\":\"message_sent_to_business\"}",
+          "accountInfo": {
+            "siteId": "6f1c0a3e-2b7d-4c55-9a0e-0d9c1b2a3f40"
+          },
+          "data": "{\"actionEvent\":{\"body\":{\"conversationId\":\"00000000-0000-0000-0000-000000010001\",\"message\":{\"appId\":\"00000000-0000-0000-0000-000000000a99\",\"badges\":[],\"content\":{\"basic\":{\"items\":[{\"text\":\"Do you open on Sundays?\"}]}},\"createdDate\":\"2023-11-14T22:13:21Z\",\"direction\":\"PARTICIPANT_TO_BUSINESS\",\"id\":\"1700000001000000\",\"sender\":{\"anonymousVisitorId\":\"00000000-0000-0000-0000-00000000a001\"},\"sequence\":\"1700000001000000\",\"silent\":false,\"targetChannelIds\":[],\"targetChannels\":[],\"visibility\":\"BUSINESS_AND_PARTICIPANT\"}}},\"entityFqdn\":\"wix.crm.inbox.v2.message\",\"entityId\":\"1700000001000000\",\"eventTime\":\"2023-11-14T22:13:21Z\",\"id\":\"00000000-0000-0000-0000-000000010003\",\"slug\":\"message_sent_to_business\"}",
           "eventType": "wix.crm.inbox.v2.message_message_sent_to_business",
           "identity": "{\"anonymousVisitorId\":\"00000000-0000-0000-0000-00000000a001\",\"identityType\":\"ANONYMOUS_VISITOR\"}",
           "instanceId": "6f1c0a3e-2b7d-4c55-9a0e-0d9c1b2a3f40"
