@@ -9,7 +9,9 @@
 //   only; the rest stays) -> updateContact with the stale revision (CONTACT_ALREADY_CHANGED)
 //   -> labelContact -> unlabelContact -> a second contact -> queryContacts by label and by
 //   company -> listFacets -> queryFacets -> listContacts (sorted, paged, FULL) -> previewMergeContacts -> mergeContacts -> getContact of the merged-away id (the
-//   target) -> a third contact -> deleteContact -> getContact of it (CONTACT_NOT_FOUND).
+//   target) -> a third contact -> deleteContact -> getContact of it (CONTACT_NOT_FOUND) ->
+//   bulkLabelAndUnlabelContacts, bulkUpdateContacts, bulkDeleteContacts by filter (and one
+//   without a filter: NEITHER_FILTER_NOR_SEARCH).
 //
 // The closing line is {"step": "done", "ok": true, "contactId", "mergedId", "deletedId",
 // "revision", "httpCalls"}.
@@ -177,6 +179,34 @@ async function main() {
   await step('deleteContact', () => client.contacts.deleteContact(kim._id));
   await expectError('getDeletedContact', 404, 'CONTACT_NOT_FOUND', () => client.contacts.getContact(kim._id));
   await expectError('deleteContactAgain', 404, 'CONTACT_NOT_FOUND', () => client.contacts.deleteContact(kim._id));
+
+  // 7. Bulk calls, by filter: label, update, delete (Wix answers a job id).
+  for (const first of ['Bulk1', 'Bulk2']) {
+    await step(`create${first}`, () => client.contacts.createContact({ name: { first }, company: 'BulkCo' }));
+  }
+  const bulkCo = { 'info.company': 'BulkCo' };
+  const job = await step('bulkLabelAndUnlabelContacts', () =>
+    client.contacts.bulkLabelAndUnlabelContacts({ filter: bulkCo, labelKeysToAdd: ['custom.bulk'] }),
+  );
+  check(typeof job?.jobId === 'string' && job.jobId.length > 0, 'bulkLabelAndUnlabelContacts: a job id', job);
+  const labelled2 = await step('queryBulkLabelled', async () => {
+    const r = await client.contacts.queryContacts().hasSome('info.labelKeys', ['custom.bulk']).find();
+    return { count: r.items.length };
+  });
+  check(labelled2.count === 2, 'bulk labels: both contacts', labelled2);
+  await step('bulkUpdateContacts', () => client.contacts.bulkUpdateContacts({ filter: bulkCo, info: { jobTitle: 'Bulk' } }));
+  const titled = await step('queryBulkUpdated', async () => {
+    const r = await client.contacts.queryContacts().eq('info.jobTitle', 'Bulk').find();
+    return { count: r.items.length, revisions: r.items.map((c) => c.revision) };
+  });
+  check(titled.count === 2 && titled.revisions.every((r) => r === 3), 'bulk update: both, at revision 3', titled);
+  await expectError('bulkDeleteWithoutFilter', 400, 'NEITHER_FILTER_NOR_SEARCH', () => client.contacts.bulkDeleteContacts({}));
+  await step('bulkDeleteContacts', () => client.contacts.bulkDeleteContacts({ filter: bulkCo }));
+  const gone = await step('queryBulkDeleted', async () => {
+    const r = await client.contacts.queryContacts().eq('info.company', 'BulkCo').find();
+    return { count: r.items.length };
+  });
+  check(gone.count === 0, 'bulk delete: none left', gone);
 
   finish({ contactId, mergedId: ann._id, deletedId: kim._id, revision: merged.contact.revision });
 }

@@ -81,6 +81,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/contacts/v4/contacts/{id}/preview-merge",
             post(preview_merge),
+        )
+        .route(
+            "/contacts/v4/bulk/contacts/delete",
+            post(|s, h, b| bulk(rest::BulkKind::Delete, s, h, b)),
+        )
+        .route(
+            "/contacts/v4/bulk/contacts/update",
+            post(|s, h, b| bulk(rest::BulkKind::Update, s, h, b)),
+        )
+        .route(
+            "/contacts/v4/bulk/contacts/add-remove-labels",
+            post(|s, h, b| bulk(rest::BulkKind::Labels, s, h, b)),
         );
     Router::new()
         .route("/healthz", get(healthz))
@@ -588,6 +600,44 @@ async fn delete_contact(
             "the deletion was not recorded",
             |_, _| Some(serde_json::json!({})),
         )
+    })
+    .await
+    .map(axum::Json)
+}
+
+/// The bulk calls: the commands are decided from the state now and run one by one, each
+/// contact on its own; a contact whose command is refused is skipped (and counted in the log).
+async fn bulk(
+    kind: rest::BulkKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let bytes = body(raw)?;
+    blocking(move || {
+        let commands = state
+            .engine
+            .read(&t.site, |inbox| rest::bulk_commands(inbox, kind, &bytes))??;
+        let (mut done, mut skipped) = (0usize, 0usize);
+        for command in &commands {
+            match state
+                .engine
+                .execute(&t.site, t.caller, command, |_, _| Some(()))
+            {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    if e.0.status() >= 500 {
+                        return Err(e);
+                    }
+                    skipped += 1;
+                }
+            }
+        }
+        let job_id = Uuid::new_v4();
+        tracing::info!(site = %t.site, ?kind, %job_id, done, skipped, "bulk contacts call");
+        Ok(serde_json::json!({ "jobId": job_id.to_string() }))
     })
     .await
     .map(axum::Json)

@@ -541,6 +541,9 @@ async fn wix_sdk_drives_every_contacts_call() {
         "POST /contacts/v4/contacts/{id}/preview-merge",
         "POST /contacts/v4/contacts/{id}/merge",
         "DELETE /contacts/v4/contacts/{id}",
+        "POST /contacts/v4/bulk/contacts/add-remove-labels",
+        "POST /contacts/v4/bulk/contacts/update",
+        "POST /contacts/v4/bulk/contacts/delete",
     ]
     .into_iter()
     .map(String::from)

@@ -263,6 +263,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "create or update contact: no name, email or phone (left)",
     ),
     (
+        "NEITHER_FILTER_NOR_SEARCH",
+        400,
+        "a bulk contacts call names no contacts (no filter and no search)",
+    ),
+    (
         "CANNOT_DELETE_MEMBER",
         400,
         "delete contact: the contact is a site member (data names memberId)",

@@ -968,6 +968,133 @@ pub fn query_facets(inbox: &Inbox, body: &[u8]) -> Result<FacetsResponse, WixErr
     facets_page(inbox, &parsed)
 }
 
+/// Which bulk call (`POST /contacts/v4/bulk/contacts/...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkKind {
+    /// `.../delete`: Bulk Delete Contacts.
+    Delete,
+    /// `.../update`: Bulk Update Contacts (`info`).
+    Update,
+    /// `.../add-remove-labels`: Bulk Label and Unlabel Contacts.
+    Labels,
+}
+
+/// A bulk call's commands: one per contact the `filter` matches, decided against the state
+/// it is given. Wix runs these as an asynchronous job and answers its id; the emulator runs
+/// them at once, each contact on its own (a contact its command refuses, such as a member's
+/// deletion, is skipped, as Wix's job counts it a failed item), and answers a job id that
+/// nothing else knows (the Async Jobs API is not served).
+pub fn bulk_commands(inbox: &Inbox, kind: BulkKind, body: &[u8]) -> Result<Vec<Command>, WixError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| WixError::malformed_json(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(mut body) = value else {
+        return Err(WixError::malformed_json(
+            "request body must be a JSON object",
+        ));
+    };
+    let present = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+    let (filter, search) = (body.remove("filter"), body.remove("search"));
+    if !present(&filter) && !present(&search) {
+        return Err(WixError::application(
+            400,
+            "NEITHER_FILTER_NOR_SEARCH",
+            "a bulk call needs a filter (or a search) of the contacts it changes",
+        ));
+    }
+    let mut query = Map::new();
+    if let Some(f) = filter {
+        query.insert("filter".into(), f);
+    }
+    let mut request = Map::new();
+    request.insert("query".into(), Value::Object(query));
+    if let Some(s) = search {
+        request.insert("search".into(), s);
+    }
+    let mut parsed = crate::contacts_query::parse_query_request(&Value::Object(request))?;
+    parsed.parts = Some(Vec::new());
+    parsed.limit = Some(inbox_core::contacts::MAX_QUERY_LIMIT);
+    let mut targets = Vec::new();
+    loop {
+        let page = inbox
+            .contacts()
+            .query(&parsed)
+            .map_err(|e| WixError::application(400, "UNSUPPORTED_FILTER", e.to_string()))?;
+        targets.extend(page.contacts.iter().map(|c| (c.id, c.revision)));
+        parsed.offset += page.contacts.len();
+        if page.contacts.is_empty() || parsed.offset >= page.total {
+            break;
+        }
+    }
+    let rest = Value::Object(body);
+    let commands = match kind {
+        BulkKind::Delete => targets
+            .into_iter()
+            .map(|(contact_id, _)| Command::DeleteContact { contact_id })
+            .collect(),
+        BulkKind::Update => {
+            #[derive(Deserialize)]
+            struct Update {
+                info: Option<ContactInfoPatch>,
+            }
+            let update: Update = parse_value(rest)?;
+            let info = required(&update.info, "info")?;
+            targets
+                .into_iter()
+                .map(|(contact_id, revision)| {
+                    UpdateContactRequest {
+                        revision: Some(Int64(i64::try_from(revision).unwrap_or(i64::MAX))),
+                        info: Some(info.clone()),
+                        allow_duplicates: Some(false),
+                    }
+                    .to_command(contact_id)
+                })
+                .collect::<Result<_, _>>()?
+        }
+        BulkKind::Labels => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase", default)]
+            #[derive(Default)]
+            struct Labels {
+                label_keys_to_add: Vec<String>,
+                label_keys_to_remove: Vec<String>,
+            }
+            let labels: Labels = parse_value(rest)?;
+            // Checked once here, rather than refused contact by contact and skipped.
+            let count = labels.label_keys_to_add.len() + labels.label_keys_to_remove.len();
+            if count == 0 {
+                return Err(WixError::invalid(FieldViolation::new(
+                    "labelKeysToAdd",
+                    "labelKeysToAdd or labelKeysToRemove must name a label key",
+                    Rule::MinSize,
+                )));
+            }
+            for (i, key) in labels
+                .label_keys_to_add
+                .iter()
+                .chain(&labels.label_keys_to_remove)
+                .enumerate()
+            {
+                inbox_core::contacts::check_label_key(key).map_err(|reason| {
+                    WixError::invalid(FieldViolation::new(
+                        format!("labelKeys[{i}]"),
+                        format!("invalid label key {key:?}: {reason}"),
+                        Rule::Format,
+                    ))
+                })?;
+            }
+            targets
+                .into_iter()
+                .map(|(contact_id, _)| Command::LabelContact {
+                    contact_id,
+                    add: labels.label_keys_to_add.iter().cloned().collect(),
+                    remove: labels.label_keys_to_remove.iter().cloned().collect(),
+                })
+                .collect()
+        }
+    };
+    Ok(commands)
+}
+
 /// List Contacts: `query` is the URL query string, without the `?`. Answers like Query
 /// Contacts.
 pub fn list_contacts(inbox: &Inbox, query: &str) -> Result<QueryContactsResponse, WixError> {

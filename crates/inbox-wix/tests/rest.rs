@@ -1288,3 +1288,81 @@ fn facets_count_contacts_by_label() {
         ]],
     );
 }
+
+/// A bulk call's commands: one per contact the filter matches, decided from the state; no
+/// filter, a search, and label changes naming nothing or a bad key are refused up front.
+#[test]
+fn bulk_calls_become_one_command_per_matching_contact() {
+    let (mut w, _) = world();
+    w.run(&Command::CreateContact {
+        contact_id: contact(2),
+        draft: ContactDraft {
+            name: inbox_core::contacts::ContactName {
+                first: Some("Ann".into()),
+                last: None,
+            },
+            ..ContactDraft::default()
+        },
+    });
+    let bulk = |kind, body: Value| bulk_commands(&w.inbox, kind, body.to_string().as_bytes());
+    let all = bulk(BulkKind::Delete, json!({"filter": {}})).unwrap();
+    assert_eq!(all.len(), 2);
+    let ann = bulk(
+        BulkKind::Labels,
+        json!({"filter": {"info.name.first": "Ann"}, "labelKeysToAdd": ["custom.vip"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        ann,
+        [Command::LabelContact {
+            contact_id: contact(2),
+            add: ["custom.vip".to_owned()].into(),
+            remove: Default::default(),
+        }]
+    );
+    let updates = bulk(
+        BulkKind::Update,
+        json!({"filter": {}, "info": {"company": "Acme"}}),
+    )
+    .unwrap();
+    assert!(updates.iter().all(|c| matches!(
+        c,
+        Command::UpdateContact {
+            expected_revision: 1,
+            ..
+        }
+    )));
+    check(
+        bulk(BulkKind::Delete, json!({})),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"NEITHER_FILTER_NOR_SEARCH","data":{},"description":"a bulk call needs a filter (or a search) of the contacts it changes"}},"message":"a bulk call needs a filter (or a search) of the contacts it changes"}"#
+        ]],
+    );
+    check(
+        bulk(BulkKind::Delete, json!({"search": "jo"})),
+        expect![[
+            r#"400 {"details":{"applicationError":{"code":"UNSUPPORTED_FILTER","data":{},"description":"search: free-text search is not supported; filter with query.filter instead"}},"message":"search: free-text search is not supported; filter with query.filter instead"}"#
+        ]],
+    );
+    check(
+        bulk(BulkKind::Labels, json!({"filter": {}})),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"labelKeysToAdd or labelKeysToRemove must name a label key","field":"labelKeysToAdd","violatedRule":"MIN_SIZE"}]}},"message":"labelKeysToAdd or labelKeysToRemove must name a label key"}"#
+        ]],
+    );
+    check(
+        bulk(
+            BulkKind::Labels,
+            json!({"filter": {}, "labelKeysToRemove": ["nope"]}),
+        ),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"invalid label key \"nope\": a label key is namespace.key, e.g. custom.vip","field":"labelKeys[0]","violatedRule":"FORMAT"}]}},"message":"invalid label key \"nope\": a label key is namespace.key, e.g. custom.vip"}"#
+        ]],
+    );
+    check(
+        bulk(BulkKind::Update, json!({"filter": {}})),
+        expect![[
+            r#"400 {"details":{"validationError":{"fieldViolations":[{"description":"info is required","field":"info","violatedRule":"REQUIRED_FIELD"}]}},"message":"info is required"}"#
+        ]],
+    );
+}
