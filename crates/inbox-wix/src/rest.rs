@@ -14,8 +14,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use std::collections::BTreeSet;
 
 use inbox_core::contacts::{
-    ContactDetails, ContactDraft, ContactName, ContactPage, ContactPatch, ContactQuery,
-    ContactSource, ContactView, ExtendedValue, SourceType,
+    ContactDraft, ContactName, ContactPage, ContactPatch, ContactQuery, ContactSource, ContactView,
+    ExtendedValue, SourceType,
 };
 use inbox_core::message::Message as CoreMessage;
 use inbox_core::{
@@ -469,42 +469,16 @@ impl CreateContactRequest {
         source: ContactSource,
     ) -> Result<Command, WixError> {
         let info = required(&self.info, "info")?;
-        let name = info.name.clone().unwrap_or_default();
+        let extended = extended_fields(info.extended_fields.as_ref())?
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        let parts = info.to_core(extended);
         let draft = ContactDraft {
-            name: ContactName {
-                first: name.first,
-                last: name.last,
-            },
-            emails: info
-                .emails
-                .iter()
-                .flat_map(|e| &e.items)
-                .map(EmailItem::to_core)
-                .collect(),
-            phones: info
-                .phones
-                .iter()
-                .flat_map(|p| &p.items)
-                .map(PhoneItem::to_core)
-                .collect(),
-            details: ContactDetails {
-                addresses: info
-                    .addresses
-                    .iter()
-                    .flat_map(|a| &a.items)
-                    .map(AddressItem::to_core)
-                    .collect(),
-                company: info.company.clone(),
-                job_title: info.job_title.clone(),
-                birthdate: info.birthdate.clone(),
-                locale: info.locale.clone(),
-                picture: info.picture.as_ref().and_then(Picture::to_core),
-                labels: info.label_keys.as_ref().map(label_set).unwrap_or_default(),
-                extended_fields: extended_fields(info.extended_fields.as_ref())?
-                    .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k, v)))
-                    .collect(),
-            },
+            name: parts.name,
+            emails: parts.emails,
+            phones: parts.phones,
+            details: parts.details,
             source,
             allow_duplicates: self.allow_duplicates.unwrap_or(false),
         };

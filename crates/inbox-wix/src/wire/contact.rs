@@ -392,6 +392,60 @@ pub struct ContactInfo {
     pub picture: Option<Picture>,
 }
 
+/// The core's parts of a contact's `info`: name, emails, phones, and the details, with the
+/// extended fields the caller made of `info.extendedFields` (checked, or filtered, by who
+/// asks).
+pub struct InfoParts {
+    /// The name.
+    pub name: core::ContactName,
+    /// The emails.
+    pub emails: Vec<core::ContactEmail>,
+    /// The phones.
+    pub phones: Vec<core::ContactPhone>,
+    /// The rest.
+    pub details: core::ContactDetails,
+}
+
+impl ContactInfo {
+    /// The core's parts, with `extended_fields` as the details' extended fields.
+    pub fn to_core(&self, extended_fields: BTreeMap<String, ExtendedValue>) -> InfoParts {
+        let name = self.name.clone().unwrap_or_default();
+        InfoParts {
+            name: core::ContactName {
+                first: name.first,
+                last: name.last,
+            },
+            emails: self
+                .emails
+                .iter()
+                .flat_map(|e| &e.items)
+                .map(EmailItem::to_core)
+                .collect(),
+            phones: self
+                .phones
+                .iter()
+                .flat_map(|p| &p.items)
+                .map(PhoneItem::to_core)
+                .collect(),
+            details: core::ContactDetails {
+                addresses: self
+                    .addresses
+                    .iter()
+                    .flat_map(|a| &a.items)
+                    .map(AddressItem::to_core)
+                    .collect(),
+                company: self.company.clone(),
+                job_title: self.job_title.clone(),
+                birthdate: self.birthdate.clone(),
+                locale: self.locale.clone(),
+                picture: self.picture.as_ref().and_then(Picture::to_core),
+                labels: self.label_keys.as_ref().map(label_set).unwrap_or_default(),
+                extended_fields,
+            },
+        }
+    }
+}
+
 /// Update Contact's `info`: a field given replaces the contact's; `null` clears a single
 /// value; a field not given stays.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -767,7 +821,13 @@ impl Contact {
             |d: &Option<String>| d.as_deref().and_then(super::parse_date).unwrap_or(fallback);
         let created = date(&self.created_date);
         let info = self.info.clone().unwrap_or_default();
-        let name = info.name.unwrap_or_default();
+        let extended = info
+            .extended_fields
+            .iter()
+            .flat_map(|f| &f.items)
+            .filter_map(|(k, v)| extended_from_json(v).ok().map(|v| (k.clone(), v)))
+            .collect();
+        let parts = info.to_core(extended);
         let source = self
             .source
             .as_ref()
@@ -798,42 +858,10 @@ impl Contact {
             revision: self.revision,
             created_date: created,
             updated_date: date(&self.updated_date),
-            name: core::ContactName {
-                first: name.first,
-                last: name.last,
-            },
-            emails: info
-                .emails
-                .iter()
-                .flat_map(|e| &e.items)
-                .map(EmailItem::to_core)
-                .collect(),
-            phones: info
-                .phones
-                .iter()
-                .flat_map(|p| &p.items)
-                .map(PhoneItem::to_core)
-                .collect(),
-            details: core::ContactDetails {
-                addresses: info
-                    .addresses
-                    .iter()
-                    .flat_map(|a| &a.items)
-                    .map(AddressItem::to_core)
-                    .collect(),
-                company: info.company,
-                job_title: info.job_title,
-                birthdate: info.birthdate,
-                locale: info.locale,
-                picture: info.picture.as_ref().and_then(Picture::to_core),
-                labels: info.label_keys.as_ref().map(label_set).unwrap_or_default(),
-                extended_fields: info
-                    .extended_fields
-                    .iter()
-                    .flat_map(|f| &f.items)
-                    .filter_map(|(k, v)| extended_from_json(v).ok().map(|v| (k.clone(), v)))
-                    .collect(),
-            },
+            name: parts.name,
+            emails: parts.emails,
+            phones: parts.phones,
+            details: parts.details,
             source,
             last_activity,
         })
