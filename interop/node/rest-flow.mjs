@@ -199,6 +199,7 @@ async function main() {
   // 5. List messages two at a time, newest first (the default), following cursors.next.
   async function listAll(label, visibility, limit, sorting) {
     const pages = [];
+    const prevs = [];
     let cursor;
     for (let page = 0; ; page++) {
       check(page < 50, `${label}: paging ends`, page);
@@ -210,11 +211,24 @@ async function main() {
       check(r.messages.length <= limit, `${label}: at most ${limit} per page`, r.messages.length);
       check(r.pagingMetadata?.count === r.messages.length, `${label}: pagingMetadata.count is the page size`, r.pagingMetadata);
       pages.push(r.messages);
+      prevs.push(r.pagingMetadata?.cursors?.prev);
       const next = r.pagingMetadata?.cursors?.next;
       if (next === undefined || next === null || next === '') break;
       check(typeof next === 'string', `${label}: cursors.next is a string`, next);
       check(r.messages.length > 0, `${label}: a page with a next cursor is not empty`, r.messages.length);
       cursor = next;
+    }
+    // cursors.prev: none on the first page; from the last, the page before it again.
+    check(prevs[0] === undefined || prevs[0] === null, `${label}: the first page has no prev`, prevs[0]);
+    if (pages.length > 1) {
+      const prev = prevs[pages.length - 1];
+      check(typeof prev === 'string', `${label}: a later page has cursors.prev`, prev);
+      const paging = { limit, cursor: prev };
+      const back = await step(`${label}:prev`, () =>
+        client.messages.listMessages(conversationId, visibility, sorting ? { paging, sorting } : { paging }),
+      );
+      const ids = (ms) => JSON.stringify(ms.map((m) => m._id));
+      check(ids(back.messages) === ids(pages[pages.length - 2]), `${label}: prev gives the page before the last`, back.messages.map((m) => m._id));
     }
     return pages;
   }

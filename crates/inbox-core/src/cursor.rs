@@ -8,7 +8,10 @@
 //!
 //! Layout (version 1, 51 bytes, then base64url without padding):
 //! `version u8 | order u8 | visibility u8 | anchor [16] | watermark i64 | last sequence i64 |
-//! last id u64 | mac u64`, integers big-endian. The MAC is SipHash-2-4 under the site's
+//! last id u64 | mac u64`, integers big-endian. The order byte's bit 0 is the descending
+//! order, its bit 1 marks a cursor to the *previous* page (`cursors.prev`: the messages before
+//! the key, in the same order); cursors written before there were previous pages have it
+//! clear. The MAC is SipHash-2-4 under the site's
 //! cursor key, so a cursor edited by hand, or minted for another site, is refused.
 
 use thiserror::Error;
@@ -50,6 +53,8 @@ pub enum CursorError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CursorState {
     pub descending: bool,
+    /// A cursor to the page before `last` (in the listing's order), not after it.
+    pub backwards: bool,
     pub participant_only: bool,
     pub anchor: ConversationId,
     pub watermark: Sequence,
@@ -65,7 +70,7 @@ impl CursorState {
         };
         w.put(&[
             VERSION,
-            u8::from(self.descending),
+            u8::from(self.descending) | (u8::from(self.backwards) << 1),
             u8::from(self.participant_only),
         ]);
         w.put(self.anchor.as_uuid().as_bytes());
@@ -95,7 +100,8 @@ impl CursorState {
         if mac != siphash24(key, body) {
             return Err(CursorError::Tampered);
         }
-        let descending = r.u8() == 1;
+        let order = r.u8();
+        let (descending, backwards) = (order & 1 == 1, order & 2 == 2);
         let participant_only = r.u8() == 1;
         let anchor = ConversationId::from_uuid(Uuid::from_bytes(r.array()));
         let watermark = Sequence(i64::from_be_bytes(r.array()));
@@ -103,6 +109,7 @@ impl CursorState {
         let last_id = MessageId(u64::from_be_bytes(r.array()));
         Ok(CursorState {
             descending,
+            backwards,
             participant_only,
             anchor,
             watermark,
@@ -294,6 +301,7 @@ mod tests {
     fn sample() -> CursorState {
         CursorState {
             descending: true,
+            backwards: false,
             participant_only: false,
             anchor: ConversationId::from_uuid(Uuid::from_u128(7)),
             watermark: Sequence(1_700_000_000_000_000),

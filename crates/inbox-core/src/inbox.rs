@@ -296,6 +296,9 @@ pub struct MessagePage<'a> {
     pub messages: Vec<&'a Message>,
     /// The cursor of the next page; absent at the end.
     pub next_cursor: Option<String>,
+    /// The cursor of the previous page (the messages before this page's first, in the same
+    /// order, pinned like every cursor); absent on the first page.
+    pub prev_cursor: Option<String>,
     /// The live conversation that was read.
     pub conversation_id: ConversationId,
 }

@@ -1377,6 +1377,8 @@ proptest! {
         let mut got: Vec<MessageId> = Vec::new();
         let mut cursor: Option<String> = None;
         let mut pages = 0usize;
+        // Each page's messages and its `prev` cursor, to walk back afterwards.
+        let mut seen: Vec<(Vec<MessageId>, Option<String>)> = Vec::new();
         loop {
             let page = run
                 .inbox
@@ -1385,6 +1387,7 @@ proptest! {
             prop_assert!(page.messages.len() <= limit);
             prop_assert_eq!(page.conversation_id, run.inbox.root_of(asked));
             got.extend(page.messages.iter().map(|m| m.id));
+            seen.push((page.messages.iter().map(|m| m.id).collect(), page.prev_cursor.clone()));
             let Some(next) = page.next_cursor else { break };
             cursor = Some(next);
             pages += 1;
@@ -1396,6 +1399,30 @@ proptest! {
             }
         }
         prop_assert_eq!(got, want, "pages of {:?}", asked);
+
+        // Walking back: the first page has no previous one; every other page's `prev` gives
+        // exactly the page before it, whatever was sent or merged since (it is pinned like
+        // `next`), and that page's `next` leads forward to it again.
+        prop_assert!(seen.first().is_none_or(|(_, prev)| prev.is_none()), "a first page has no prev");
+        for i in 1..seen.len() {
+            let Some(prev) = seen[i].1.clone() else {
+                prop_assert!(seen[i].0.is_empty(), "page {} has messages and no prev", i);
+                continue;
+            };
+            let back = run
+                .inbox
+                .list_messages(&ListMessages { conversation_id: asked, visibility, order, limit: Some(limit), cursor: Some(prev) })
+                .map_err(|e| fail(format!("prev of page {i}: {e}")))?;
+            let back_ids: Vec<MessageId> = back.messages.iter().map(|m| m.id).collect();
+            prop_assert_eq!(&back_ids, &seen[i - 1].0, "prev of page {}", i);
+            prop_assert_eq!(back.prev_cursor.is_some(), i > 1, "prev of page {} has a prev of its own", i);
+            let forward = run
+                .inbox
+                .list_messages(&ListMessages { conversation_id: asked, visibility, order, limit: Some(limit), cursor: back.next_cursor })
+                .map_err(|e| fail(format!("next of the prev of page {i}: {e}")))?;
+            let forward_ids: Vec<MessageId> = forward.messages.iter().map(|m| m.id).collect();
+            prop_assert_eq!(&forward_ids, &seen[i].0, "next of the prev of page {}", i);
+        }
 
         // A bad cursor is a clear error.
         let list = |inbox: &Inbox, conversation_id, visibility, order, limit, cursor: Option<String>| {

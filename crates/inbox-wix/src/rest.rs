@@ -398,13 +398,16 @@ fn insert_dotted(root: &mut Map<String, Value>, key: &str, value: String) -> Res
     Ok(())
 }
 
-/// `pagingMetadata.cursors`: `next` is absent on the last page.
+/// `pagingMetadata.cursors`: `next` is absent on the last page, `prev` on the first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Cursors {
     /// The next page's cursor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The previous page's cursor: the messages before this page's first, in the same order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
 }
 
 /// `pagingMetadata` of List Messages.
@@ -439,6 +442,7 @@ impl ListMessagesResponse {
                 count: page.messages.len() as u64,
                 cursors: Cursors {
                     next: page.next_cursor.clone(),
+                    prev: page.prev_cursor.clone(),
                 },
             },
         }

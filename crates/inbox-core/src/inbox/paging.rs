@@ -26,8 +26,8 @@ impl Inbox {
         let root = self.root_of(req.conversation_id);
         let descending = req.order == SortOrder::Desc;
         let participant_only = req.visibility == VisibilityFilter::ParticipantVisible;
-        let (anchor, watermark, after) = match &req.cursor {
-            None => (root, self.last_sequence, None),
+        let (anchor, watermark, after, backwards) = match &req.cursor {
+            None => (root, self.last_sequence, None, false),
             Some(text) => {
                 let c = CursorState::decode(text, &self.config.cursor_key)?;
                 if c.descending != descending || c.participant_only != participant_only {
@@ -36,9 +36,12 @@ impl Inbox {
                 if !self.conversations.contains_key(&c.anchor) || self.root_of(c.anchor) != root {
                     return Err(CursorError::ForeignConversation.into());
                 }
-                (c.anchor, c.watermark, Some(c.last))
+                (c.anchor, c.watermark, Some(c.last), c.backwards)
             }
         };
+        // The page before a key is the page after it in the other order, turned round.
+        let listing_descending = descending;
+        let descending = descending != backwards;
         let Some(v) = self.conversations.get(&root).map(|r| &r.messages) else {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         };
@@ -93,22 +96,48 @@ impl Inbox {
                 take_page(gathered.into_iter().filter(keep), &qualifies, limit)
             }
         };
-        let next_cursor = match (more, messages.last()) {
-            (true, Some(last)) => Some(
-                CursorState {
-                    descending,
-                    participant_only,
-                    anchor,
-                    watermark,
-                    last: last.order_key(),
-                }
-                .encode(&self.config.cursor_key),
-            ),
-            _ => None,
+        let mut messages = messages;
+        let cursor = |backwards: bool, last: (Sequence, MessageId)| {
+            CursorState {
+                descending: listing_descending,
+                backwards,
+                participant_only,
+                anchor,
+                watermark,
+                last,
+            }
+            .encode(&self.config.cursor_key)
+        };
+        let (next_cursor, prev_cursor) = if backwards {
+            messages.reverse();
+            // What was before the key: the key's own page follows it; more before it, if
+            // the other order had more.
+            let next = messages
+                .last()
+                .map(|m| m.order_key())
+                .or(after)
+                .map(|k| cursor(false, k));
+            let prev = match (more, messages.first()) {
+                (true, Some(first)) => Some(cursor(true, first.order_key())),
+                _ => None,
+            };
+            (next, prev)
+        } else {
+            let next = match (more, messages.last()) {
+                (true, Some(last)) => Some(cursor(false, last.order_key())),
+                _ => None,
+            };
+            // Every page but the first has one before it.
+            let prev = match (after, messages.first()) {
+                (Some(_), Some(first)) => Some(cursor(true, first.order_key())),
+                _ => None,
+            };
+            (next, prev)
         };
         Ok(MessagePage {
             messages,
             next_cursor,
+            prev_cursor,
             conversation_id: root,
         })
     }
