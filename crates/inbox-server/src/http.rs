@@ -210,6 +210,18 @@ fn write<R>(
         .ok_or_else(|| WixError::application(500, "INTERNAL", missing).into())
 }
 
+/// Answers a read of the tenant's site, off the async workers: `answer` builds the response
+/// from the site's state.
+async fn read<R: Send + 'static>(
+    state: Arc<AppState>,
+    t: Tenant,
+    answer: impl FnOnce(&Inbox) -> Result<R, WixError> + Send + 'static,
+) -> ApiResult<R> {
+    blocking(move || Ok(state.engine.read(&t.site, answer)??))
+        .await
+        .map(axum::Json)
+}
+
 /// A path's one parameter, as text; a segment that is not UTF-8 (or otherwise not what
 /// the route takes) is answered in Wix's error shape, like every other bad input, instead
 /// of axum's plain-text rejection.
@@ -463,13 +475,7 @@ async fn list_messages(
 ) -> ApiResult<rest::ListMessagesResponse> {
     let t = tenant(&state, &headers)?;
     let query = query.unwrap_or_default();
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::list_messages(inbox, &query))??)
-    })
-    .await
-    .map(axum::Json)
+    read(state, t, move |inbox| rest::list_messages(inbox, &query)).await
 }
 
 async fn send_message(
@@ -650,13 +656,7 @@ async fn list_facets(
 ) -> ApiResult<rest::FacetsResponse> {
     let t = tenant(&state, &headers)?;
     let query = query.unwrap_or_default();
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::list_facets(inbox, &query))??)
-    })
-    .await
-    .map(axum::Json)
+    read(state, t, move |inbox| rest::list_facets(inbox, &query)).await
 }
 
 async fn query_facets(
@@ -666,13 +666,7 @@ async fn query_facets(
 ) -> ApiResult<rest::FacetsResponse> {
     let t = tenant(&state, &headers)?;
     let bytes = body(raw)?;
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::query_facets(inbox, &bytes))??)
-    })
-    .await
-    .map(axum::Json)
+    read(state, t, move |inbox| rest::query_facets(inbox, &bytes)).await
 }
 
 async fn list_contacts(
@@ -682,13 +676,7 @@ async fn list_contacts(
 ) -> ApiResult<rest::QueryContactsResponse> {
     let t = tenant(&state, &headers)?;
     let query = query.unwrap_or_default();
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::list_contacts(inbox, &query))??)
-    })
-    .await
-    .map(axum::Json)
+    read(state, t, move |inbox| rest::list_contacts(inbox, &query)).await
 }
 
 async fn get_contact(
@@ -699,13 +687,7 @@ async fn get_contact(
 ) -> ApiResult<rest::GetContactResponse> {
     let t = tenant(&state, &headers)?;
     let query = query.unwrap_or_default();
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::get_contact(inbox, &id, &query))??)
-    })
-    .await
-    .map(axum::Json)
+    read(state, t, move |inbox| rest::get_contact(inbox, &id, &query)).await
 }
 
 async fn query_contacts(
@@ -715,13 +697,7 @@ async fn query_contacts(
 ) -> ApiResult<rest::QueryContactsResponse> {
     let t = tenant(&state, &headers)?;
     let bytes = body(raw)?;
-    blocking(move || {
-        Ok(state
-            .engine
-            .read(&t.site, |inbox| rest::query_contacts(inbox, &bytes))??)
-    })
-    .await
-    .map(axum::Json)
+    read(state, t, move |inbox| rest::query_contacts(inbox, &bytes)).await
 }
 
 async fn merge_contacts(
@@ -755,13 +731,10 @@ async fn preview_merge(
 ) -> ApiResult<ContactResponse> {
     let t = tenant(&state, &headers)?;
     let bytes = body(raw)?;
-    blocking(move || {
-        Ok(state.engine.read(&t.site, |inbox| {
-            rest::preview_merge(inbox, &id, &bytes, now())
-        })??)
+    read(state, t, move |inbox| {
+        rest::preview_merge(inbox, &id, &bytes, now())
     })
     .await
-    .map(axum::Json)
 }
 
 // ------------------------------------------------------------------------------------------
