@@ -555,57 +555,63 @@ impl UpdateContactRequest {
                 Rule::Min,
             ))
         })?;
-        let info = required(&self.info, "info")?;
-        let single = |v: &Option<Option<String>>| v.clone();
-        let patch = ContactPatch {
-            name: info.name.clone().map(|n| {
+        let patch = required(&self.info, "info")?.to_core()?;
+        Ok(Command::UpdateContact {
+            contact_id,
+            expected_revision: revision,
+            patch,
+            allow_duplicates: self.allow_duplicates.unwrap_or(false),
+        })
+    }
+}
+
+impl ContactInfoPatch {
+    /// The core's patch: what each field given becomes. An extended field that is neither a
+    /// string, a number nor `null` is refused, naming it.
+    pub fn to_core(&self) -> Result<ContactPatch, WixError> {
+        Ok(ContactPatch {
+            name: self.name.clone().map(|n| {
                 let n = n.unwrap_or_default();
                 ContactName {
                     first: n.first,
                     last: n.last,
                 }
             }),
-            emails: info.emails.as_ref().map(|e| {
+            emails: self.emails.as_ref().map(|e| {
                 e.iter()
                     .flat_map(|e| &e.items)
                     .map(EmailItem::to_core)
                     .collect()
             }),
-            phones: info.phones.as_ref().map(|p| {
+            phones: self.phones.as_ref().map(|p| {
                 p.iter()
                     .flat_map(|p| &p.items)
                     .map(PhoneItem::to_core)
                     .collect()
             }),
-            addresses: info.addresses.as_ref().map(|a| {
+            addresses: self.addresses.as_ref().map(|a| {
                 a.iter()
                     .flat_map(|a| &a.items)
                     .map(AddressItem::to_core)
                     .collect()
             }),
-            company: single(&info.company),
-            job_title: single(&info.job_title),
-            birthdate: single(&info.birthdate),
-            locale: single(&info.locale),
-            picture: info
+            company: self.company.clone(),
+            job_title: self.job_title.clone(),
+            birthdate: self.birthdate.clone(),
+            locale: self.locale.clone(),
+            picture: self
                 .picture
                 .as_ref()
                 .map(|p| p.as_ref().and_then(Picture::to_core)),
-            labels: info
+            labels: self
                 .label_keys
                 .as_ref()
                 .map(|l| l.as_ref().map(label_set).unwrap_or_default()),
             extended_fields: extended_fields(
-                info.extended_fields.as_ref().and_then(Option::as_ref),
+                self.extended_fields.as_ref().and_then(Option::as_ref),
             )?
             .into_iter()
             .collect(),
-        };
-        Ok(Command::UpdateContact {
-            contact_id,
-            expected_revision: revision,
-            patch,
-            allow_duplicates: self.allow_duplicates.unwrap_or(false),
         })
     }
 }
@@ -1015,18 +1021,16 @@ pub fn bulk_commands(inbox: &Inbox, kind: BulkKind, body: &[u8]) -> Result<Vec<C
                 info: Option<ContactInfoPatch>,
             }
             let update: Update = parse_value(rest)?;
-            let info = required(&update.info, "info")?;
+            let patch = required(&update.info, "info")?.to_core()?;
             targets
                 .into_iter()
-                .map(|(contact_id, revision)| {
-                    UpdateContactRequest {
-                        revision: Some(Int64(i64::try_from(revision).unwrap_or(i64::MAX))),
-                        info: Some(info.clone()),
-                        allow_duplicates: Some(false),
-                    }
-                    .to_command(contact_id)
+                .map(|(contact_id, revision)| Command::UpdateContact {
+                    contact_id,
+                    expected_revision: revision,
+                    patch: patch.clone(),
+                    allow_duplicates: false,
                 })
-                .collect::<Result<_, _>>()?
+                .collect()
         }
         BulkKind::Labels => {
             #[derive(Deserialize)]
