@@ -1022,7 +1022,7 @@ pub struct ContactView {
     pub last_activity: Option<ContactActivity>,
     /// The parts asked for; `None` is every part.
     pub parts: Option<Vec<ContactPart>>,
-    /// The contact, to derive entry ids from (ids are not a part: they come with their
+    /// The ids of the entries the view holds (ids are not a part: they come with their
     /// entries).
     pub entry_ids: EntryIds,
 }
@@ -1040,18 +1040,30 @@ pub struct EntryIds {
 }
 
 impl EntryIds {
-    /// The ids of `c`'s entries.
-    pub fn of(c: &Contact) -> Self {
+    /// The ids of `c`'s entries of the parts `want` holds (no id is derived for a part a
+    /// projection leaves out).
+    pub fn of(c: &Contact, want: impl Fn(ContactPart) -> bool) -> Self {
         EntryIds {
-            emails: c.emails.iter().map(|e| c.email_id(e)).collect(),
-            phones: c.phones.iter().map(|p| c.phone_id(p)).collect(),
-            addresses: c
-                .details
-                .addresses
-                .iter()
-                .enumerate()
-                .map(|(i, a)| c.address_id(i, a))
-                .collect(),
+            emails: if want(ContactPart::Emails) {
+                c.emails.iter().map(|e| c.email_id(e)).collect()
+            } else {
+                Vec::new()
+            },
+            phones: if want(ContactPart::Phones) {
+                c.phones.iter().map(|p| c.phone_id(p)).collect()
+            } else {
+                Vec::new()
+            },
+            addresses: if want(ContactPart::Addresses) {
+                c.details
+                    .addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| c.address_id(i, a))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -1101,7 +1113,7 @@ impl ContactView {
             source: want(ContactPart::Source).then_some(c.source),
             last_activity: want(ContactPart::LastActivity).then(|| c.last_activity.clone()),
             parts: parts.map(<[ContactPart]>::to_vec),
-            entry_ids: EntryIds::of(c),
+            entry_ids: EntryIds::of(c, want),
             id: c.id,
             revision: c.revision,
             created_date: want(ContactPart::CreatedDate).then_some(c.created_date),
