@@ -812,22 +812,6 @@ impl Outbox {
         }
     }
 
-    /// The deliveries of each URL waiting for a retry: (URL, retries), for the views and
-    /// the tests.
-    pub fn waiting(&self) -> Vec<(String, Vec<Retry>)> {
-        self.targets
-            .iter()
-            .map(|t| {
-                let r = t
-                    .retries
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                (t.key.url.clone(), r)
-            })
-            .collect()
-    }
-
     /// Tries to take the URL's lease; on success the cursor is reloaded from the store (the
     /// previous holder may have moved it).
     async fn take_lease(&self, target: &Target) -> Option<Box<dyn DeliveryLease>> {

@@ -15,6 +15,7 @@ use std::process::Command as Process;
 
 use common::*;
 use inbox_core::{ParticipantId, Timestamp};
+use inbox_wix::webhook::Announcement;
 use serde_json::{Value, json};
 
 /// Seconds in a hundred years.
@@ -45,6 +46,19 @@ fn sdk_available() -> bool {
 }
 
 /// Runs the node harness on these tokens and returns its result lines.
+/// The announcements signed with the app's key. The SDK checks `exp` against the real clock;
+/// rather than read it, the tokens are issued at the test's fixed time and valid for a
+/// century.
+fn signed<'a>(announced: impl Iterator<Item = &'a Announcement>) -> Vec<String> {
+    let signer = app_signer();
+    announced
+        .map(|a| {
+            a.sign(&signer, Timestamp::from_micros(T0), CENTURY)
+                .unwrap()
+        })
+        .collect()
+}
+
 fn process(tokens: &[String], sdk_only: bool) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.json");
@@ -74,16 +88,7 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
         return;
     }
     let (w, announced) = flow();
-    // The SDK checks `exp` against the real clock; rather than read it, the tokens are
-    // issued at the test's fixed time and valid for a century.
-    let signer = app_signer();
-    let tokens: Vec<String> = announced
-        .iter()
-        .map(|a| {
-            a.sign(&signer, Timestamp::from_micros(T0), CENTURY)
-                .unwrap()
-        })
-        .collect();
+    let tokens = signed(announced.iter());
     let results = process(&tokens, false);
     assert_eq!(results.len(), 5, "{results:#?}");
     let handlers: Vec<&str> = results
@@ -188,15 +193,8 @@ fn wix_sdk_takes_every_contact_event() {
         return;
     }
     let (w, recorded) = contacts_flow();
-    let signer = app_signer();
     let announced: Vec<_> = recorded.iter().flat_map(|(_, a)| a).collect();
-    let tokens: Vec<String> = announced
-        .iter()
-        .map(|a| {
-            a.sign(&signer, Timestamp::from_micros(T0), CENTURY)
-                .unwrap()
-        })
-        .collect();
+    let tokens = signed(announced.iter().copied());
     let results = process(&tokens, true);
     let handlers: Vec<&str> = results
         .iter()
