@@ -4,8 +4,9 @@
 // Drives inboxd's Contacts v4 surface through Wix's own JavaScript SDK (`contacts` of
 // @wix/crm), the way an app does (see flow.mjs for the client and the output protocol):
 //
-//   createContact (with company, job title, birth date, locale, address, labels and an
-//   extended field) -> getContact -> getContact with fieldsets -> updateContact (the job title
+//   findOrCreateLabel and findOrCreateExtendedField for what the contacts carry (a contact may
+//   only carry the custom labels and fields its site defines) -> createContact (with
+//   company, job title, birth date, locale, address, labels and an extended field) -> getContact -> getContact with fieldsets -> updateContact (the job title
 //   only; the rest stays) -> updateContact with the stale revision (CONTACT_ALREADY_CHANGED)
 //   -> labelContact -> unlabelContact -> a second contact -> queryContacts by label and by
 //   company -> listFacets -> queryFacets -> listContacts (sorted, paged, FULL) -> previewMergeContacts -> mergeContacts -> getContact of the merged-away id (the
@@ -16,12 +17,12 @@
 // The closing line is {"step": "done", "ok": true, "contactId", "mergedId", "deletedId",
 // "revision", "httpCalls"}.
 import { randomUUID } from 'node:crypto';
-import { contacts } from '@wix/crm';
+import { contacts, extendedFields, labels } from '@wix/crm';
 import { GUID, startFlow } from './flow.mjs';
 
 const { client, step, check, expectError, fail, finish, isValidDate } = startFlow(
   'contacts-flow',
-  { contacts },
+  { contacts, labels, extendedFields },
 );
 
 /** What the SDK types as always present on a contact. */
@@ -40,6 +41,19 @@ function checkAlwaysThere(what, c) {
 }
 
 async function main() {
+  // 0. The labels and the extended field the contacts below carry.
+  for (const [name, key] of [['VIP', 'custom.vip'], ['Lead', 'custom.lead'], ['Bulk', 'custom.bulk']]) {
+    const made = await step(`findOrCreateLabel ${name}`, () => client.labels.findOrCreateLabel(name));
+    check(made?.label?.key === key, `findOrCreateLabel ${name}: key ${key}`, made);
+  }
+  await expectError('createContactUnknownLabel', 404, 'LABEL_NOT_FOUND', () =>
+    client.contacts.createContact({ name: { first: 'Nolabel' }, labelKeys: { items: ['custom.nothing'] } }),
+  );
+  const tier = await step('findOrCreateExtendedField Tier', () =>
+    client.extendedFields.findOrCreateExtendedField('Tier', 'TEXT'),
+  );
+  check(tier?.field?.key === 'custom.tier', 'findOrCreateExtendedField: key custom.tier', tier);
+
   const email = `jo-${randomUUID()}@example.com`;
   const info = {
     name: { first: 'Jo', last: 'Contacts' },

@@ -2,7 +2,7 @@
 // `client.webhooks.process(jwt)` and records which handler received what.
 import { createClient, AppStrategy } from '@wix/sdk';
 import { messages, conversations } from '@wix/inbox';
-import { contacts } from '@wix/crm';
+import { contacts, extendedFields, labels } from '@wix/crm';
 
 export const EVENT_TYPES = {
   onMessageSentToBusiness: 'wix.crm.inbox.v2.message_message_sent_to_business',
@@ -13,6 +13,12 @@ export const EVENT_TYPES = {
   onContactUpdated: 'wix.contacts.v4.contact_updated',
   onContactDeleted: 'wix.contacts.v4.contact_deleted',
   onContactMerged: 'wix.contacts.v4.contact_merged',
+  onLabelCreated: 'wix.contacts.v4.label_created',
+  onLabelUpdated: 'wix.contacts.v4.label_updated',
+  onLabelDeleted: 'wix.contacts.v4.label_deleted',
+  onExtendedFieldCreated: 'wix.contacts.v4.extended-field_created',
+  onExtendedFieldUpdated: 'wix.contacts.v4.extended-field_updated',
+  onExtendedFieldDeleted: 'wix.contacts.v4.extended-field_deleted',
 };
 
 // @wix/inbox 1.0.103 (@wix/auto_sdk_inbox_messages 1.0.41) exports NO event definition for
@@ -41,13 +47,15 @@ function datePaths(value, path = '', out = []) {
 
 /**
  * Creates the client exactly as an app would:
- *   createClient({ auth: AppStrategy({ appId, publicKey }), modules: { messages, conversations, contacts } })
- * and registers handlers for the four Inbox events and the four contact events.
+ *   createClient({ auth: AppStrategy({ appId, publicKey }),
+ *                  modules: { messages, conversations, contacts, labels, extendedFields } })
+ * and registers handlers for the four Inbox events, the four contact events, and the three
+ * events each of labels and extended fields.
  */
 export function createHarness({ appId, publicKey, sdkOnly = false }) {
   const client = createClient({
     auth: AppStrategy({ appId, publicKey }),
-    modules: { messages, conversations, contacts },
+    modules: { messages, conversations, contacts, labels, extendedFields },
   });
 
   let calls = [];
@@ -62,6 +70,12 @@ export function createHarness({ appId, publicKey, sdkOnly = false }) {
   client.contacts.onContactUpdated(record('onContactUpdated'));
   client.contacts.onContactDeleted(record('onContactDeleted'));
   client.contacts.onContactMerged(record('onContactMerged'));
+  client.labels.onLabelCreated(record('onLabelCreated'));
+  client.labels.onLabelUpdated(record('onLabelUpdated'));
+  client.labels.onLabelDeleted(record('onLabelDeleted'));
+  client.extendedFields.onExtendedFieldCreated(record('onExtendedFieldCreated'));
+  client.extendedFields.onExtendedFieldUpdated(record('onExtendedFieldUpdated'));
+  client.extendedFields.onExtendedFieldDeleted(record('onExtendedFieldDeleted'));
   if (!sdkOnly) {
     client.use(sentToParticipantDefinition)(record('onMessageSentToParticipant'));
   }

@@ -251,9 +251,12 @@ await check('probe: dispatch uses A.eventType only (B.entityFqdn/slug are ignore
   expectHandler(r, 'onMessageButtonInteracted');
   assert.equal(r.event.metadata.slug, 'message_sent_to_business');
 });
-await check('probe: unknown eventType is refused with "Unexpected event type"', async () =>
-  expectRefused(await probe(sent({ eventType: 'wix.crm.inbox.v2.message_nope' })),
-    /^Unexpected event type: wix\.crm\.inbox\.v2\.message_nope\. Expected one of: wix\.crm\.inbox\.v2\.message_message_sent_to_business, wix\.crm\.inbox\.v2\.message_button_interacted, wix\.crm\.inbox\.v2\.conversation_conversations_merged, wix\.crm\.inbox\.v2\.message_message_sent_to_participant$/));
+await check('probe: unknown eventType is refused with "Unexpected event type", naming every registered one', async () => {
+  const r = await probe(sent({ eventType: 'wix.crm.inbox.v2.message_nope' }));
+  expectRefused(r, /^Unexpected event type: wix\.crm\.inbox\.v2\.message_nope\. Expected one of: /);
+  const named = r.error.replace(/^.*Expected one of: /, '').split(', ').sort();
+  assert.deepEqual(named, Object.values(EVENT_TYPES).sort());
+});
 await check('probe: actionEvent.bodyAsJson alone reaches the handler with NO data', async () => {
   const B = { id: randomUUID(), entityFqdn: MSG, slug: 'message_sent_to_business', entityId: MSG_ID,
     eventTime: '2026-01-02T03:04:05.678Z', actionEvent: { bodyAsJson: JSON.stringify({ conversationId: CONV_ID }) } };

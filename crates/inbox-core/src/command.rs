@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use std::collections::BTreeSet;
 
+use crate::catalog::{CatalogError, FieldDataType};
 use crate::contacts::{
     ContactDraft, ContactPatch, CreateContactError, DeleteContactError, LabelContactError,
     MergeContactsError, UpdateContactError,
@@ -179,6 +180,43 @@ pub enum Command {
         /// Any id the participant has or had.
         participant: ParticipantId,
     },
+    /// Find Or Create Label: nothing to decide when a label has exactly this display name.
+    FindOrCreateLabel {
+        /// The display name.
+        display_name: String,
+    },
+    /// Rename Label (a `custom` one).
+    RenameLabel {
+        /// The label's key.
+        key: String,
+        /// Its new display name.
+        display_name: String,
+    },
+    /// Delete Label (a `custom` one): it is taken off every contact that carries it.
+    DeleteLabel {
+        /// The label's key.
+        key: String,
+    },
+    /// Find Or Create Extended Field: nothing to decide when a field has exactly this display
+    /// name (whatever its data type).
+    FindOrCreateExtendedField {
+        /// The display name.
+        display_name: String,
+        /// The type of its values, for a new field.
+        data_type: FieldDataType,
+    },
+    /// Rename Extended Field (a `custom` one).
+    RenameExtendedField {
+        /// The field's key.
+        key: String,
+        /// Its new display name.
+        display_name: String,
+    },
+    /// Delete Extended Field (a `custom` one): every contact's value of it is removed.
+    DeleteExtendedField {
+        /// The field's key.
+        key: String,
+    },
 }
 
 /// Why a command was refused. Nothing changed.
@@ -211,6 +249,9 @@ pub enum Rejection {
     /// The contact could not be deleted.
     #[error(transparent)]
     DeleteContact(#[from] DeleteContactError),
+    /// A label or extended field could not be made, renamed or deleted.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// The visitor was already identified as another contact.
     #[error("visitor {visitor} is already contact {contact}")]
     VisitorAlreadyIdentified {

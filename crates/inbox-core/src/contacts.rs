@@ -13,6 +13,7 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::catalog::Catalog;
 use crate::ids::{ContactId, Timestamp};
 
 /// Most contacts a query page returns.
@@ -400,39 +401,12 @@ pub enum CreateContactError {
     /// A contact needs a name, an email or a phone.
     #[error("a contact needs at least a name, an email or a phone")]
     Empty,
-    /// An email that is not an address.
-    #[error("invalid email address {0:?}")]
-    InvalidEmail(String),
-    /// A phone number with no digits.
-    #[error("invalid phone number {0:?}")]
-    InvalidPhone(String),
-    /// The email belongs to another contact and duplicates are not allowed.
-    #[error("email {email:?} already belongs to contact {existing}")]
-    DuplicateEmail {
-        /// The email.
-        email: String,
-        /// The contact that has it.
-        existing: ContactId,
-    },
-    /// The phone belongs to another contact and duplicates are not allowed.
-    #[error("phone {phone:?} already belongs to contact {existing}")]
-    DuplicatePhone {
-        /// The phone.
-        phone: String,
-        /// The contact that has it.
-        existing: ContactId,
-    },
     /// The id is taken.
     #[error("contact {0} already exists")]
     AlreadyExists(ContactId),
-    /// A field breaks its rule (too long, badly formed, too many entries).
-    #[error("invalid {field}: {reason}")]
-    InvalidField {
-        /// The field, as Wix names it (`info.company`, `info.labelKeys`).
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A field of the contact is refused.
+    #[error(transparent)]
+    Data(#[from] ContactDataError),
 }
 
 /// Why a contact could not be updated. Nothing changed.
@@ -452,6 +426,23 @@ pub enum UpdateContactError {
     /// The update would leave no name, email or phone.
     #[error("a contact needs at least a name, an email or a phone")]
     Empty,
+    /// The contact is a site member: its primary email is the member's login email, which
+    /// only the Members API changes.
+    #[error("contact {contact} is member {member}: its primary email cannot be changed here")]
+    MemberPrimaryEmail {
+        /// The contact.
+        contact: ContactId,
+        /// Its member.
+        member: crate::ids::MemberId,
+    },
+    /// A field the update sets is refused.
+    #[error(transparent)]
+    Data(#[from] ContactDataError),
+}
+
+/// A field of a contact that Create or Update Contact refuses.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ContactDataError {
     /// An email that is not an address.
     #[error("invalid email address {0:?}")]
     InvalidEmail(String),
@@ -474,22 +465,28 @@ pub enum UpdateContactError {
         /// The contact that has it.
         existing: ContactId,
     },
-    /// A field breaks its rule.
+    /// A field breaks its rule (too long, badly formed, too many entries).
     #[error("invalid {field}: {reason}")]
     InvalidField {
-        /// The field, as Wix names it.
+        /// The field, as Wix names it (`info.company`, `info.labelKeys`).
         field: &'static str,
         /// What is wrong.
         reason: String,
     },
-    /// The contact is a site member: its primary email is the member's login email, which
-    /// only the Members API changes.
-    #[error("contact {contact} is member {member}: its primary email cannot be changed here")]
-    MemberPrimaryEmail {
-        /// The contact.
-        contact: ContactId,
-        /// Its member.
-        member: crate::ids::MemberId,
+    /// A `custom` label the site's catalog does not define (Find Or Create Label makes one).
+    #[error("label {0:?} does not exist on this site")]
+    UnknownLabel(String),
+    /// An extended field the site's catalog does not define (Find Or Create Extended Field
+    /// makes one).
+    #[error("extended field {0:?} does not exist on this site")]
+    UnknownExtendedField(String),
+    /// A value that does not fit its extended field's data type.
+    #[error("invalid extended field value: {reason}")]
+    InvalidExtendedField {
+        /// The field's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -510,6 +507,9 @@ pub enum LabelContactError {
         /// What is wrong.
         reason: String,
     },
+    /// A `custom` label the site's catalog does not define.
+    #[error("label {0:?} does not exist on this site")]
+    UnknownLabel(String),
 }
 
 /// Why a contact could not be deleted. Nothing changed.
@@ -535,60 +535,14 @@ pub const MAX_ENTRIES: usize = 50;
 /// Longest name part, company or job title, in characters.
 pub const MAX_TEXT: usize = 1000;
 
-/// A failed check of contact data, shared by create and update and converted into each
-/// one's own error.
-enum DataError {
-    InvalidEmail(String),
-    InvalidPhone(String),
-    DuplicateEmail { email: String, existing: ContactId },
-    DuplicatePhone { phone: String, existing: ContactId },
-    InvalidField { field: &'static str, reason: String },
-}
-
-impl From<DataError> for CreateContactError {
-    fn from(e: DataError) -> Self {
-        match e {
-            DataError::InvalidEmail(x) => CreateContactError::InvalidEmail(x),
-            DataError::InvalidPhone(x) => CreateContactError::InvalidPhone(x),
-            DataError::DuplicateEmail { email, existing } => {
-                CreateContactError::DuplicateEmail { email, existing }
-            }
-            DataError::DuplicatePhone { phone, existing } => {
-                CreateContactError::DuplicatePhone { phone, existing }
-            }
-            DataError::InvalidField { field, reason } => {
-                CreateContactError::InvalidField { field, reason }
-            }
-        }
-    }
-}
-
-impl From<DataError> for UpdateContactError {
-    fn from(e: DataError) -> Self {
-        match e {
-            DataError::InvalidEmail(x) => UpdateContactError::InvalidEmail(x),
-            DataError::InvalidPhone(x) => UpdateContactError::InvalidPhone(x),
-            DataError::DuplicateEmail { email, existing } => {
-                UpdateContactError::DuplicateEmail { email, existing }
-            }
-            DataError::DuplicatePhone { phone, existing } => {
-                UpdateContactError::DuplicatePhone { phone, existing }
-            }
-            DataError::InvalidField { field, reason } => {
-                UpdateContactError::InvalidField { field, reason }
-            }
-        }
-    }
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> DataError {
-    DataError::InvalidField {
+fn invalid(field: &'static str, reason: impl Into<String>) -> ContactDataError {
+    ContactDataError::InvalidField {
         field,
         reason: reason.into(),
     }
 }
 
-fn check_text(field: &'static str, value: Option<&str>) -> Result<(), DataError> {
+fn check_text(field: &'static str, value: Option<&str>) -> Result<(), ContactDataError> {
     match value {
         Some(v) if v.chars().count() > MAX_TEXT => {
             Err(invalid(field, format!("longer than {MAX_TEXT} characters")))
@@ -638,7 +592,7 @@ fn valid_locale(s: &str) -> bool {
             .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
-fn check_details(d: &ContactDetails) -> Result<(), DataError> {
+fn check_details(d: &ContactDetails) -> Result<(), ContactDataError> {
     if d.addresses.len() > MAX_ENTRIES {
         return Err(invalid(
             "info.addresses",
@@ -1168,6 +1122,8 @@ pub struct ContactDirectory {
     /// Contacts deleted, with the revision they had then: a deleted id is never live again,
     /// whatever record of it arrives later or arrived before.
     deleted: OrdMap<ContactId, u64>,
+    /// The labels and extended fields contacts may carry.
+    catalog: Catalog,
 }
 
 /// What folding one contact merge claim changed, for the anomalies the inbox reports.
@@ -1293,7 +1249,7 @@ impl ContactDirectory {
         emails: &mut [ContactEmail],
         phones: &mut [ContactPhone],
         allow_duplicates: bool,
-    ) -> Result<(), DataError> {
+    ) -> Result<(), ContactDataError> {
         if emails.len() > MAX_ENTRIES {
             return Err(invalid(
                 "info.emails",
@@ -1308,7 +1264,7 @@ impl ContactDirectory {
         }
         for e in emails.iter_mut() {
             if !valid_email(&e.email) {
-                return Err(DataError::InvalidEmail(e.email.clone()));
+                return Err(ContactDataError::InvalidEmail(e.email.clone()));
             }
             if matches!(e.tag, EntryTag::Mobile | EntryTag::Fax) {
                 return Err(invalid(
@@ -1320,7 +1276,7 @@ impl ContactDirectory {
             if !allow_duplicates
                 && let Some(existing) = self.contacts_with_email(&e.email).find(|c| *c != own)
             {
-                return Err(DataError::DuplicateEmail {
+                return Err(ContactDataError::DuplicateEmail {
                     email: e.email.clone(),
                     existing,
                 });
@@ -1329,7 +1285,7 @@ impl ContactDirectory {
         for p in phones.iter_mut() {
             let digits = normalize_phone(&p.phone);
             if digits.is_empty() || p.phone.contains(char::is_control) || p.phone.len() > 50 {
-                return Err(DataError::InvalidPhone(p.phone.clone()));
+                return Err(ContactDataError::InvalidPhone(p.phone.clone()));
             }
             if !allow_duplicates
                 && let Some(existing) = self
@@ -1337,7 +1293,7 @@ impl ContactDirectory {
                     .get(&digits)
                     .and_then(|s| s.iter().find(|c| **c != own))
             {
-                return Err(DataError::DuplicatePhone {
+                return Err(ContactDataError::DuplicatePhone {
                     phone: p.phone.clone(),
                     existing: *existing,
                 });
@@ -1361,6 +1317,74 @@ impl ContactDirectory {
     /// All live contacts, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Contact> {
         self.contacts.values()
+    }
+
+    /// Checks labels and extended field values given to a contact against the catalog: a
+    /// `custom` label must be defined, a value must fit its field (and is normalised to it).
+    fn check_catalog<'a>(
+        &self,
+        labels: impl Iterator<Item = &'a String>,
+        fields: &mut BTreeMap<String, ExtendedValue>,
+    ) -> Result<(), ContactDataError> {
+        for key in labels {
+            if !self.catalog.label_allowed(key) {
+                return Err(ContactDataError::UnknownLabel(key.clone()));
+            }
+        }
+        for (key, value) in fields.iter_mut() {
+            let field = self
+                .catalog
+                .field(key)
+                .ok_or_else(|| ContactDataError::UnknownExtendedField(key.clone()))?;
+            *value = crate::catalog::fit_value(field, value).map_err(|reason| {
+                ContactDataError::InvalidExtendedField {
+                    key: key.clone(),
+                    reason,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The labels and extended fields contacts may carry.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub(crate) fn catalog_mut(&mut self) -> &mut Catalog {
+        &mut self.catalog
+    }
+
+    /// The live contacts that carry the label, at their next revision without it: what
+    /// deleting the label does to them.
+    pub fn plan_unlabel_all(&self, key: &str, now: Timestamp) -> Vec<Contact> {
+        self.plan_strip(now, |d| d.labels.remove(key))
+    }
+
+    /// The live contacts that hold a value of the extended field, at their next revision
+    /// without it: what deleting the field does to them.
+    pub fn plan_clear_field(&self, key: &str, now: Timestamp) -> Vec<Contact> {
+        self.plan_strip(now, |d| d.extended_fields.remove(key).is_some())
+    }
+
+    /// Every live contact that `strip` changes (it says whether it did), at its next
+    /// revision.
+    fn plan_strip(
+        &self,
+        now: Timestamp,
+        strip: impl Fn(&mut ContactDetails) -> bool,
+    ) -> Vec<Contact> {
+        self.contacts
+            .values()
+            .filter_map(|c| {
+                let mut next = c.clone();
+                strip(&mut next.details).then(|| {
+                    next.revision = c.revision.saturating_add(1);
+                    next.updated_date = now.max(c.updated_date);
+                    next
+                })
+            })
+            .collect()
     }
 
     /// Validates a new contact and builds it (revision 1). Changes nothing.
@@ -1388,6 +1412,8 @@ impl ContactDirectory {
         check_text("info.name.last", name.last.as_deref())?;
         self.check_entries(id, &mut emails, &mut phones, allow_duplicates)?;
         check_details(&details)?;
+        let mut details = details;
+        self.check_catalog(details.labels.iter(), &mut details.extended_fields)?;
         Ok(Contact {
             name,
             emails,
@@ -1454,13 +1480,26 @@ impl ContactDirectory {
         if let Some(labels) = &patch.labels {
             d.labels = labels.clone();
         }
+        let mut set = BTreeMap::new();
         for (key, value) in &patch.extended_fields {
             match value {
-                Some(v) => d.extended_fields.insert(key.clone(), v.clone()),
-                None => d.extended_fields.remove(key),
+                Some(v) => {
+                    set.insert(key.clone(), v.clone());
+                }
+                None => {
+                    d.extended_fields.remove(key);
+                }
             };
         }
-        check_details(&next.details)?;
+        check_details(&ContactDetails {
+            extended_fields: set.clone(),
+            ..next.details.clone()
+        })?;
+        // Only what the update brings is checked against the catalog: a label or value the
+        // contact already had stays as it is.
+        let added = next.details.labels.difference(&current.details.labels);
+        self.check_catalog(added, &mut set)?;
+        next.details.extended_fields.extend(set);
         if next.is_insufficient() {
             return Err(UpdateContactError::Empty);
         }
@@ -1505,6 +1544,13 @@ impl ContactDirectory {
                 key: key.clone(),
                 reason,
             })?;
+        }
+        if let Some(unknown) = add
+            .iter()
+            .chain(remove)
+            .find(|k| !self.catalog.label_allowed(k))
+        {
+            return Err(LabelContactError::UnknownLabel(unknown.clone()));
         }
         let mut labels = current.details.labels.clone();
         labels.extend(add.iter().cloned());

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{FieldDefinition, LabelDefinition};
 use crate::contacts::Contact;
 use crate::ids::{
     AppId, ContactId, ConversationId, EventId, MemberId, MessageId, Sequence, SiteId, Timestamp,
@@ -19,9 +20,11 @@ use crate::participant::ParticipantId;
 ///
 /// 1: the first; 2: `ParticipantErased` gained `up_to`, and `Message` lists `content` and
 /// `badges` last; 3: `MemberRegistered` gained `stamp`; 4: `Contact` gained `details`,
-/// `source` and `last_activity`, and `ContactUpdated` and `ContactDeleted` were added.
-/// `inbox-store` reads every version and upcasts it.
-pub const SCHEMA_VERSION: u16 = 4;
+/// `source` and `last_activity`, and `ContactUpdated` and `ContactDeleted` were added; 5:
+/// `LabelSaved`, `LabelDeleted`, `ExtendedFieldSaved` and `ExtendedFieldDeleted` were added
+/// after the others (so version 4 bytes read as version 5). `inbox-store` reads every
+/// version and upcasts it.
+pub const SCHEMA_VERSION: u16 = 5;
 
 /// An event with its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +138,38 @@ pub enum Event {
         /// The contact with its personal data removed, if the participant had one.
         contact: Option<Contact>,
     },
+    /// A label was made or renamed: the whole definition. Per key, the save or deletion with
+    /// the highest stamp counts (a deletion wins a tie).
+    LabelSaved {
+        /// The label.
+        label: LabelDefinition,
+        /// When, on the site's sequence clock.
+        stamp: Sequence,
+    },
+    /// A label was deleted. The contacts that carried it lose it by their own
+    /// `ContactUpdated` events, decided with this one.
+    LabelDeleted {
+        /// Its key.
+        key: String,
+        /// When, on the site's sequence clock.
+        stamp: Sequence,
+    },
+    /// An extended field was made or renamed: the whole definition (the rule of
+    /// `LabelSaved`).
+    ExtendedFieldSaved {
+        /// The field.
+        field: FieldDefinition,
+        /// When, on the site's sequence clock.
+        stamp: Sequence,
+    },
+    /// An extended field was deleted; the contacts that held a value of it lose it by their
+    /// own `ContactUpdated` events.
+    ExtendedFieldDeleted {
+        /// Its key.
+        key: String,
+        /// When, on the site's sequence clock.
+        stamp: Sequence,
+    },
 }
 
 impl EventEnvelope {
@@ -166,6 +201,10 @@ impl Event {
             Event::ContactsMerged { .. } => "contacts_merged",
             Event::ButtonInteracted { .. } => "button_interacted",
             Event::ParticipantErased { .. } => "participant_erased",
+            Event::LabelSaved { .. } => "label_saved",
+            Event::LabelDeleted { .. } => "label_deleted",
+            Event::ExtendedFieldSaved { .. } => "extended_field_saved",
+            Event::ExtendedFieldDeleted { .. } => "extended_field_deleted",
         }
     }
 }

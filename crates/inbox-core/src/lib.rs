@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod catalog;
 pub mod command;
 pub mod contacts;
 mod cursor;

@@ -11,11 +11,12 @@
 
 use std::collections::BTreeSet;
 
+use inbox_core::catalog::FieldDataType;
 use inbox_core::contacts::{
-    ActivityType, AddressTag, Contact, ContactActivity, ContactAddress, ContactDetails,
-    ContactDraft, ContactEmail, ContactName, ContactPatch, ContactPhone, ContactQuery, ContactView,
-    CreateContactError, DeleteContactError, EntryTag, ExtendedValue, LabelContactError,
-    MergeContactsError, PostalAddress, UpdateContactError,
+    ActivityType, AddressTag, Contact, ContactActivity, ContactAddress, ContactDataError,
+    ContactDetails, ContactDraft, ContactEmail, ContactName, ContactPatch, ContactPhone,
+    ContactQuery, ContactView, CreateContactError, DeleteContactError, EntryTag, ExtendedValue,
+    LabelContactError, MergeContactsError, PostalAddress, UpdateContactError,
 };
 use inbox_core::message::{
     Badge, BasicItem, Button, ButtonAction, ButtonDraft, Channel, ChannelSet, Content, ContentBody,
@@ -77,6 +78,24 @@ fn given(events: impl IntoIterator<Item = Event>) -> Spec {
 }
 
 /// Given the events these commands cause (each must be accepted).
+/// The commands that define labels and extended fields, for a `given_commands`.
+fn catalog(labels: &[&str], fields: &[(&str, FieldDataType)]) -> Vec<Command> {
+    labels
+        .iter()
+        .map(|l| Command::FindOrCreateLabel {
+            display_name: (*l).to_owned(),
+        })
+        .chain(
+            fields
+                .iter()
+                .map(|(f, t)| Command::FindOrCreateExtendedField {
+                    display_name: (*f).to_owned(),
+                    data_type: *t,
+                }),
+        )
+        .collect()
+}
+
 fn given_commands(commands: impl IntoIterator<Item = Command>) -> Spec {
     let mut spec = given([]);
     for command in commands {
@@ -373,7 +392,9 @@ fn given_no_contacts_when_one_is_created_with_a_control_character_in_its_email_t
     ] {
         given([])
             .when(create_contact(contact_id(1), "Ann", bad))
-            .then_rejected(CreateContactError::InvalidEmail(bad.to_owned()));
+            .then_rejected(CreateContactError::Data(ContactDataError::InvalidEmail(
+                bad.to_owned(),
+            )));
     }
 }
 
@@ -419,10 +440,10 @@ fn sync_messages_from_an_external_service() {
     // the contact that has it...
     let twin = contact_id(2);
     spec.when(create_contact(twin, "Joe", "JO.DOE@example.com"))
-        .then_rejected(CreateContactError::DuplicateEmail {
+        .then_rejected(CreateContactError::Data(ContactDataError::DuplicateEmail {
             email: "JO.DOE@example.com".to_owned(),
             existing: jo,
-        });
+        }));
     // ...and accepted with allowDuplicates.
     let twin_contact = created(twin, name("Joe", None), &["JO.DOE@example.com"], spec.now());
     spec.when(Command::CreateContact {
@@ -2273,10 +2294,10 @@ fn given_contacts_when_an_update_breaks_a_rule_then_it_is_refused() {
             ..ContactPatch::default()
         },
     ))
-    .then_rejected(UpdateContactError::DuplicateEmail {
+    .then_rejected(UpdateContactError::Data(ContactDataError::DuplicateEmail {
         email: "ANN@example.com".into(),
         existing: ann,
-    });
+    }));
     spec.when(update(
         jo,
         1,
@@ -2285,10 +2306,10 @@ fn given_contacts_when_an_update_breaks_a_rule_then_it_is_refused() {
             ..ContactPatch::default()
         },
     ))
-    .then_rejected(UpdateContactError::InvalidField {
+    .then_rejected(UpdateContactError::Data(ContactDataError::InvalidField {
         field: "info.birthdate",
         reason: "\"2020-02-30\" is not a YYYY-MM-DD date".into(),
-    });
+    }));
     spec.when(update(
         jo,
         1,
@@ -2300,10 +2321,10 @@ fn given_contacts_when_an_update_breaks_a_rule_then_it_is_refused() {
             ..ContactPatch::default()
         },
     ))
-    .then_rejected(UpdateContactError::InvalidField {
+    .then_rejected(UpdateContactError::Data(ContactDataError::InvalidField {
         field: "info.emails.tag",
         reason: "MOBILE and FAX are phone tags; an email is UNTAGGED, MAIN, HOME or WORK".into(),
-    });
+    }));
     // The contact's own email is no duplicate of itself.
     let (now, jo_before) = (spec.now(), spec.inbox.contacts().get(jo).unwrap().clone());
     spec.when(update(
@@ -2365,7 +2386,11 @@ fn given_a_member_when_its_primary_email_is_updated_then_it_is_refused() {
 #[test]
 fn given_a_contact_when_labelled_and_unlabelled_then_its_labels_and_revision_follow() {
     let jo = contact_id(1);
-    let mut spec = given_commands([create_contact(jo, "Jo", "jo@example.com")]);
+    let mut spec = given_commands(catalog(&["VIP"], &[]).into_iter().chain([create_contact(
+        jo,
+        "Jo",
+        "jo@example.com",
+    )]));
     let label = |add: &[&str], remove: &[&str]| Command::LabelContact {
         contact_id: jo,
         add: labels(add),
@@ -2378,7 +2403,9 @@ fn given_a_contact_when_labelled_and_unlabelled_then_its_labels_and_revision_fol
         (2, &labels(&["contacts.customers", "custom.vip"]))
     );
     spec.when(label(&["custom.vip"], &[])).then_nothing();
-    spec.run(label(&[], &["custom.vip", "custom.never-there"]));
+    spec.when(label(&[], &["custom.vip", "custom.never-there"]))
+        .then_rejected(LabelContactError::UnknownLabel("custom.never-there".into()));
+    spec.run(label(&[], &["custom.vip"]));
     let c = spec.inbox.contacts().get(jo).unwrap();
     assert_eq!(
         (c.revision, &c.details.labels),
@@ -2467,44 +2494,53 @@ fn given_contacts_with_details_when_merged_then_the_details_follow_the_merge_rul
             ..PostalAddress::default()
         },
     };
-    let mut spec = given_commands([
-        Command::CreateContact {
-            contact_id: jo,
-            draft: with(
-                "Jo",
-                "jo@example.com",
-                ContactDetails {
-                    company: Some("Acme".into()),
-                    locale: Some("en-US".into()),
-                    labels: labels(&["custom.vip"]),
-                    extended_fields: [
-                        ("custom.tier".to_owned(), ExtendedValue::Text("gold".into())),
-                        ("custom.score".to_owned(), ExtendedValue::Number("3".into())),
-                    ]
-                    .into(),
-                    ..ContactDetails::default()
-                },
-            ),
-        },
-        Command::CreateContact {
-            contact_id: joanna,
-            draft: with(
-                "Joanna",
-                "joanna@example.com",
-                ContactDetails {
-                    company: Some("Globex".into()),
-                    addresses: vec![home.clone()],
-                    labels: labels(&["custom.lead"]),
-                    extended_fields: [(
-                        "custom.score".to_owned(),
-                        ExtendedValue::Number("4.5".into()),
-                    )]
-                    .into(),
-                    ..ContactDetails::default()
-                },
-            ),
-        },
-    ]);
+    let defined = catalog(
+        &["VIP", "Lead"],
+        &[
+            ("Tier", FieldDataType::Text),
+            ("Score", FieldDataType::Number),
+        ],
+    );
+    let mut spec = given_commands(
+        defined.into_iter().chain([
+            Command::CreateContact {
+                contact_id: jo,
+                draft: with(
+                    "Jo",
+                    "jo@example.com",
+                    ContactDetails {
+                        company: Some("Acme".into()),
+                        locale: Some("en-US".into()),
+                        labels: labels(&["custom.vip"]),
+                        extended_fields: [
+                            ("custom.tier".to_owned(), ExtendedValue::Text("gold".into())),
+                            ("custom.score".to_owned(), ExtendedValue::Number("3".into())),
+                        ]
+                        .into(),
+                        ..ContactDetails::default()
+                    },
+                ),
+            },
+            Command::CreateContact {
+                contact_id: joanna,
+                draft: with(
+                    "Joanna",
+                    "joanna@example.com",
+                    ContactDetails {
+                        company: Some("Globex".into()),
+                        addresses: vec![home.clone()],
+                        labels: labels(&["custom.lead"]),
+                        extended_fields: [(
+                            "custom.score".to_owned(),
+                            ExtendedValue::Number("4.5".into()),
+                        )]
+                        .into(),
+                        ..ContactDetails::default()
+                    },
+                ),
+            },
+        ]),
+    );
     spec.run(Command::MergeContacts {
         target: jo,
         expected_revision: 1,
@@ -2598,7 +2634,7 @@ fn given_no_contacts_when_created_with_bad_details_then_each_is_refused() {
             &mut spec.ids,
         );
         assert!(
-            matches!(&result, Err(Rejection::CreateContact(CreateContactError::InvalidField { field: f, .. })) if *f == field),
+            matches!(&result, Err(Rejection::CreateContact(CreateContactError::Data(ContactDataError::InvalidField { field: f, .. }))) if *f == field),
             "{field}: {result:?}"
         );
     }
@@ -2623,7 +2659,7 @@ fn given_labelled_contacts_when_queried_by_labels_and_details_then_each_conditio
                 ..draft(first, &format!("{first}@example.com"))
             },
         };
-    let spec = given_commands([
+    let spec = given_commands(catalog(&["VIP", "Lead"], &[]).into_iter().chain([
         create(
             jo,
             "jo",
@@ -2632,7 +2668,7 @@ fn given_labelled_contacts_when_queried_by_labels_and_details_then_each_conditio
             "1990-04-01",
         ),
         create(ann, "ann", &["custom.vip"], "Globex", "2001-09-30"),
-    ]);
+    ]));
     let found = |field, cond| {
         let mut ids: Vec<ContactId> = spec
             .inbox

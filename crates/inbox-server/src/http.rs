@@ -16,11 +16,13 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use inbox_core::catalog::CatalogKind;
 use inbox_core::{
     Caller, Command, ContactId, Event, Inbox, MemberId, ParticipantId, SiteId, VisitorId, WixUserId,
 };
 use inbox_store::{ReadError, StoredEvent};
 use inbox_wix::WixError;
+use inbox_wix::catalog;
 use inbox_wix::error::{FieldViolation, Rule};
 use inbox_wix::rest::{
     self, ContactResponse, CreateContactRequest, GetConversationResponse,
@@ -94,6 +96,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/contacts/v4/bulk/contacts/add-remove-labels",
             post(|s, h, b| bulk(rest::BulkKind::Labels, s, h, b)),
         );
+    let contacts = catalog_routes(contacts, "/contacts/v4/labels", CatalogKind::Label);
+    let contacts = catalog_routes(
+        contacts,
+        "/contacts/v4/extended-fields",
+        CatalogKind::ExtendedField,
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .merge(inbox.clone())
@@ -667,6 +675,145 @@ async fn query_facets(
     let t = tenant(&state, &headers)?;
     let bytes = body(raw)?;
     read(state, t, move |inbox| rest::query_facets(inbox, &bytes)).await
+}
+
+/// The Labels or Extended Fields API under `path`: list and find-or-create, query, and
+/// get, rename and delete by key.
+fn catalog_routes(
+    router: Router<Arc<AppState>>,
+    path: &str,
+    kind: CatalogKind,
+) -> Router<Arc<AppState>> {
+    router
+        .route(
+            path,
+            get(move |s, h, q| list_catalog(kind, s, h, q))
+                .post(move |s, h, b| find_or_create(kind, s, h, b)),
+        )
+        .route(
+            &format!("{path}/query"),
+            post(move |s, h, b| query_catalog(kind, s, h, b)),
+        )
+        .route(
+            &format!("{path}/{{key}}"),
+            get(move |s, h, k| get_definition(kind, s, h, k))
+                .patch(move |s, h, k, b| rename_definition(kind, s, h, k, b))
+                .delete(move |s, h, k| delete_definition(kind, s, h, k)),
+        )
+}
+
+/// Find Or Create Label / Extended Field: the definition with the display name, made if
+/// there is none (`newLabel` / `newField` says which).
+async fn find_or_create(
+    kind: CatalogKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let req: catalog::FindOrCreateRequest = parse_body(&body(raw)?)?;
+    let command = req.to_command(kind)?;
+    let name = req.display_name()?.to_owned();
+    blocking(move || {
+        write(
+            &state,
+            &t,
+            &command,
+            "the label or field found or made is gone",
+            |inbox, events| {
+                let catalog = inbox.contacts().catalog();
+                let key = catalog::key_named(catalog, kind, &name)?;
+                catalog::definition_answer(catalog, kind, &key, Some(!events.is_empty()))
+            },
+        )
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn get_definition(
+    kind: CatalogKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(key): Segment,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    read(state, t, move |inbox| {
+        catalog::get(inbox.contacts().catalog(), kind, &key)
+    })
+    .await
+}
+
+async fn rename_definition(
+    kind: CatalogKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(key): Segment,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let req: catalog::RenameRequest = parse_body(&body(raw)?)?;
+    let command = req.to_command(kind, &key)?;
+    blocking(move || {
+        write(
+            &state,
+            &t,
+            &command,
+            "the renamed label or field is gone",
+            |inbox, _| catalog::definition_answer(inbox.contacts().catalog(), kind, &key, None),
+        )
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn delete_definition(
+    kind: CatalogKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(key): Segment,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let command = catalog::delete_command(kind, &key);
+    blocking(move || {
+        write(
+            &state,
+            &t,
+            &command,
+            "the deletion was not recorded",
+            |_, _| Some(serde_json::json!({})),
+        )
+    })
+    .await
+    .map(axum::Json)
+}
+
+async fn list_catalog(
+    kind: CatalogKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let query = query.unwrap_or_default();
+    read(state, t, move |inbox| {
+        catalog::list(inbox.contacts().catalog(), kind, &query)
+    })
+    .await
+}
+
+async fn query_catalog(
+    kind: CatalogKind,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let t = tenant(&state, &headers)?;
+    let bytes = body(raw)?;
+    read(state, t, move |inbox| {
+        catalog::query(inbox.contacts().catalog(), kind, &bytes)
+    })
+    .await
 }
 
 async fn list_contacts(

@@ -1922,6 +1922,18 @@ async fn given_contacts_when_updated_labelled_and_deleted_over_http_then_each_re
     )
     .await
     .validation_error(Some("labelKeys"));
+    // A custom label must exist before a contact can carry it.
+    api.post(
+        &format!("{}/labels", path(&jo)),
+        &json!({"labelKeys": ["custom.vip"]}),
+    )
+    .await
+    .app_error(404, "LABEL_NOT_FOUND");
+    let made = api
+        .post("/contacts/v4/labels", &json!({"displayName": "VIP"}))
+        .await
+        .ok();
+    assert_eq!(made["label"]["key"], "custom.vip", "{made}");
     let labelled = api
         .post(
             &format!("{}/labels", path(&jo)),
@@ -2213,4 +2225,221 @@ async fn given_a_registered_app_when_it_takes_a_token_then_the_token_acts_as_the
         .send(reqwest::Method::PUT, "/crm/inbox/v2/messages")
         .await
         .app_error(405, "METHOD_NOT_ALLOWED");
+}
+
+/// Labels and extended fields over HTTP, as the Labels and Extended Fields APIs serve them:
+/// found or made by display name (the key derived once), read, renamed, listed, queried and
+/// deleted; a contact may only carry what the site defines, a value must fit its field, and a
+/// deletion takes the label or value off every contact. Each change is announced with Wix's
+/// event type, and all of it survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_labels_and_extended_fields_over_http_when_made_renamed_used_and_deleted_then_contacts_follow_and_each_change_is_announced()
+ {
+    let receiver = Receiver::start(0).await;
+    let url = receiver.url.clone();
+    let mut server = TestServer::start_with(|o| o.webhook_urls = vec![url]).await;
+    let api = server.api("site-catalog");
+    let jo = str_of(&api.create_contact("Jo", "jo@example.com").await["id"]);
+    let contact_path = format!("/contacts/v4/contacts/{jo}");
+
+    let vip = api
+        .post(
+            "/contacts/v4/labels",
+            &json!({"displayName": "VIP Customers"}),
+        )
+        .await
+        .ok();
+    assert_eq!(vip["newLabel"], true);
+    assert_eq!(vip["label"]["key"], "custom.vip-customers");
+    assert_eq!(vip["label"]["namespace"], "custom");
+    assert_eq!(vip["label"]["labelType"], "USER_DEFINED");
+    let again = api
+        .post(
+            "/contacts/v4/labels",
+            &json!({"displayName": "VIP Customers"}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        (&again["newLabel"], &again["label"]),
+        (&json!(false), &vip["label"])
+    );
+    let twin = api
+        .post(
+            "/contacts/v4/labels",
+            &json!({"displayName": "vip customers"}),
+        )
+        .await
+        .ok();
+    assert_eq!(twin["label"]["key"], "custom.vip-customers-2");
+    api.post("/contacts/v4/labels", &json!({"displayName": "  "}))
+        .await
+        .validation_error(Some("displayName"));
+    api.post("/contacts/v4/labels", &json!({}))
+        .await
+        .validation_error(Some("displayName"));
+
+    let got = api
+        .get("/contacts/v4/labels/custom.vip-customers")
+        .await
+        .ok();
+    assert_eq!(got["label"], vip["label"]);
+    api.get("/contacts/v4/labels/custom.nothing")
+        .await
+        .app_error(404, "LABEL_NOT_FOUND");
+    let renamed = api
+        .patch(
+            "/contacts/v4/labels/custom.vip-customers",
+            &json!({"label": {"displayName": "VIPs"}}),
+        )
+        .await
+        .ok();
+    assert_eq!(renamed["label"]["displayName"], "VIPs");
+    assert_eq!(
+        renamed["label"]["key"], "custom.vip-customers",
+        "a key never changes"
+    );
+    api.patch(
+        "/contacts/v4/labels/custom.vip-customers-2",
+        &json!({"label": {"displayName": "VIPs"}}),
+    )
+    .await
+    .app_error(409, "LABEL_NAME_TAKEN");
+    let listed = api.get("/contacts/v4/labels?startsWith=VIP").await.ok();
+    assert_eq!(listed["labels"][0]["displayName"], "VIPs", "{listed}");
+    assert_eq!(listed["metadata"]["total"], 1);
+    let queried = api
+        .post(
+            "/contacts/v4/labels/query",
+            &json!({"query": {"filter": {"key": {"$in": ["custom.vip-customers-2"]}}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(queried["labels"][0]["displayName"], "vip customers");
+    assert_eq!(queried["pagingMetadata"]["count"], 1);
+    api.post(
+        "/contacts/v4/labels/query",
+        &json!({"query": {"filter": {"color": "red"}}}),
+    )
+    .await
+    .app_error(400, "UNSUPPORTED_FILTER_FIELD");
+
+    // Fields: a value must fit the field's type; a URL without a scheme gets https://.
+    let age = api
+        .post(
+            "/contacts/v4/extended-fields",
+            &json!({"displayName": "Age", "dataType": "NUMBER"}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        (&age["newField"], &age["field"]["key"]),
+        (&json!(true), &json!("custom.age"))
+    );
+    assert_eq!(age["field"]["dataType"], "NUMBER");
+    let site = api
+        .post(
+            "/contacts/v4/extended-fields",
+            &json!({"displayName": "Site", "dataType": "URL"}),
+        )
+        .await
+        .ok();
+    assert_eq!(site["field"]["key"], "custom.site");
+    let patch = |revision: u64, fields: Value| json!({"revision": revision, "info": {"extendedFields": {"items": fields}}});
+    api.patch(&contact_path, &patch(1, json!({"custom.age": "forty"})))
+        .await
+        .app_error(400, "INVALID_EXTENDED_FIELD_VALUE");
+    api.patch(&contact_path, &patch(1, json!({"custom.height": 180})))
+        .await
+        .app_error(400, "INVALID_EXTENDED_FIELD_VALUE");
+    let with_fields = api
+        .patch(
+            &contact_path,
+            &patch(
+                1,
+                json!({"custom.age": 41, "custom.site": "jo.example.com"}),
+            ),
+        )
+        .await
+        .ok();
+    let items = &with_fields["contact"]["info"]["extendedFields"]["items"];
+    assert_eq!(items["custom.age"], 41, "{with_fields}");
+    assert_eq!(items["custom.site"], "https://jo.example.com");
+    let labelled = api
+        .post(
+            &format!("{contact_path}/labels"),
+            &json!({"labelKeys": ["custom.vip-customers", "custom.vip-customers-2"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(labelled["contact"]["revision"], 3);
+
+    // Deleting a label or field takes it off the contact, at a new revision.
+    assert_eq!(
+        api.send(
+            reqwest::Method::DELETE,
+            "/contacts/v4/labels/custom.vip-customers"
+        )
+        .await
+        .ok(),
+        json!({})
+    );
+    api.send(
+        reqwest::Method::DELETE,
+        "/contacts/v4/labels/custom.vip-customers",
+    )
+    .await
+    .app_error(404, "LABEL_NOT_FOUND");
+    api.send(
+        reqwest::Method::DELETE,
+        "/contacts/v4/extended-fields/custom.age",
+    )
+    .await
+    .ok();
+    let after = api.contact(&jo).await.ok();
+    assert_eq!(after["contact"]["revision"], 5, "{after}");
+    assert_eq!(
+        after["contact"]["info"]["labelKeys"]["items"],
+        json!(["custom.vip-customers-2"])
+    );
+    let items = &after["contact"]["info"]["extendedFields"]["items"];
+    assert!(items.get("custom.age").is_none(), "{after}");
+    assert_eq!(items["custom.site"], "https://jo.example.com");
+    let fields = api
+        .post("/contacts/v4/extended-fields/query", &json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        fields["fields"].as_array().map(Vec::len),
+        Some(1),
+        "{fields}"
+    );
+
+    // Every change went out under Wix's event types.
+    let wanted = [
+        ("wix.contacts.v4.label_created", "custom.vip-customers"),
+        ("wix.contacts.v4.label_updated", "custom.vip-customers"),
+        ("wix.contacts.v4.label_deleted", "custom.vip-customers"),
+        ("wix.contacts.v4.label_created", "custom.vip-customers-2"),
+        ("wix.contacts.v4.extended-field_created", "custom.age"),
+        ("wix.contacts.v4.extended-field_deleted", "custom.age"),
+        ("wix.contacts.v4.extended-field_created", "custom.site"),
+    ];
+    eventually("every catalog change is delivered", || {
+        let got = by_id(&receiver);
+        wanted.iter().all(|(t, k)| find(&got, t, k).is_some())
+    })
+    .await;
+
+    server.restart().await;
+    let api = server.api("site-catalog");
+    let listed = api.get("/contacts/v4/labels").await.ok();
+    assert_eq!(
+        listed["labels"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["labels"][0]["key"], "custom.vip-customers-2");
+    let after_restart = api.contact(&jo).await.ok();
+    assert_eq!(after_restart["contact"], after["contact"]);
 }

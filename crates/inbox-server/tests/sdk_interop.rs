@@ -544,6 +544,8 @@ async fn wix_sdk_drives_every_contacts_call() {
         "POST /contacts/v4/bulk/contacts/add-remove-labels",
         "POST /contacts/v4/bulk/contacts/update",
         "POST /contacts/v4/bulk/contacts/delete",
+        "POST /contacts/v4/labels",
+        "POST /contacts/v4/extended-fields",
     ]
     .into_iter()
     .map(String::from)
@@ -566,6 +568,87 @@ async fn wix_sdk_drives_every_contacts_call() {
             assert_eq!(inbox.contacts().resolve(ann), jo);
             assert!(inbox.contacts().is_deleted(kim));
             assert!(inbox.contacts().get(kim).is_none());
+        })
+        .unwrap();
+    running.shutdown().await;
+}
+
+/// Labels and Extended Fields through the SDK's own `labels` and `extendedFields` methods
+/// (`interop/node/catalog-flow.mjs`): find or create (new, then found), get, rename, list,
+/// query with the SDK's builder, a contact carrying both (and a value of the wrong type
+/// refused), and deletion, which takes both off the contact. Here: the paths it called and the
+/// server's state afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wix_sdk_drives_every_label_and_extended_field_call() {
+    if !sdk_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let running = start(ServeOptions {
+        api_keys: vec![(SiteId::new(SITE), KEY.into())],
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    let (ok, stdout, stderr) = node(vec![
+        "catalog-flow.mjs".into(),
+        base,
+        SITE.into(),
+        KEY.into(),
+    ])
+    .await;
+    assert!(
+        ok,
+        "catalog-flow.mjs failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let steps = json_lines(&stdout);
+    let done = steps.last().unwrap();
+    assert_eq!(done["step"], "done", "{stdout}");
+    let lee: ContactId = done["contactId"].as_str().unwrap().parse().unwrap();
+    let paths: HashSet<String> = done["httpCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let path = c["path"]
+                .as_str()
+                .unwrap()
+                .replace(&lee.to_string(), "{id}")
+                .replace("custom.returning-customer", "{key}")
+                .replace("custom.loyalty-points", "{key}");
+            format!("{} {path}", c["method"].as_str().unwrap())
+        })
+        .collect();
+    let expected: HashSet<String> = [
+        "POST /contacts/v4/labels",
+        "GET /contacts/v4/labels/{key}",
+        "PATCH /contacts/v4/labels/{key}",
+        "GET /contacts/v4/labels",
+        "POST /contacts/v4/labels/query",
+        "DELETE /contacts/v4/labels/{key}",
+        "POST /contacts/v4/extended-fields",
+        "GET /contacts/v4/extended-fields/{key}",
+        "PATCH /contacts/v4/extended-fields/{key}",
+        "GET /contacts/v4/extended-fields",
+        "POST /contacts/v4/extended-fields/query",
+        "DELETE /contacts/v4/extended-fields/{key}",
+        "POST /contacts/v4/contacts",
+        "GET /contacts/v4/contacts/{id}",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(paths, expected);
+    running
+        .engine
+        .read(&SiteId::new(SITE), |inbox| {
+            let catalog = inbox.contacts().catalog();
+            let labels: Vec<&str> = catalog.labels().iter().map(|l| l.key.as_str()).collect();
+            assert_eq!(labels, ["custom.other"]);
+            assert!(catalog.fields().is_empty());
+            let c = inbox.contacts().get(lee).expect("the contact is live");
+            assert!(c.details.labels.is_empty() && c.details.extended_fields.is_empty());
         })
         .unwrap();
     running.shutdown().await;

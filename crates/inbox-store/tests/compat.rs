@@ -1,6 +1,5 @@
-//! Backward compatibility: logs written in event schema versions 1, 2 and 3 (committed
-//! under `tests/fixtures/v1`, `v2` and `v3`) still open, and their events are upcast to the
-//! current shape.
+//! Backward compatibility: logs written in event schema versions 1 to 4 (committed under
+//! `tests/fixtures/v1` to `v4`) still open, and their events are upcast to the current shape.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -138,4 +137,53 @@ fn a_version_3_log_reads_and_upcasts_its_contacts() {
     assert_eq!(inbox.contacts().resolve(joanna), jo);
     let member = inbox_core::MemberId::from_uuid(Uuid::from_u128(0xB1));
     assert_eq!(inbox.member(member).map(|m| m.contact_id), Some(jo));
+}
+
+/// A log of schema version 4, written by the `FileLog` of commit 867c9a0 (the last build that
+/// wrote version 4) from decided commands: a contact created with details, updated, labelled
+/// and unlabelled; a second contact created and deleted. Version 5 only added events, so
+/// these read as they were written.
+#[test]
+fn a_version_4_log_reads_as_written() {
+    use inbox_core::contacts::ExtendedValue;
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/v4/00000000000000000001.seg");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fixture, dir.path().join("00000000000000000001.seg")).unwrap();
+    let (log, report) = FileLog::open(dir.path()).unwrap();
+    assert_eq!((report.events, report.torn_tail), (5, None));
+    let events = log.read_all(1, 100).unwrap();
+    let names: Vec<_> = events.iter().map(|e| e.envelope.event.kind()).collect();
+    assert_eq!(
+        names,
+        [
+            "contact_created",
+            "contact_updated",
+            "contact_updated",
+            "contact_created",
+            "contact_deleted"
+        ]
+    );
+    let mut inbox = Inbox::new(InboxConfig::new(SiteId::new("fixture-site"), [0; 16]));
+    for e in events {
+        assert_eq!(e.envelope.schema_version, inbox_core::SCHEMA_VERSION);
+        inbox.apply_owned(e.envelope.event);
+    }
+    let jo = inbox_core::ContactId::from_uuid(Uuid::from_u128(0xA1));
+    let sam = inbox_core::ContactId::from_uuid(Uuid::from_u128(0xA2));
+    let contact = inbox.contacts().get(jo).expect("jo is live");
+    assert_eq!(contact.revision, 3);
+    assert_eq!(contact.details.company.as_deref(), Some("Acme"));
+    assert_eq!(contact.details.job_title.as_deref(), Some("CTO"));
+    assert_eq!(
+        contact.details.labels.iter().collect::<Vec<_>>(),
+        ["custom.lead"]
+    );
+    assert_eq!(
+        contact.details.extended_fields.get("custom.age"),
+        Some(&ExtendedValue::Number("41".into()))
+    );
+    assert!(inbox.contacts().get(sam).is_none());
+    assert!(inbox.contacts().is_deleted(sam));
 }

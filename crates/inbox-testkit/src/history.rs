@@ -201,6 +201,45 @@ pub enum CommandStep {
         stale: bool,
         /// Allow duplicate emails.
         allow_duplicates: bool,
+        /// Set an extended field of the field key pool to a value: of the value pool (some of
+        /// the wrong type) below 6, else one of the type the field's name suggests.
+        field: Option<(u8, u8)>,
+    },
+    /// Find Or Create Label, with a name of the label name pool.
+    DefineLabel {
+        /// The name.
+        name: u8,
+    },
+    /// Rename Label.
+    RenameLabel {
+        /// A key of the catalog's label key pool.
+        label: u8,
+        /// A name of the label name pool.
+        name: u8,
+    },
+    /// Delete Label.
+    DeleteLabel {
+        /// A key of the catalog's label key pool.
+        label: u8,
+    },
+    /// Find Or Create Extended Field, with a name of the field name pool.
+    DefineField {
+        /// The name.
+        name: u8,
+        /// The data type: text, number, date, URL below 4, else the one its name suggests.
+        data_type: u8,
+    },
+    /// Rename Extended Field.
+    RenameField {
+        /// A key of the field key pool.
+        field: u8,
+        /// A name of the field name pool.
+        name: u8,
+    },
+    /// Delete Extended Field.
+    DeleteField {
+        /// A key of the field key pool.
+        field: u8,
     },
     /// Label and Unlabel Contact.
     Label {
@@ -347,6 +386,19 @@ pub enum ObservedStep {
         /// The message (any id seen).
         message: u8,
     },
+    /// A label or extended field saved (made or renamed) or deleted, as Wix's events say.
+    Definition {
+        /// An extended field, else a label.
+        field: bool,
+        /// A key of the label or field key pool (the label pool has a system label).
+        key: u8,
+        /// A name of the name pool.
+        name: u8,
+        /// A deletion, else a save.
+        deleted: bool,
+        /// The stamp.
+        at: Moment,
+    },
 }
 
 /// How an observed message's id is chosen.
@@ -456,8 +508,19 @@ pub fn command() -> impl Strategy<Value = CommandStep> {
               proptest::option::weighted(0.3, any::<u8>()), prop::bool::weighted(0.1),
               prop::bool::weighted(0.2))
             .prop_map(|(contact, name, emails, labels, stale, allow_duplicates)| CommandStep::UpdateContact {
-                contact, name, emails, labels, stale, allow_duplicates,
+                contact, name, emails, labels, stale, allow_duplicates, field: None,
             }),
+        1 => (ix(), 0u8..6, 0u8..12)
+            .prop_map(|(contact, key, value)| CommandStep::UpdateContact {
+                contact, name: None, emails: None, labels: None, stale: false,
+                allow_duplicates: false, field: Some((key, value)),
+            }),
+        2 => (0u8..6).prop_map(|name| CommandStep::DefineLabel { name }),
+        1 => (0u8..5, 0u8..6).prop_map(|(label, name)| CommandStep::RenameLabel { label, name }),
+        1 => (0u8..5).prop_map(|label| CommandStep::DeleteLabel { label }),
+        1 => (0u8..6, 0u8..8).prop_map(|(name, data_type)| CommandStep::DefineField { name, data_type }),
+        1 => (0u8..6, 0u8..6).prop_map(|(field, name)| CommandStep::RenameField { field, name }),
+        1 => (0u8..6).prop_map(|field| CommandStep::DeleteField { field }),
         2 => (ix(), vec(0u8..5, 0..3), vec(0u8..5, 0..2))
             .prop_map(|(contact, add, remove)| CommandStep::Label { contact, add, remove }),
         1 => ix().prop_map(|contact| CommandStep::DeleteContact { contact }),
@@ -501,6 +564,10 @@ pub fn observed() -> impl Strategy<Value = ObservedStep> {
         1 => (vec(any::<u8>(), 0..3), moment(), proptest::option::of(ix()))
             .prop_map(|(conversations, up_to, contact)| ObservedStep::Erasure { conversations, up_to, contact }),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(conversation, message)| ObservedStep::Click { conversation, message }),
+        // Key 3 of the label pool is Wix's own label: saved often, so that commands meet it.
+        2 => (any::<bool>(), prop_oneof![1 => Just(3u8), 1 => 0u8..5], 0u8..6,
+              prop::bool::weighted(0.3), moment())
+            .prop_map(|(field, key, name, deleted, at)| ObservedStep::Definition { field, key, name, deleted, at }),
     ]
 }
 

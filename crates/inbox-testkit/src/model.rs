@@ -16,12 +16,17 @@ use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
+use inbox_core::catalog::{
+    CUSTOM_NAMESPACE, CatalogError, CatalogKind, FieldDefinition, FieldType, LabelDefinition,
+    LabelType, MAX_CUSTOM_FIELDS, MAX_CUSTOM_LABELS, MAX_KEY, check_display_name, fit_value,
+};
 use inbox_core::contacts::{
     ActivityType, Contact, ContactActivity, ContactDetails, ContactEmail, ContactName,
     ContactPatch, ContactPhone, CreateContactError, DeleteContactError, EntryTag,
     LabelContactError, MAX_LABELS_PER_CHANGE, MAX_MERGE_SOURCES, MergeContactsError, SortOrder,
     UpdateContactError,
 };
+use inbox_core::contacts::{ContactDataError, ExtendedValue};
 use inbox_core::message::{ButtonAction, Channel, MessageDraft};
 use inbox_core::{
     Anomaly, Caller, Command, ContactId, Context, ConversationId, ConversationView, CursorError,
@@ -143,6 +148,74 @@ struct Derived {
     /// Every contact deleted: never live again, whatever record of it comes.
     deleted_contacts: BTreeSet<ContactId>,
     interactions: BTreeSet<Interaction>,
+    /// The labels and extended fields that stand.
+    labels: BTreeMap<String, LabelDefinition>,
+    fields: BTreeMap<String, FieldDefinition>,
+}
+
+/// The catalog rule: per key, the newest deletion stamp; a key stands with its greatest save
+/// `(stamp, definition)` among those stamped after that deletion, if there is one.
+fn settle<D: Clone + Ord>(facts: &[(String, Sequence, Option<D>)]) -> BTreeMap<String, D> {
+    let mut newest_deletion: BTreeMap<&str, Sequence> = BTreeMap::new();
+    for (key, stamp, saved) in facts {
+        if saved.is_none() {
+            let d = newest_deletion.entry(key).or_insert(*stamp);
+            *d = (*d).max(*stamp);
+        }
+    }
+    let mut best: BTreeMap<&str, (Sequence, &D)> = BTreeMap::new();
+    for (key, stamp, saved) in facts {
+        let Some(def) = saved else { continue };
+        if newest_deletion
+            .get(key.as_str())
+            .is_some_and(|d| d >= stamp)
+        {
+            continue;
+        }
+        match best.get(key.as_str()) {
+            Some(b) if *b >= (*stamp, def) => {}
+            _ => {
+                best.insert(key, (*stamp, def));
+            }
+        }
+    }
+    best.into_iter()
+        .map(|(k, (_, d))| (k.to_owned(), d.clone()))
+        .collect()
+}
+
+/// A key for a new definition: `custom.`, then the display name's ASCII letters and digits
+/// in lowercase with every other run of characters as one `-` (none at either end), or
+/// `fallback` when nothing is left; at most `MAX_KEY - 8` characters before the suffix; then
+/// the first of none, `-2`, `-3`, ... that no standing definition has.
+fn new_key<'a>(name: &str, fallback: &str, taken: impl Fn(&str) -> bool + 'a) -> String {
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let joined = if words.is_empty() {
+        fallback.to_owned()
+    } else {
+        words.join("-")
+    };
+    let cut: String = joined
+        .chars()
+        .take(MAX_KEY - CUSTOM_NAMESPACE.len() - 9)
+        .collect();
+    let base = format!("{CUSTOM_NAMESPACE}.{}", cut.trim_end_matches('-'));
+    let mut n = 1u32;
+    loop {
+        let key = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        if !taken(&key) {
+            return key;
+        }
+        n += 1;
+    }
 }
 
 /// Parents of conversations under the merge rule, as of some moment.
@@ -299,6 +372,8 @@ fn one_primary_of<T>(items: &mut [T], flag: fn(&mut T) -> &mut bool) {
 
 fn derive(events: &[Event]) -> Derived {
     let mut d = Derived::default();
+    let mut label_facts: Vec<(String, Sequence, Option<LabelDefinition>)> = Vec::new();
+    let mut field_facts: Vec<(String, Sequence, Option<FieldDefinition>)> = Vec::new();
     let mut versions: BTreeMap<MessageId, BTreeSet<Message>> = BTreeMap::new();
     let mut erased_up_to: BTreeMap<ConversationId, Sequence> = BTreeMap::new();
     let mut clock = Sequence::ZERO;
@@ -405,8 +480,26 @@ fn derive(events: &[Event]) -> Derived {
                     d.contact_erasures.push((c.id, *up_to));
                 }
             }
+            Event::LabelSaved { label, stamp } => {
+                clock = clock.max(*stamp);
+                label_facts.push((label.key.clone(), *stamp, Some(label.clone())));
+            }
+            Event::LabelDeleted { key, stamp } => {
+                clock = clock.max(*stamp);
+                label_facts.push((key.clone(), *stamp, None));
+            }
+            Event::ExtendedFieldSaved { field, stamp } => {
+                clock = clock.max(*stamp);
+                field_facts.push((field.key.clone(), *stamp, Some(field.clone())));
+            }
+            Event::ExtendedFieldDeleted { key, stamp } => {
+                clock = clock.max(*stamp);
+                field_facts.push((key.clone(), *stamp, None));
+            }
         }
     }
+    d.labels = settle(&label_facts);
+    d.fields = settle(&field_facts);
     d.clock = clock;
     d.now = Forest::of(&d.merge_facts, None);
 
@@ -1112,6 +1205,14 @@ impl Model {
                         }
                     })?;
                 }
+                let d = self.d();
+                if let Some(unknown) = add.iter().chain(remove).find(|k| {
+                    k.split('.').next() == Some(CUSTOM_NAMESPACE)
+                        && k.contains('.')
+                        && !d.labels.contains_key(*k)
+                }) {
+                    return Err(LabelContactError::UnknownLabel(unknown.clone()).into());
+                }
                 // Removed first, then added: a key in both ends up on the contact.
                 let labels: BTreeSet<String> = current
                     .details
@@ -1204,6 +1305,12 @@ impl Model {
                     interacted_by: self.participant_sender(root),
                 }])
             }
+            Command::FindOrCreateLabel { .. }
+            | Command::RenameLabel { .. }
+            | Command::DeleteLabel { .. }
+            | Command::FindOrCreateExtendedField { .. }
+            | Command::RenameExtendedField { .. }
+            | Command::DeleteExtendedField { .. } => self.decide_catalog(command, ctx),
             Command::EraseParticipant { participant } => {
                 self.check_participant(*participant)?;
                 let conversations = self
@@ -1378,26 +1485,28 @@ impl Model {
         let (emails, phones) = self
             .check_entries(id, &draft.emails, &draft.phones, draft.allow_duplicates)
             .map_err(|p| match p {
-                EntryProblem::InvalidEmail(e) => CreateContactError::InvalidEmail(e),
-                EntryProblem::InvalidPhone(p) => CreateContactError::InvalidPhone(p),
+                EntryProblem::InvalidEmail(e) => ContactDataError::InvalidEmail(e),
+                EntryProblem::InvalidPhone(p) => ContactDataError::InvalidPhone(p),
                 EntryProblem::DuplicateEmail(email, existing) => {
-                    CreateContactError::DuplicateEmail { email, existing }
+                    ContactDataError::DuplicateEmail { email, existing }
                 }
                 EntryProblem::DuplicatePhone(phone, existing) => {
-                    CreateContactError::DuplicatePhone { phone, existing }
+                    ContactDataError::DuplicatePhone { phone, existing }
                 }
                 EntryProblem::Field(field, reason) => {
-                    CreateContactError::InvalidField { field, reason }
+                    ContactDataError::InvalidField { field, reason }
                 }
             })?;
         for key in &draft.details.labels {
             inbox_core::contacts::check_label_key(key).map_err(|reason| {
-                CreateContactError::InvalidField {
+                ContactDataError::InvalidField {
                     field: "info.labelKeys",
                     reason,
                 }
             })?;
         }
+        let mut details = draft.details.clone();
+        self.check_catalog(details.labels.iter(), &mut details.extended_fields)?;
         Ok(Contact {
             id,
             revision: 1,
@@ -1406,7 +1515,7 @@ impl Model {
             name: draft.name.clone(),
             emails,
             phones,
-            details: draft.details.clone(),
+            details,
             source: draft.source,
             last_activity: ContactActivity {
                 at: now,
@@ -1497,16 +1606,16 @@ impl Model {
                 allow_duplicates,
             )
             .map_err(|p| match p {
-                EntryProblem::InvalidEmail(e) => UpdateContactError::InvalidEmail(e),
-                EntryProblem::InvalidPhone(p) => UpdateContactError::InvalidPhone(p),
+                EntryProblem::InvalidEmail(e) => ContactDataError::InvalidEmail(e),
+                EntryProblem::InvalidPhone(p) => ContactDataError::InvalidPhone(p),
                 EntryProblem::DuplicateEmail(email, existing) => {
-                    UpdateContactError::DuplicateEmail { email, existing }
+                    ContactDataError::DuplicateEmail { email, existing }
                 }
                 EntryProblem::DuplicatePhone(phone, existing) => {
-                    UpdateContactError::DuplicatePhone { phone, existing }
+                    ContactDataError::DuplicatePhone { phone, existing }
                 }
                 EntryProblem::Field(field, reason) => {
-                    UpdateContactError::InvalidField { field, reason }
+                    ContactDataError::InvalidField { field, reason }
                 }
             })?;
         let mut next = current.clone();
@@ -1522,7 +1631,7 @@ impl Model {
         if let Some(labels) = &patch.labels {
             for key in labels {
                 inbox_core::contacts::check_label_key(key).map_err(|reason| {
-                    UpdateContactError::InvalidField {
+                    ContactDataError::InvalidField {
                         field: "info.labelKeys",
                         reason,
                     }
@@ -1549,16 +1658,26 @@ impl Model {
         if let Some(v) = &patch.picture {
             d.picture = v.clone();
         }
+        let mut given: BTreeMap<String, ExtendedValue> = BTreeMap::new();
         for (k, v) in &patch.extended_fields {
             match v {
                 Some(v) => {
-                    d.extended_fields.insert(k.clone(), v.clone());
+                    given.insert(k.clone(), v.clone());
                 }
                 None => {
                     d.extended_fields.remove(k);
                 }
             }
         }
+        // What the update brings must be in the catalog; what the contact had stays.
+        let brought: Vec<String> = next
+            .details
+            .labels
+            .difference(&current.details.labels)
+            .cloned()
+            .collect();
+        self.check_catalog(brought.iter(), &mut given)?;
+        next.details.extended_fields.extend(given);
         if name_is_empty(&next.name) && next.emails.is_empty() && next.phones.is_empty() {
             return Err(UpdateContactError::Empty);
         }
@@ -1574,6 +1693,260 @@ impl Model {
         next.revision = current.revision.saturating_add(1);
         next.updated_date = now.max(current.updated_date);
         Ok(next)
+    }
+
+    /// The catalog's rule for what a contact is given: a `custom` label must stand; an
+    /// extended field must stand and the value fit its type (as the field normalises it).
+    fn check_catalog<'a>(
+        &self,
+        labels: impl Iterator<Item = &'a String>,
+        fields: &mut BTreeMap<String, ExtendedValue>,
+    ) -> Result<(), ContactDataError> {
+        let d = self.d();
+        for key in labels {
+            let custom = key.split('.').next() == Some(CUSTOM_NAMESPACE) && key.contains('.');
+            if custom && !d.labels.contains_key(key) {
+                return Err(ContactDataError::UnknownLabel(key.clone()));
+            }
+        }
+        for (key, value) in fields.iter_mut() {
+            let field = d
+                .fields
+                .get(key)
+                .ok_or_else(|| ContactDataError::UnknownExtendedField(key.clone()))?;
+            *value = fit_value(field, value).map_err(|reason| {
+                ContactDataError::InvalidExtendedField {
+                    key: key.clone(),
+                    reason,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The labels that stand, by key.
+    pub fn labels(&self) -> Vec<&LabelDefinition> {
+        self.d().labels.values().collect()
+    }
+
+    /// The extended fields that stand, by key.
+    pub fn fields(&self) -> Vec<&FieldDefinition> {
+        self.d().fields.values().collect()
+    }
+
+    /// A definition that may be renamed or deleted: it stands and is a custom one.
+    fn changeable<'a, D>(
+        defs: &'a BTreeMap<String, D>,
+        kind: CatalogKind,
+        key: &str,
+        custom: impl Fn(&D) -> bool,
+    ) -> Result<&'a D, Rejection> {
+        let def = defs.get(key).ok_or_else(|| CatalogError::NotFound {
+            kind,
+            key: key.to_owned(),
+        })?;
+        if !custom(def) {
+            return Err(CatalogError::ReadOnly {
+                kind,
+                key: key.to_owned(),
+            }
+            .into());
+        }
+        Ok(def)
+    }
+
+    /// Refuses a rename to a name another standing definition has (the one with the
+    /// smallest key is named).
+    fn name_free<D>(
+        defs: &BTreeMap<String, D>,
+        kind: CatalogKind,
+        own: &str,
+        name: &str,
+        name_of: impl Fn(&D) -> &str,
+    ) -> Result<(), Rejection> {
+        match defs
+            .iter()
+            .find(|(k, d)| name_of(d) == name && k.as_str() != own)
+        {
+            Some((other, _)) => Err(CatalogError::NameTaken {
+                kind,
+                name: name.to_owned(),
+                key: other.clone(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The rule of a label's or field's deletion for the contacts: each live contact that
+    /// has it, in id order, loses it at its next revision.
+    fn strip_contacts(
+        &self,
+        now: Timestamp,
+        has: impl Fn(&Contact) -> bool,
+        strip: impl Fn(&mut Contact),
+    ) -> Vec<Event> {
+        self.contacts()
+            .into_iter()
+            .filter(|c| has(c))
+            .map(|c| {
+                let mut next = c.clone();
+                strip(&mut next);
+                next.revision = c.revision.saturating_add(1);
+                next.updated_date = now.max(c.updated_date);
+                Event::ContactUpdated { contact: next }
+            })
+            .collect()
+    }
+
+    fn decide_catalog(&self, command: &Command, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+        let d = self.d();
+        let stamp = || next_moment(self.last_sequence(), ctx.now).ok_or(Rejection::ClockExhausted);
+        // A rename is dated after the definition's last change.
+        let renamed_at = |last: Timestamp| {
+            ctx.now
+                .max(Timestamp::from_micros(last.as_micros().saturating_add(1)))
+        };
+        match command {
+            Command::FindOrCreateLabel { display_name } => {
+                check_display_name(CatalogKind::Label, display_name)?;
+                if d.labels.values().any(|l| l.display_name == *display_name) {
+                    return Ok(Vec::new());
+                }
+                let custom = d
+                    .labels
+                    .values()
+                    .filter(|l| l.label_type == LabelType::UserDefined)
+                    .count();
+                if custom >= MAX_CUSTOM_LABELS {
+                    return Err(CatalogError::QuotaReached {
+                        kind: CatalogKind::Label,
+                        quota: MAX_CUSTOM_LABELS,
+                    }
+                    .into());
+                }
+                let label = LabelDefinition {
+                    key: new_key(display_name, "label", |k| d.labels.contains_key(k)),
+                    display_name: display_name.clone(),
+                    label_type: LabelType::UserDefined,
+                    created_date: ctx.now,
+                    updated_date: ctx.now,
+                };
+                Ok(vec![Event::LabelSaved {
+                    label,
+                    stamp: stamp()?,
+                }])
+            }
+            Command::RenameLabel { key, display_name } => {
+                let kind = CatalogKind::Label;
+                let current = Self::changeable(&d.labels, kind, key, |l| {
+                    l.label_type == LabelType::UserDefined
+                })?;
+                check_display_name(kind, display_name)?;
+                if current.display_name == *display_name {
+                    return Ok(Vec::new());
+                }
+                Self::name_free(&d.labels, kind, key, display_name, |l| &l.display_name)?;
+                let label = LabelDefinition {
+                    display_name: display_name.clone(),
+                    updated_date: renamed_at(current.updated_date),
+                    ..current.clone()
+                };
+                Ok(vec![Event::LabelSaved {
+                    label,
+                    stamp: stamp()?,
+                }])
+            }
+            Command::DeleteLabel { key } => {
+                Self::changeable(&d.labels, CatalogKind::Label, key, |l| {
+                    l.label_type == LabelType::UserDefined
+                })?;
+                let mut events = vec![Event::LabelDeleted {
+                    key: key.clone(),
+                    stamp: stamp()?,
+                }];
+                events.extend(self.strip_contacts(
+                    ctx.now,
+                    |c| c.details.labels.contains(key),
+                    |c| {
+                        c.details.labels.remove(key);
+                    },
+                ));
+                Ok(events)
+            }
+            Command::FindOrCreateExtendedField {
+                display_name,
+                data_type,
+            } => {
+                check_display_name(CatalogKind::ExtendedField, display_name)?;
+                if d.fields.values().any(|f| f.display_name == *display_name) {
+                    return Ok(Vec::new());
+                }
+                let custom = d
+                    .fields
+                    .values()
+                    .filter(|f| f.field_type == FieldType::UserDefined)
+                    .count();
+                if custom >= MAX_CUSTOM_FIELDS {
+                    return Err(CatalogError::QuotaReached {
+                        kind: CatalogKind::ExtendedField,
+                        quota: MAX_CUSTOM_FIELDS,
+                    }
+                    .into());
+                }
+                let field = FieldDefinition {
+                    key: new_key(display_name, "field", |k| d.fields.contains_key(k)),
+                    display_name: display_name.clone(),
+                    data_type: *data_type,
+                    field_type: FieldType::UserDefined,
+                    description: None,
+                    created_date: ctx.now,
+                    updated_date: ctx.now,
+                };
+                Ok(vec![Event::ExtendedFieldSaved {
+                    field,
+                    stamp: stamp()?,
+                }])
+            }
+            Command::RenameExtendedField { key, display_name } => {
+                let kind = CatalogKind::ExtendedField;
+                let current = Self::changeable(&d.fields, kind, key, |f| {
+                    f.field_type == FieldType::UserDefined
+                })?;
+                check_display_name(kind, display_name)?;
+                if current.display_name == *display_name {
+                    return Ok(Vec::new());
+                }
+                Self::name_free(&d.fields, kind, key, display_name, |f| &f.display_name)?;
+                let field = FieldDefinition {
+                    display_name: display_name.clone(),
+                    updated_date: renamed_at(current.updated_date),
+                    ..current.clone()
+                };
+                Ok(vec![Event::ExtendedFieldSaved {
+                    field,
+                    stamp: stamp()?,
+                }])
+            }
+            Command::DeleteExtendedField { key } => {
+                Self::changeable(&d.fields, CatalogKind::ExtendedField, key, |f| {
+                    f.field_type == FieldType::UserDefined
+                })?;
+                let mut events = vec![Event::ExtendedFieldDeleted {
+                    key: key.clone(),
+                    stamp: stamp()?,
+                }];
+                events.extend(self.strip_contacts(
+                    ctx.now,
+                    |c| c.details.extended_fields.contains_key(key),
+                    |c| {
+                        c.details.extended_fields.remove(key);
+                    },
+                ));
+                Ok(events)
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// The rule of a contact merge: a name part comes from the first source that has one,

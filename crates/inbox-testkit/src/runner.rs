@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use inbox_core::catalog::{FieldDataType, FieldDefinition, FieldType, LabelDefinition, LabelType};
 use inbox_core::contacts::{
     Contact, ContactDraft, ContactEmail, ContactName, ContactPatch, ContactPhone, EntryTag,
-    SortOrder,
+    ExtendedValue, SortOrder,
 };
 use inbox_core::message::{
     BasicItem, ButtonDraft, Content, ContentDraft, ContentExtras, Form, FormField, Minimal, System,
@@ -61,6 +62,12 @@ pub const HARD_CASES: &[&str] = &[
     "a contact deleted",
     "a member's contact not deleted",
     "a contact record after its deletion",
+    "a label made",
+    "a label or field deleted off a contact",
+    "an extended field value set",
+    "an unknown label refused",
+    "a Wix label left unchanged",
+    "a definition saved after its deletion",
 ];
 
 /// Where the virtual clock starts (2023-11-14T22:13:20Z).
@@ -82,6 +89,65 @@ const EMAILS: [&str; 6] = [
 ];
 const PHONES: [&str; 3] = ["+1 555 0100", "15550100", "555-0199"];
 const LOGIN_EMAILS: [&str; 3] = ["jo@example.com", "m1@example.com", ""];
+/// Display names of labels: two that collide with others once lowercased (so their keys get
+/// a suffix), one blank (refused), one with no ASCII letter at its start.
+const LABEL_NAMES: [&str; 6] = ["VIP", "Lead", "vip", "Lead!", " ", "Ünïcode"];
+/// Label keys the catalog steps name: what the names above become, and one of Wix's.
+const CATALOG_LABELS: [&str; 5] = [
+    "custom.vip",
+    "custom.lead",
+    "custom.vip-2",
+    "contacts.customers",
+    "custom.n-code",
+];
+/// Display names of extended fields: one that collides once lowercased, one empty.
+const FIELD_NAMES: [&str; 6] = ["Age", "Met", "Site", "Note", "age", ""];
+/// Extended field keys: what the names above become, and one never made.
+const FIELD_KEYS: [&str; 6] = [
+    "custom.age",
+    "custom.met",
+    "custom.site",
+    "custom.note",
+    "custom.age-2",
+    "custom.nothing",
+];
+const DATA_TYPES: [FieldDataType; 4] = [
+    FieldDataType::Text,
+    FieldDataType::Number,
+    FieldDataType::Date,
+    FieldDataType::Url,
+];
+/// The data type each name of [`FIELD_NAMES`] (and key of [`FIELD_KEYS`]) suggests.
+const NATURAL_TYPES: [FieldDataType; 6] = [
+    FieldDataType::Number,
+    FieldDataType::Date,
+    FieldDataType::Url,
+    FieldDataType::Text,
+    FieldDataType::Number,
+    FieldDataType::Text,
+];
+/// Extended field values, of each type, one a text that is no date; from 6 on, a value of
+/// the type the field of key `key` suggests.
+fn field_value(key: u8, i: u8) -> ExtendedValue {
+    let i = if i < 6 {
+        i
+    } else {
+        match pick(&NATURAL_TYPES, key) {
+            FieldDataType::Number => 0,
+            FieldDataType::Date => 1,
+            FieldDataType::Url => 2,
+            FieldDataType::Text => 3,
+        }
+    };
+    match i % 6 {
+        0 => ExtendedValue::Number("41".into()),
+        1 => ExtendedValue::Text("2024-02-29".into()),
+        2 => ExtendedValue::Text("example.com".into()),
+        3 => ExtendedValue::Text("hi".into()),
+        4 => ExtendedValue::Text("not a date".into()),
+        _ => ExtendedValue::Number("-0.5".into()),
+    }
+}
 /// Label keys: well formed (custom and system namespaces) and not (no namespace, a space).
 const LABELS: [&str; 5] = [
     "custom.vip",
@@ -407,6 +473,7 @@ impl Runner {
                 labels,
                 stale,
                 allow_duplicates,
+                field,
             } => {
                 let id = contact(*i);
                 let revision = self.engine.contacts().get(id).map_or(1, |c| c.revision);
@@ -432,6 +499,12 @@ impl Runner {
                             .collect()
                         }),
                         labels: labels.map(|bits| label_set(&[bits])),
+                        extended_fields: field
+                            .iter()
+                            .map(|(k, v)| {
+                                (pick(&FIELD_KEYS, *k).to_owned(), Some(field_value(*k, *v)))
+                            })
+                            .collect(),
                         ..ContactPatch::default()
                     },
                     allow_duplicates: *allow_duplicates,
@@ -451,6 +524,31 @@ impl Runner {
             },
             CommandStep::DeleteContact { contact: i } => Command::DeleteContact {
                 contact_id: contact(*i),
+            },
+            CommandStep::DefineLabel { name } => Command::FindOrCreateLabel {
+                display_name: pick(&LABEL_NAMES, *name).to_owned(),
+            },
+            CommandStep::RenameLabel { label, name } => Command::RenameLabel {
+                key: pick(&CATALOG_LABELS, *label).to_owned(),
+                display_name: pick(&LABEL_NAMES, *name).to_owned(),
+            },
+            CommandStep::DeleteLabel { label } => Command::DeleteLabel {
+                key: pick(&CATALOG_LABELS, *label).to_owned(),
+            },
+            CommandStep::DefineField { name, data_type } => Command::FindOrCreateExtendedField {
+                display_name: pick(&FIELD_NAMES, *name).to_owned(),
+                data_type: if *data_type < 4 {
+                    pick(&DATA_TYPES, *data_type)
+                } else {
+                    pick(&NATURAL_TYPES, *name)
+                },
+            },
+            CommandStep::RenameField { field, name } => Command::RenameExtendedField {
+                key: pick(&FIELD_KEYS, *field).to_owned(),
+                display_name: pick(&FIELD_NAMES, *name).to_owned(),
+            },
+            CommandStep::DeleteField { field } => Command::DeleteExtendedField {
+                key: pick(&FIELD_KEYS, *field).to_owned(),
             },
             CommandStep::GetOrCreate(who) => Command::GetOrCreateConversation {
                 participant: self.who(*who),
@@ -550,14 +648,42 @@ impl Runner {
             )));
         }
         match (&got, command) {
-            (Ok(es), Command::UpdateContact { .. }) if !es.is_empty() => {
+            (Ok(es), Command::UpdateContact { patch, .. }) if !es.is_empty() => {
                 self.reached.insert("a contact updated");
+                if !patch.extended_fields.is_empty() {
+                    self.reached.insert("an extended field value set");
+                }
             }
             (Ok(es), Command::LabelContact { .. }) if !es.is_empty() => {
                 self.reached.insert("a contact's labels changed");
             }
             (Ok(es), Command::DeleteContact { .. }) if !es.is_empty() => {
                 self.reached.insert("a contact deleted");
+            }
+            (Ok(es), Command::FindOrCreateLabel { .. }) if !es.is_empty() => {
+                self.reached.insert("a label made");
+            }
+            (Ok(es), Command::DeleteLabel { .. } | Command::DeleteExtendedField { .. })
+                if es.len() > 1 =>
+            {
+                self.reached
+                    .insert("a label or field deleted off a contact");
+            }
+            (
+                Err(inbox_core::Rejection::LabelContact(
+                    inbox_core::contacts::LabelContactError::UnknownLabel(_),
+                )),
+                _,
+            ) => {
+                self.reached.insert("an unknown label refused");
+            }
+            (
+                Err(inbox_core::Rejection::Catalog(inbox_core::catalog::CatalogError::ReadOnly {
+                    ..
+                })),
+                _,
+            ) => {
+                self.reached.insert("a Wix label left unchanged");
             }
             (
                 Err(inbox_core::Rejection::DeleteContact(
@@ -779,6 +905,55 @@ impl Runner {
                 app_id: Some(app()),
                 interacted_by: Sender::Unknown,
             },
+            ObservedStep::Definition {
+                field,
+                key,
+                name,
+                deleted,
+                at,
+            } => {
+                let stamp = self.moment(*at);
+                let dated = Timestamp::from_micros(stamp.0);
+                match (*field, *deleted) {
+                    (false, true) => Event::LabelDeleted {
+                        key: pick(&CATALOG_LABELS, *key).to_owned(),
+                        stamp,
+                    },
+                    (true, true) => Event::ExtendedFieldDeleted {
+                        key: pick(&FIELD_KEYS, *key).to_owned(),
+                        stamp,
+                    },
+                    (false, false) => {
+                        let key = pick(&CATALOG_LABELS, *key);
+                        Event::LabelSaved {
+                            label: LabelDefinition {
+                                key: key.to_owned(),
+                                display_name: pick(&LABEL_NAMES, *name).to_owned(),
+                                label_type: if key.starts_with("custom.") {
+                                    LabelType::UserDefined
+                                } else {
+                                    LabelType::System
+                                },
+                                created_date: Timestamp::from_micros(START),
+                                updated_date: dated,
+                            },
+                            stamp,
+                        }
+                    }
+                    (true, false) => Event::ExtendedFieldSaved {
+                        field: FieldDefinition {
+                            key: pick(&FIELD_KEYS, *key).to_owned(),
+                            display_name: pick(&FIELD_NAMES, *name).to_owned(),
+                            data_type: pick(&NATURAL_TYPES, *key),
+                            field_type: FieldType::UserDefined,
+                            description: None,
+                            created_date: Timestamp::from_micros(START),
+                            updated_date: dated,
+                        },
+                        stamp,
+                    },
+                }
+            }
         })
     }
 
@@ -866,6 +1041,22 @@ impl Runner {
                     self.reached.insert("an erasure of a merged conversation");
                 }
                 named.extend(conversations.iter().copied());
+                None
+            }
+            Event::LabelSaved {
+                label: LabelDefinition { key, .. },
+                ..
+            }
+            | Event::ExtendedFieldSaved {
+                field: FieldDefinition { key, .. },
+                ..
+            } => {
+                if self.log.iter().any(|l| {
+                    matches!(&l.event, Event::LabelDeleted { key: k, .. }
+                        | Event::ExtendedFieldDeleted { key: k, .. } if k == key)
+                }) {
+                    self.reached.insert("a definition saved after its deletion");
+                }
                 None
             }
             _ => None,
@@ -1290,6 +1481,10 @@ pub fn agree(e: &Inbox, m: &Model) -> Result<(), String> {
             m.contact_of_visitor(visitor(i))
         );
     }
+    let labels: Vec<_> = e.contacts().catalog().labels().iter().collect();
+    same!("labels", &labels, &m.labels());
+    let fields: Vec<_> = e.contacts().catalog().fields().iter().collect();
+    same!("extended fields", &fields, &m.fields());
     let interactions: Vec<_> = e.interactions().collect();
     same!("interactions", &interactions, &m.interactions());
     let mut anomalies: Vec<_> = e.anomalies().cloned().collect();

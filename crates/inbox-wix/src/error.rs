@@ -11,9 +11,10 @@
 //! converts into one here, in one place, so the table in `docs/WIX-MAPPING.md` can list them
 //! all ([`ERROR_CODES`] is that table as data, and a test keeps the two equal).
 
+use inbox_core::catalog::{CatalogError, CatalogKind};
 use inbox_core::contacts::{
-    CreateContactError, DeleteContactError, LabelContactError, MAX_LABELS_PER_CHANGE,
-    MAX_MERGE_SOURCES, MergeContactsError, UpdateContactError,
+    ContactDataError, CreateContactError, DeleteContactError, LabelContactError,
+    MAX_LABELS_PER_CHANGE, MAX_MERGE_SOURCES, MergeContactsError, UpdateContactError,
 };
 use inbox_core::message::{
     MAX_BADGES, MAX_FORM_FIELDS, MAX_FORM_MEDIA, MAX_PREVIEW_TEXT, MAX_TARGET_CHANNELS,
@@ -215,7 +216,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "MALFORMED_FILTER",
         400,
-        "a contacts filter is not valid filter JSON",
+        "a contacts, labels or extended fields filter is not valid filter JSON (an unknown operator, an empty $and, nesting too deep)",
     ),
     (
         "UNSUPPORTED_FILTER",
@@ -230,7 +231,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "UNSUPPORTED_FILTER_OPERATOR",
         400,
-        "a contacts filter applies an operator its field does not support",
+        "a contacts, labels or extended fields filter applies an operator its field does not support",
     ),
     (
         "UNSUPPORTED_FILTER_VALUE_TYPE",
@@ -240,7 +241,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "UNSUPPORTED_FILTER_VALUE",
         400,
-        "a contacts filter compares with a value its field cannot hold (a date that is not RFC 3339)",
+        "a contacts, labels or extended fields filter compares with a value its field cannot hold (a date that is not RFC 3339; for labels and fields also a value of the wrong type)",
     ),
     (
         "ILLEGAL_LIMIT",
@@ -251,6 +252,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "UNSUPPORTED_SORT_FIELD",
         400,
         "a contacts query sorts on an unsupported field",
+    ),
+    (
+        "UNSUPPORTED_FILTER_FIELD",
+        400,
+        "a labels or extended fields query filters on a field it cannot be filtered on",
+    ),
+    (
+        "INVALID_SORT",
+        400,
+        "a labels or extended fields query sorts on anything but displayName, createdDate or updatedDate, or with an order other than ASC or DESC",
     ),
     (
         "INVALID_QUERY",
@@ -278,6 +289,31 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "merge contacts: the target among the sources, a source listed twice, or a source that is a site member (data.reason says which: SOURCE_IS_TARGET, DUPLICATE_SOURCE, SOURCE_IS_MEMBER)",
     ),
     (
+        "INVALID_EXTENDED_FIELD_VALUE",
+        400,
+        "create or update contact: an extended field the site does not define, or a value that does not fit its field's data type (data names extendedFieldKey)",
+    ),
+    (
+        "LABELS_QUOTA_REACHED",
+        400,
+        "find or create label: the site already has 1000 custom labels (inboxd's quota; Wix does not publish its own)",
+    ),
+    (
+        "FIELDS_QUOTA_EXCEEDED",
+        400,
+        "find or create extended field: the site already has 100 custom fields (inboxd's quota; Wix does not publish its own)",
+    ),
+    (
+        "LABEL_NOT_CUSTOM",
+        400,
+        "(invented: Wix declares no code) rename or delete label: the label is Wix's or a Wix app's, not a custom one",
+    ),
+    (
+        "EXTENDED_FIELD_NOT_CUSTOM",
+        400,
+        "(invented: Wix declares no code) rename or delete extended field: a system field",
+    ),
+    (
         "INVALID_WEBHOOK_PAYLOAD",
         400,
         "a webhook whose token is trusted but whose payload is not the documented nesting",
@@ -294,9 +330,9 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ),
     ("PERMISSION_DENIED", 403, "the key belongs to another site"),
     (
-        "MEMBER_PRIMARY_EMAIL_READ_ONLY",
+        "CANNOT_UPDATE_MEMBER_EMAIL",
         403,
-        "(invented: Wix declares no code) update contact would change the primary email of a site member, which only the Members API changes",
+        "update contact would change the primary email of a site member, which only the Members API changes",
     ),
     ("NOT_FOUND", 404, "(inboxd) no such path"),
     (
@@ -305,6 +341,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "no conversation has the id (or it belongs to another site)",
     ),
     ("CONTACT_NOT_FOUND", 404, "no live contact has the id"),
+    (
+        "LABEL_NOT_FOUND",
+        404,
+        "(invented: Wix declares no code) get, rename or delete label: no label has the key; or a contact is given, or label contact names, a custom label the site does not define (data names the key)",
+    ),
+    (
+        "EXTENDED_FIELD_NOT_FOUND",
+        404,
+        "(invented: Wix declares no code) get, rename or delete extended field: no field has the key",
+    ),
     ("MEMBER_NOT_FOUND", 404, "no member has the id"),
     (
         "MESSAGE_NOT_FOUND",
@@ -350,6 +396,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "CONTACT_ALREADY_MEMBER",
         409,
         "the contact is already another member",
+    ),
+    (
+        "LABEL_NAME_TAKEN",
+        409,
+        "(invented: Wix declares no code) rename label: another label has the display name (data names its key)",
+    ),
+    (
+        "EXTENDED_FIELD_NAME_TAKEN",
+        409,
+        "(invented: Wix declares no code) rename extended field: another field has the display name (data names its key)",
     ),
     (
         "SITE_IS_NOT_A_REPLICA",
@@ -445,6 +501,42 @@ impl From<MessageRejection> for WixError {
     }
 }
 
+impl From<ContactDataError> for WixError {
+    fn from(e: ContactDataError) -> Self {
+        let text = e.to_string();
+        match e {
+            ContactDataError::InvalidEmail(_) => {
+                WixError::invalid(FieldViolation::new("info.emails.items", text, Rule::Format))
+            }
+            ContactDataError::InvalidPhone(_) => {
+                WixError::invalid(FieldViolation::new("info.phones.items", text, Rule::Format))
+            }
+            ContactDataError::DuplicateEmail { email, existing } => {
+                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
+                    json!({"duplicateContactId": existing.to_string(), "duplicateEmail": email}),
+                )
+            }
+            ContactDataError::DuplicatePhone { phone, existing } => {
+                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
+                    json!({"duplicateContactId": existing.to_string(), "duplicatePhone": phone}),
+                )
+            }
+            ContactDataError::InvalidField { field, .. } => {
+                WixError::invalid(FieldViolation::new(field, text, Rule::Format))
+            }
+            ContactDataError::UnknownLabel(key) => {
+                WixError::application(404, "LABEL_NOT_FOUND", text)
+                    .with_data(json!({"labelKey": key}))
+            }
+            ContactDataError::UnknownExtendedField(key)
+            | ContactDataError::InvalidExtendedField { key, .. } => {
+                WixError::application(400, "INVALID_EXTENDED_FIELD_VALUE", text)
+                    .with_data(json!({"extendedFieldKey": key}))
+            }
+        }
+    }
+}
+
 impl From<CreateContactError> for WixError {
     fn from(e: CreateContactError) -> Self {
         let text = e.to_string();
@@ -452,28 +544,10 @@ impl From<CreateContactError> for WixError {
             CreateContactError::Empty => {
                 WixError::application(400, "INSUFFICIENT_CONTACT_DATA", text)
             }
-            CreateContactError::InvalidEmail(_) => {
-                WixError::invalid(FieldViolation::new("info.emails.items", text, Rule::Format))
-            }
-            CreateContactError::InvalidPhone(_) => {
-                WixError::invalid(FieldViolation::new("info.phones.items", text, Rule::Format))
-            }
-            CreateContactError::DuplicateEmail { email, existing } => {
-                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
-                    json!({"duplicateContactId": existing.to_string(), "duplicateEmail": email}),
-                )
-            }
-            CreateContactError::DuplicatePhone { phone, existing } => {
-                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
-                    json!({"duplicateContactId": existing.to_string(), "duplicatePhone": phone}),
-                )
-            }
             CreateContactError::AlreadyExists(_) => {
                 WixError::application(409, "CONTACT_ID_ALREADY_EXISTS", text)
             }
-            CreateContactError::InvalidField { field, .. } => {
-                WixError::invalid(FieldViolation::new(field, text, Rule::Format))
-            }
+            CreateContactError::Data(e) => e.into(),
         }
     }
 }
@@ -493,29 +567,55 @@ impl From<UpdateContactError> for WixError {
             UpdateContactError::Empty => {
                 WixError::application(400, "INSUFFICIENT_CONTACT_DATA", text)
             }
-            UpdateContactError::InvalidEmail(_) => {
-                WixError::invalid(FieldViolation::new("info.emails.items", text, Rule::Format))
-            }
-            UpdateContactError::InvalidPhone(_) => {
-                WixError::invalid(FieldViolation::new("info.phones.items", text, Rule::Format))
-            }
-            UpdateContactError::DuplicateEmail { email, existing } => {
-                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
-                    json!({"duplicateContactId": existing.to_string(), "duplicateEmail": email}),
-                )
-            }
-            UpdateContactError::DuplicatePhone { phone, existing } => {
-                WixError::application(409, "DUPLICATE_CONTACT_EXISTS", text).with_data(
-                    json!({"duplicateContactId": existing.to_string(), "duplicatePhone": phone}),
-                )
-            }
-            UpdateContactError::InvalidField { field, .. } => {
-                WixError::invalid(FieldViolation::new(field, text, Rule::Format))
-            }
             UpdateContactError::MemberPrimaryEmail { member, .. } => {
-                WixError::application(403, "MEMBER_PRIMARY_EMAIL_READ_ONLY", text)
+                WixError::application(403, "CANNOT_UPDATE_MEMBER_EMAIL", text)
                     .with_data(json!({"memberId": member.to_string()}))
             }
+            UpdateContactError::Data(e) => e.into(),
+        }
+    }
+}
+
+impl From<CatalogError> for WixError {
+    fn from(e: CatalogError) -> Self {
+        let text = e.to_string();
+        let code = |kind: CatalogKind, label: &'static str, field: &'static str| match kind {
+            CatalogKind::Label => label,
+            CatalogKind::ExtendedField => field,
+        };
+        match e {
+            CatalogError::InvalidName { .. } => {
+                WixError::invalid(FieldViolation::new("displayName", text, Rule::Format))
+            }
+            CatalogError::NotFound { kind, key } => WixError::application(
+                404,
+                code(kind, "LABEL_NOT_FOUND", "EXTENDED_FIELD_NOT_FOUND"),
+                text,
+            )
+            .with_data(json!({"key": key})),
+            CatalogError::ReadOnly { kind, key } => WixError::application(
+                400,
+                code(kind, "LABEL_NOT_CUSTOM", "EXTENDED_FIELD_NOT_CUSTOM"),
+                text,
+            )
+            .with_data(json!({"key": key})),
+            CatalogError::NameTaken { kind, name, key } => WixError::application(
+                409,
+                code(kind, "LABEL_NAME_TAKEN", "EXTENDED_FIELD_NAME_TAKEN"),
+                text,
+            )
+            .with_data(json!({"displayName": name, "key": key})),
+            CatalogError::QuotaReached {
+                kind: CatalogKind::Label,
+                quota,
+            } => WixError::application(400, "LABELS_QUOTA_REACHED", text).with_data(
+                json!({"labelsQuota": quota.to_string(), "labelsCurrentTotal": quota.to_string()}),
+            ),
+            CatalogError::QuotaReached {
+                kind: CatalogKind::ExtendedField,
+                quota,
+            } => WixError::application(400, "FIELDS_QUOTA_EXCEEDED", text)
+                .with_data(json!({"fieldsQuota": quota.to_string()})),
         }
     }
 }
@@ -541,6 +641,10 @@ impl From<LabelContactError> for WixError {
             ),
             LabelContactError::InvalidKey { .. } => {
                 WixError::invalid(FieldViolation::new("labelKeys", text, Rule::Format))
+            }
+            LabelContactError::UnknownLabel(key) => {
+                WixError::application(404, "LABEL_NOT_FOUND", text)
+                    .with_data(json!({"labelKey": key}))
             }
         }
     }
@@ -611,6 +715,7 @@ impl From<Rejection> for WixError {
             Rejection::UpdateContact(e) => e.into(),
             Rejection::LabelContact(e) => e.into(),
             Rejection::DeleteContact(e) => e.into(),
+            Rejection::Catalog(e) => e.into(),
             Rejection::VisitorAlreadyIdentified { .. } => {
                 WixError::application(409, "VISITOR_ALREADY_IDENTIFIED", text)
             }

@@ -7,6 +7,7 @@
 //! * [`rest`]: request bodies (and List Messages' query string) into core commands and
 //!   queries, state into response bodies;
 //! * [`contacts_query`]: the Mongo-like filter language of Query Contacts;
+//! * [`catalog`]: contact labels and extended fields (their calls, lists and queries);
 //! * [`error`]: every refusal in Wix's error shape, with its HTTP status;
 //! * [`webhook`]: JWT-verified deliveries from Wix into core events (and a deduplicating
 //!   [`webhook::Replica`]), and core events into signed deliveries that Wix's own SDK
@@ -53,6 +54,7 @@
 #![deny(missing_docs)]
 
 pub mod case;
+pub mod catalog;
 pub mod contacts_query;
 pub mod error;
 pub mod rest;

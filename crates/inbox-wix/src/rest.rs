@@ -896,13 +896,17 @@ fn facets_page(inbox: &Inbox, query: &ContactQuery) -> Result<FacetsResponse, Wi
             query_filter: None,
         },
     ];
+    let labels = inbox.contacts().catalog().labels();
     all.extend(facets.labels.iter().map(|(key, n)| {
         let (namespace, name) = key.split_once('.').unwrap_or(("", key));
+        // The label's display name; a label the catalog does not know (one of Wix's, seen
+        // only on contacts) is named by its key without the namespace.
+        let display = labels.get(key).map_or(name, |l| l.display_name.as_str());
         ContactsFacet {
             facet_type: "LABEL".into(),
             namespace: Some(namespace.to_owned()),
             facet_key: Some(key.clone()),
-            facet_display_name: Some(name.to_owned()),
+            facet_display_name: Some(display.to_owned()),
             count: count(*n),
             query_filter: Some(serde_json::json!({"info.labelKeys": {"$hasSome": [key]}})),
         }

@@ -63,9 +63,26 @@ pub const CONTACT_MERGED: &str = "merged";
 /// Layer B's `originatedFrom` on the updated and deleted events a contact merge causes.
 pub const ORIGINATED_FROM_MERGE: &str = "merge";
 
-/// Every event type the emulator announces (`eventType`: the entity's fqdn, `_`, the slug),
+/// `entityFqdn` of label events (slugs `created`, `updated`, `deleted`, as for contacts).
+pub const LABEL_FQDN: &str = "wix.contacts.v4.label";
+/// `entityFqdn` of extended field events (slugs `created`, `updated`, `deleted`). Their
+/// `eventType` spells the entity `extended-field` (see [`event_type`]).
+pub const EXTENDED_FIELD_FQDN: &str = "wix.contacts.v4.extended_field";
+
+/// The `eventType` of an entity's event: its fqdn, `_`, the slug; except that Wix's SDK
+/// names extended field events `wix.contacts.v4.extended-field_<slug>` (its
+/// `onExtendedFieldCreated` and the rest), while the entity's fqdn has an underscore.
+pub fn event_type(entity_fqdn: &str, slug: &str) -> String {
+    if entity_fqdn == EXTENDED_FIELD_FQDN {
+        format!("wix.contacts.v4.extended-field_{slug}")
+    } else {
+        format!("{entity_fqdn}_{slug}")
+    }
+}
+
+/// Every event type the emulator announces ([`event_type`] of the entity and the slug),
 /// what a webhook subscription names.
-pub const ANNOUNCED_EVENT_TYPES: [&str; 8] = [
+pub const ANNOUNCED_EVENT_TYPES: [&str; 14] = [
     "wix.crm.inbox.v2.message_message_sent_to_business",
     "wix.crm.inbox.v2.message_message_sent_to_participant",
     "wix.crm.inbox.v2.message_button_interacted",
@@ -74,6 +91,12 @@ pub const ANNOUNCED_EVENT_TYPES: [&str; 8] = [
     "wix.contacts.v4.contact_updated",
     "wix.contacts.v4.contact_deleted",
     "wix.contacts.v4.contact_merged",
+    "wix.contacts.v4.label_created",
+    "wix.contacts.v4.label_updated",
+    "wix.contacts.v4.label_deleted",
+    "wix.contacts.v4.extended-field_created",
+    "wix.contacts.v4.extended-field_updated",
+    "wix.contacts.v4.extended-field_deleted",
 ];
 
 /// Clock skew allowed when checking `exp`, in seconds.
@@ -414,6 +437,26 @@ pub enum WebhookEvent {
         /// The contacts merged away.
         sources: Vec<inbox_core::ContactId>,
     },
+    /// A label was made or renamed (`createdEvent.entity`, `updatedEvent.currentEntity`).
+    LabelSaved {
+        /// The label.
+        label: inbox_core::catalog::LabelDefinition,
+    },
+    /// A label was deleted (`entityId` is its key).
+    LabelDeleted {
+        /// Its key.
+        key: String,
+    },
+    /// An extended field was made or renamed.
+    ExtendedFieldSaved {
+        /// The field.
+        field: inbox_core::catalog::FieldDefinition,
+    },
+    /// An extended field was deleted (`entityId` is its key).
+    ExtendedFieldDeleted {
+        /// Its key.
+        key: String,
+    },
     /// A delivery that changes nothing here: an event type this crate does not map (Wix
     /// sends every event of the app to one URL), or a contact's deletion that a merge caused
     /// (the merge's own event is the fact). It is acknowledged, so Wix does not retry it.
@@ -478,11 +521,11 @@ struct LayerB {
 
 /// An entity event's entity: `field` as an object, or as JSON text (in `field` or
 /// `<field>AsJson`, as Wix's older deliveries write it).
-fn entity(
+fn entity<T: serde::de::DeserializeOwned>(
     event: &Value,
     field: &str,
     path: &'static str,
-) -> Result<Option<wire::Contact>, WebhookError> {
+) -> Result<Option<T>, WebhookError> {
     let value = event
         .get(field)
         .filter(|v| !v.is_null())
@@ -571,8 +614,9 @@ impl Delivery {
             Some(c) => Some(layer("data.identity", c)?),
             None => None,
         };
-        let expected_type = format!("{}_{}", b.entity_fqdn, b.slug);
-        if a.event_type != expected_type {
+        let expected_type = event_type(&b.entity_fqdn, &b.slug);
+        if a.event_type != expected_type && a.event_type != format!("{}_{}", b.entity_fqdn, b.slug)
+        {
             return Err(WebhookError::payload(
                 "data",
                 format!(
@@ -677,7 +721,7 @@ impl Delivery {
                 };
                 let contact = event
                     .as_ref()
-                    .map(|e| entity(e, field, path))
+                    .map(|e| entity::<wire::Contact>(e, field, path))
                     .transpose()?
                     .flatten()
                     .ok_or_else(|| {
@@ -716,7 +760,9 @@ impl Delivery {
                 let deleted = b
                     .deleted_event
                     .as_ref()
-                    .map(|e| entity(e, "deletedEntity", "deletedEvent.deletedEntity"))
+                    .map(|e| {
+                        entity::<wire::Contact>(e, "deletedEntity", "deletedEvent.deletedEntity")
+                    })
                     .transpose()?
                     .flatten();
                 WebhookEvent::ContactDeleted {
@@ -745,6 +791,58 @@ impl Delivery {
                     })
                     .collect::<Result<_, _>>()?;
                 WebhookEvent::ContactMerged { target, sources }
+            }
+            (LABEL_FQDN | EXTENDED_FIELD_FQDN, CONTACT_CREATED | CONTACT_UPDATED) => {
+                let (event, field, path) = if b.slug == CONTACT_CREATED {
+                    (&b.created_event, "entity", "createdEvent.entity")
+                } else {
+                    (
+                        &b.updated_event,
+                        "currentEntity",
+                        "updatedEvent.currentEntity",
+                    )
+                };
+                let event = event.as_ref().ok_or_else(|| {
+                    WebhookError::payload("data.data", format!("{} needs {path}", a.event_type))
+                })?;
+                let missing =
+                    || WebhookError::payload("data.data", format!("{} needs {path}", a.event_type));
+                if b.entity_fqdn == LABEL_FQDN {
+                    let label: crate::catalog::ContactLabel =
+                        entity(event, field, path)?.ok_or_else(missing)?;
+                    WebhookEvent::LabelSaved {
+                        label: label
+                            .to_core(event_time)
+                            .map_err(|reason| WebhookError::payload(path, reason))?,
+                    }
+                } else {
+                    let field: crate::catalog::ExtendedField =
+                        entity(event, field, path)?.ok_or_else(missing)?;
+                    WebhookEvent::ExtendedFieldSaved {
+                        field: field
+                            .to_core(event_time)
+                            .map_err(|reason| WebhookError::payload(path, reason))?,
+                    }
+                }
+            }
+            (LABEL_FQDN | EXTENDED_FIELD_FQDN, CONTACT_DELETED) => {
+                let key = b
+                    .entity_id
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| {
+                        WebhookError::payload(
+                            "data.data",
+                            "a deleted label or extended field needs entityId to be its key",
+                        )
+                    })?
+                    .to_owned();
+                if b.entity_fqdn == LABEL_FQDN {
+                    WebhookEvent::LabelDeleted { key }
+                } else {
+                    WebhookEvent::ExtendedFieldDeleted { key }
+                }
             }
             _ => {
                 // Verified and acknowledged, changing nothing here, so Wix does not retry it.
@@ -849,6 +947,24 @@ impl Delivery {
             WebhookEvent::ContactMerged { target, sources } => vec![Event::ContactsMerged {
                 target: target.clone(),
                 sources: sources.clone(),
+            }],
+            // Wix does not number these either: the event time orders a key's saves and
+            // deletions.
+            WebhookEvent::LabelSaved { label } => vec![Event::LabelSaved {
+                label: label.clone(),
+                stamp: Sequence(self.event_time.as_micros()),
+            }],
+            WebhookEvent::LabelDeleted { key } => vec![Event::LabelDeleted {
+                key: key.clone(),
+                stamp: Sequence(self.event_time.as_micros()),
+            }],
+            WebhookEvent::ExtendedFieldSaved { field } => vec![Event::ExtendedFieldSaved {
+                field: field.clone(),
+                stamp: Sequence(self.event_time.as_micros()),
+            }],
+            WebhookEvent::ExtendedFieldDeleted { key } => vec![Event::ExtendedFieldDeleted {
+                key: key.clone(),
+                stamp: Sequence(self.event_time.as_micros()),
             }],
             WebhookEvent::Unsupported { .. } => Vec::new(),
         }
@@ -999,7 +1115,7 @@ pub struct SignError(#[from] jsonwebtoken::errors::Error);
 impl Announcement {
     /// `eventType`.
     pub fn event_type(&self) -> String {
-        format!("{}_{}", self.entity_fqdn, self.slug)
+        event_type(&self.entity_fqdn, &self.slug)
     }
 
     /// The JWT payload's `data` string (layer A, nesting B and C as strings).
@@ -1090,6 +1206,24 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
         a
     };
     let contact_json = |c: &inbox_core::contacts::Contact| json!(wire::Contact::from_core(c));
+    // A label or field made (its dates are equal: a rename always moves the second) or
+    // renamed.
+    let saved = |fqdn: &str, key: &str, made: bool, entity: Value| {
+        let (slug, kind) = if made {
+            (CONTACT_CREATED, DomainEventKind::Created)
+        } else {
+            (CONTACT_UPDATED, DomainEventKind::Updated)
+        };
+        let mut a = base(
+            fqdn,
+            slug,
+            key.to_owned(),
+            entity,
+            EventIdentity::of(&Sender::Unknown),
+        );
+        a.kind = kind;
+        a
+    };
     match &envelope.event {
         Event::MessageSent { message } => {
             let slug = match message.direction {
@@ -1231,6 +1365,34 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
             );
             a.metadata
                 .insert("triggeredByAnonymizeRequest".into(), Value::Bool(true));
+            vec![a]
+        }
+        Event::LabelSaved { label, .. } => vec![saved(
+            LABEL_FQDN,
+            &label.key,
+            label.created_date == label.updated_date,
+            json!(crate::catalog::ContactLabel::from_core(label)),
+        )],
+        Event::ExtendedFieldSaved { field, .. } => vec![saved(
+            EXTENDED_FIELD_FQDN,
+            &field.key,
+            field.created_date == field.updated_date,
+            json!(crate::catalog::ExtendedField::from_core(field)),
+        )],
+        Event::LabelDeleted { key, .. } | Event::ExtendedFieldDeleted { key, .. } => {
+            let fqdn = if matches!(envelope.event, Event::LabelDeleted { .. }) {
+                LABEL_FQDN
+            } else {
+                EXTENDED_FIELD_FQDN
+            };
+            let mut a = base(
+                fqdn,
+                CONTACT_DELETED,
+                key.clone(),
+                Value::Null,
+                EventIdentity::of(&Sender::Unknown),
+            );
+            a.kind = DomainEventKind::Deleted;
             vec![a]
         }
         Event::ConversationStarted { .. }

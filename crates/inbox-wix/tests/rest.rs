@@ -372,7 +372,15 @@ fn check(result: Result<impl std::fmt::Debug, WixError>, expect: Expect) {
 
 /// An emulator with one contact (Jo) and the conversation of one visitor.
 fn world() -> (World, String) {
+    use inbox_core::catalog::FieldDataType;
     let mut w = World::new();
+    w.define(
+        &["VIP", "Lead"],
+        &[
+            ("Tier", FieldDataType::Text),
+            ("Score", FieldDataType::Number),
+        ],
+    );
     w.run(&Command::CreateContact {
         contact_id: contact(1),
         draft: ContactDraft {
@@ -1258,6 +1266,11 @@ fn facets_count_contacts_by_label() {
         Some(json!({"info.labelKeys": {"$hasSome": ["custom.vip"]}}))
     );
     assert_eq!(all.facets[2].namespace.as_deref(), Some("custom"));
+    assert_eq!(
+        all.facets[2].facet_display_name.as_deref(),
+        Some("VIP"),
+        "the label's display name"
+    );
     let second = list_facets(&w.inbox, "paging.limit=1&paging.offset=1").unwrap();
     assert_eq!(
         (

@@ -278,3 +278,56 @@ fn wix_sdk_refuses_what_it_should() {
         results[1]
     );
 }
+
+/// Every label and extended field event the emulator announces reaches the SDK's own handler
+/// for it (`labels.onLabelCreated` / `Updated` / `Deleted`, `extendedFields.onExtendedField...`
+/// of `@wix/crm`), with the definition as the SDK types it (dates as `Date`s); deleting a
+/// label or field also updates the contact that carried it.
+#[test]
+fn wix_sdk_takes_every_label_and_extended_field_event() {
+    if !sdk_available() {
+        return;
+    }
+    let (_, recorded) = catalog_flow();
+    let announced: Vec<_> = recorded.iter().flat_map(|(_, a)| a).collect();
+    let tokens = signed(announced.iter().copied());
+    let results = process(&tokens, true);
+    let handlers: Vec<&str> = results
+        .iter()
+        .map(|r| r["handler"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        handlers,
+        [
+            "onLabelCreated",
+            "onExtendedFieldCreated",
+            "onContactCreated",
+            "onLabelUpdated",
+            "onExtendedFieldUpdated",
+            "onLabelDeleted",
+            "onContactUpdated",
+            "onExtendedFieldDeleted",
+            "onContactUpdated",
+        ],
+        "{results:#?}"
+    );
+    for (r, a) in results.iter().zip(&announced) {
+        assert_eq!(r["ok"], true, "{r:#}");
+        assert_eq!(r["event"]["metadata"]["entityId"], a.entity_id, "{r:#}");
+    }
+    let created = &results[0]["event"]["entity"];
+    assert_eq!(created["key"], "custom.vip");
+    assert_eq!(created["displayName"], "VIP");
+    assert_eq!(created["labelType"], "USER_DEFINED");
+    let dates = results[0]["dates"].as_array().unwrap();
+    assert!(
+        dates.iter().any(|d| d == "entity._createdDate"),
+        "{:#}",
+        results[0]
+    );
+    assert_eq!(results[3]["event"]["entity"]["displayName"], "VIPs");
+    assert_eq!(results[4]["event"]["entity"]["dataType"], "NUMBER");
+    assert_eq!(results[5]["event"]["metadata"]["entityId"], "custom.vip");
+    let unlabelled = &results[6]["event"]["entity"]["info"]["labelKeys"]["items"];
+    assert_eq!(unlabelled, &json!([]), "{:#}", results[6]);
+}

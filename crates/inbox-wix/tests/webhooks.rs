@@ -714,8 +714,9 @@ fn the_replica_orders_each_conversation_as_the_emulator_does() {
 fn the_announced_event_types_are_the_fqdn_and_slug_of_each_announcement() {
     use inbox_wix::webhook::{
         ANNOUNCED_EVENT_TYPES, BUTTON_INTERACTED, CONTACT_CREATED, CONTACT_DELETED, CONTACT_FQDN,
-        CONTACT_MERGED, CONTACT_UPDATED, CONVERSATION_FQDN, CONVERSATIONS_MERGED, MESSAGE_FQDN,
-        SENT_TO_BUSINESS, SENT_TO_PARTICIPANT,
+        CONTACT_MERGED, CONTACT_UPDATED, CONVERSATION_FQDN, CONVERSATIONS_MERGED,
+        EXTENDED_FIELD_FQDN, LABEL_FQDN, MESSAGE_FQDN, SENT_TO_BUSINESS, SENT_TO_PARTICIPANT,
+        event_type,
     };
     let made: Vec<String> = [
         (MESSAGE_FQDN, SENT_TO_BUSINESS),
@@ -726,11 +727,90 @@ fn the_announced_event_types_are_the_fqdn_and_slug_of_each_announcement() {
         (CONTACT_FQDN, CONTACT_UPDATED),
         (CONTACT_FQDN, CONTACT_DELETED),
         (CONTACT_FQDN, CONTACT_MERGED),
+        (LABEL_FQDN, CONTACT_CREATED),
+        (LABEL_FQDN, CONTACT_UPDATED),
+        (LABEL_FQDN, CONTACT_DELETED),
+        (EXTENDED_FIELD_FQDN, CONTACT_CREATED),
+        (EXTENDED_FIELD_FQDN, CONTACT_UPDATED),
+        (EXTENDED_FIELD_FQDN, CONTACT_DELETED),
     ]
     .iter()
-    .map(|(f, s)| format!("{f}_{s}"))
+    .map(|(f, s)| event_type(f, s))
     .collect();
     assert_eq!(made, ANNOUNCED_EVENT_TYPES);
+    // Every announcement of the catalog flow has one of these types.
+    let (_, recorded) = catalog_flow();
+    for (_, announced) in &recorded {
+        for a in announced {
+            assert!(
+                ANNOUNCED_EVENT_TYPES.contains(&a.event_type().as_str()),
+                "{a:?}"
+            );
+        }
+    }
+}
+
+/// Label and extended field events, announced and received back by a replica, fold to the
+/// definitions the emulator holds, in any order and twice over: the saves (made, renamed) to
+/// the renamed definitions, and with the deletions to none, since each fact is ordered by its
+/// event time.
+#[test]
+fn catalog_events_round_trip_in_any_order() {
+    let (_, recorded) = catalog_flow();
+    let signer = app_signer();
+    let verifier = app_verifier();
+    let deliveries: Vec<(Event, inbox_wix::webhook::Delivery)> = recorded
+        .iter()
+        .flat_map(|(e, announced)| {
+            announced.iter().map(|a| {
+                let token = a.sign(&signer, now(), 300).unwrap();
+                (e.event.clone(), verifier.verify(&token, now()).unwrap())
+            })
+        })
+        .collect();
+    let fold = |picked: &[&inbox_wix::webhook::Delivery]| {
+        let mut replica = Replica::new(InboxConfig::new(SiteId::new(SITE), [1; 16]));
+        for d in picked {
+            replica.ingest(d, now());
+        }
+        replica
+    };
+    let saves: Vec<_> = deliveries
+        .iter()
+        .filter(|(e, _)| {
+            matches!(
+                e,
+                Event::LabelSaved { .. } | Event::ExtendedFieldSaved { .. }
+            )
+        })
+        .map(|(_, d)| d)
+        .collect();
+    let mut reversed = saves.clone();
+    reversed.reverse();
+    reversed.extend(saves.iter().copied());
+    let replica = fold(&reversed);
+    let catalog = replica.inbox().contacts().catalog();
+    let renamed_label = recorded.iter().rev().find_map(|(e, _)| match &e.event {
+        Event::LabelSaved { label, .. } => Some(label.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        catalog.labels().iter().cloned().collect::<Vec<_>>(),
+        renamed_label.into_iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        catalog
+            .fields()
+            .iter()
+            .map(|f| f.display_name.as_str())
+            .collect::<Vec<_>>(),
+        ["Points"]
+    );
+    let mut all: Vec<_> = deliveries.iter().map(|(_, d)| d).collect();
+    all.reverse();
+    let replica = fold(&all);
+    assert!(replica.inbox().contacts().catalog().labels().is_empty());
+    assert!(replica.inbox().contacts().catalog().fields().is_empty());
 }
 
 /// Wix's entity events (a contact created, updated, deleted: `createdEvent`, `updatedEvent`,

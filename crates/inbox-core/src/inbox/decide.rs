@@ -246,7 +246,89 @@ impl Inbox {
                     contact,
                 }])
             }
+            Command::FindOrCreateLabel { display_name } => {
+                match self.contacts.catalog().plan_label(display_name, ctx.now)? {
+                    Some(label) => Ok(vec![Event::LabelSaved {
+                        label,
+                        stamp: self.next_stamp(ctx)?,
+                    }]),
+                    None => Ok(Vec::new()),
+                }
+            }
+            Command::RenameLabel { key, display_name } => {
+                match self
+                    .contacts
+                    .catalog()
+                    .plan_label_rename(key, display_name, ctx.now)?
+                {
+                    Some(label) => Ok(vec![Event::LabelSaved {
+                        label,
+                        stamp: self.next_stamp(ctx)?,
+                    }]),
+                    None => Ok(Vec::new()),
+                }
+            }
+            Command::DeleteLabel { key } => {
+                self.contacts.catalog().plan_label_delete(key)?;
+                let mut events = vec![Event::LabelDeleted {
+                    key: key.clone(),
+                    stamp: self.next_stamp(ctx)?,
+                }];
+                events.extend(
+                    self.contacts
+                        .plan_unlabel_all(key, ctx.now)
+                        .into_iter()
+                        .map(|contact| Event::ContactUpdated { contact }),
+                );
+                Ok(events)
+            }
+            Command::FindOrCreateExtendedField {
+                display_name,
+                data_type,
+            } => match self
+                .contacts
+                .catalog()
+                .plan_field(display_name, *data_type, ctx.now)?
+            {
+                Some(field) => Ok(vec![Event::ExtendedFieldSaved {
+                    field,
+                    stamp: self.next_stamp(ctx)?,
+                }]),
+                None => Ok(Vec::new()),
+            },
+            Command::RenameExtendedField { key, display_name } => {
+                match self
+                    .contacts
+                    .catalog()
+                    .plan_field_rename(key, display_name, ctx.now)?
+                {
+                    Some(field) => Ok(vec![Event::ExtendedFieldSaved {
+                        field,
+                        stamp: self.next_stamp(ctx)?,
+                    }]),
+                    None => Ok(Vec::new()),
+                }
+            }
+            Command::DeleteExtendedField { key } => {
+                self.contacts.catalog().plan_field_delete(key)?;
+                let mut events = vec![Event::ExtendedFieldDeleted {
+                    key: key.clone(),
+                    stamp: self.next_stamp(ctx)?,
+                }];
+                events.extend(
+                    self.contacts
+                        .plan_clear_field(key, ctx.now)
+                        .into_iter()
+                        .map(|contact| Event::ContactUpdated { contact }),
+                );
+                Ok(events)
+            }
         }
+    }
+
+    /// The next moment of the site's sequence clock at `ctx.now`.
+    fn next_stamp(&self, ctx: &Context) -> Result<Sequence, Rejection> {
+        Sequence::next_after(self.last_sequence, ctx.now).ok_or(Rejection::ClockExhausted)
     }
 
     fn decide_send(

@@ -153,6 +153,22 @@ impl Inbox {
                     self.redact_erased_in(root);
                 }
             }
+            Event::LabelSaved { label, stamp } => {
+                self.bump(*stamp);
+                self.contacts.catalog_mut().save_label(*stamp, label);
+            }
+            Event::LabelDeleted { key, stamp } => {
+                self.bump(*stamp);
+                self.contacts.catalog_mut().delete_label(key, *stamp);
+            }
+            Event::ExtendedFieldSaved { field, stamp } => {
+                self.bump(*stamp);
+                self.contacts.catalog_mut().save_field(*stamp, field);
+            }
+            Event::ExtendedFieldDeleted { key, stamp } => {
+                self.bump(*stamp);
+                self.contacts.catalog_mut().delete_field(key, *stamp);
+            }
         }
     }
 

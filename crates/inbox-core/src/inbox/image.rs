@@ -49,7 +49,7 @@ use crate::timeline::{Builder, Entry, Timeline};
 
 /// The version of the serialized form of images. A store writes it beside the pieces and
 /// skips an image of another version (it replays the log instead).
-pub const IMAGE_VERSION: u16 = 3;
+pub const IMAGE_VERSION: u16 = 4;
 
 /// An inbox taken apart for writing: serialize [`Image::head`] and each of [`Image::parts`]
 /// on its own, keep them in order.

@@ -63,6 +63,26 @@ impl World {
         self.inbox.execute(command, &ctx, &mut self.ids)
     }
 
+    /// Defines labels (by display name) and extended fields, as Find Or Create does: a
+    /// contact may only carry the custom ones its site defines.
+    pub fn define(
+        &mut self,
+        labels: &[&str],
+        fields: &[(&str, inbox_core::catalog::FieldDataType)],
+    ) {
+        for l in labels {
+            self.run(&Command::FindOrCreateLabel {
+                display_name: (*l).to_owned(),
+            });
+        }
+        for (f, data_type) in fields {
+            self.run(&Command::FindOrCreateExtendedField {
+                display_name: (*f).to_owned(),
+                data_type: *data_type,
+            });
+        }
+    }
+
     pub fn run(&mut self, command: &Command) -> Vec<EventEnvelope> {
         self.try_run(command)
             .unwrap_or_else(|e| panic!("{command:?} was refused: {e}"))
@@ -196,6 +216,11 @@ pub fn contacts_flow() -> (World, Vec<(EventEnvelope, Vec<Announcement>)>) {
         ContactAddress, ContactDetails, ContactPatch, ExtendedValue, PostalAddress,
     };
     let mut w = World::new();
+    // What the contacts carry is defined first (and not recorded: catalog_flow covers it).
+    w.define(
+        &["VIP", "Lead"],
+        &[("Score", inbox_core::catalog::FieldDataType::Number)],
+    );
     let mut recorded = Vec::new();
     let mut run = |w: &mut World, command: Command| {
         for e in w.run(&command) {
@@ -286,5 +311,84 @@ pub fn contacts_flow() -> (World, Vec<(EventEnvelope, Vec<Announcement>)>) {
         },
     );
 
+    (w, recorded)
+}
+
+/// Every catalog change the emulator records, each with what it announces: a label made,
+/// renamed and deleted (off the contact that carried it), an extended field made, renamed and
+/// deleted (off the contact that held a value).
+pub fn catalog_flow() -> (World, Vec<(EventEnvelope, Vec<Announcement>)>) {
+    use inbox_core::catalog::FieldDataType;
+    use inbox_core::contacts::{ContactDetails, ExtendedValue};
+    let mut w = World::new();
+    let mut recorded = Vec::new();
+    let mut run = |w: &mut World, command: Command| {
+        for e in w.run(&command) {
+            let announced = announcements(&e, &w.inbox);
+            recorded.push((e, announced));
+        }
+    };
+    run(
+        &mut w,
+        Command::FindOrCreateLabel {
+            display_name: "VIP".into(),
+        },
+    );
+    run(
+        &mut w,
+        Command::FindOrCreateExtendedField {
+            display_name: "Score".into(),
+            data_type: FieldDataType::Number,
+        },
+    );
+    run(
+        &mut w,
+        Command::CreateContact {
+            contact_id: contact(1),
+            draft: ContactDraft {
+                emails: vec![ContactEmail {
+                    email: "jo@example.com".into(),
+                    tag: EntryTag::Work,
+                    primary: true,
+                }],
+                details: ContactDetails {
+                    labels: ["custom.vip".to_owned()].into(),
+                    extended_fields: [(
+                        "custom.score".to_owned(),
+                        ExtendedValue::Number("4.5".into()),
+                    )]
+                    .into(),
+                    ..ContactDetails::default()
+                },
+                ..ContactDraft::default()
+            },
+        },
+    );
+    run(
+        &mut w,
+        Command::RenameLabel {
+            key: "custom.vip".into(),
+            display_name: "VIPs".into(),
+        },
+    );
+    run(
+        &mut w,
+        Command::RenameExtendedField {
+            key: "custom.score".into(),
+            display_name: "Points".into(),
+        },
+    );
+    run(
+        &mut w,
+        Command::DeleteLabel {
+            key: "custom.vip".into(),
+        },
+    );
+    run(
+        &mut w,
+        Command::DeleteExtendedField {
+            key: "custom.score".into(),
+        },
+    );
     (w, recorded)
 }
