@@ -147,6 +147,10 @@ struct Serve {
     /// 4h,4h,4h,8h,8h,12h. After the last, the delivery is a dead letter.
     #[arg(long, value_name = "DURATIONS", value_parser = parse_schedule)]
     webhook_retries: Option<Schedule>,
+    /// How long a webhook receiver has to answer before the delivery counts as failed and
+    /// is retried. Wix allows 1250ms; the default is kinder to a test receiver.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = inbox_server::outbox::parse_duration)]
+    webhook_timeout: std::time::Duration,
     /// Chaos mode, seeded: deliver each webhook late (up to --webhook-chaos-max-delay), some
     /// twice, and so out of order, as Wix warns they may come.
     #[arg(long, value_name = "SEED")]
@@ -351,6 +355,7 @@ fn serve(s: Serve) -> ExitCode {
                 max_delay: s.webhook_chaos_max_delay,
                 duplicate_percent: s.webhook_chaos_duplicates,
             }),
+            timeout: s.webhook_timeout.max(std::time::Duration::from_millis(1)),
         },
     };
     runtime.block_on(async move {

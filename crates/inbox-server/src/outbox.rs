@@ -94,13 +94,24 @@ pub struct DeliveryPolicy {
     /// deliveries may come, decided by a seeded generator (the same seed and the same events
     /// make the same decisions).
     pub chaos: Option<Chaos>,
+    /// How long a receiver has to answer before the delivery counts as failed (and is
+    /// retried). Default [`DEFAULT_DELIVERY_TIMEOUT`], generous for a test receiver on a
+    /// busy machine; [`WIX_DELIVERY_TIMEOUT`] is what Wix allows.
+    pub timeout: Duration,
 }
+
+/// The default of [`DeliveryPolicy::timeout`].
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long Wix waits for a receiver's 200 before it counts the delivery as failed.
+pub const WIX_DELIVERY_TIMEOUT: Duration = Duration::from_millis(1250);
 
 impl Default for DeliveryPolicy {
     fn default() -> Self {
         DeliveryPolicy {
             retries: WIX_RETRY_SCHEDULE.to_vec(),
             chaos: None,
+            timeout: DEFAULT_DELIVERY_TIMEOUT,
         }
     }
 }
@@ -517,7 +528,7 @@ impl Outbox {
         shutdown: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(self.policy.timeout)
             .build()
             .unwrap_or_default();
         self.targets

@@ -2443,3 +2443,30 @@ async fn given_labels_and_extended_fields_over_http_when_made_renamed_used_and_d
     let after_restart = api.contact(&jo).await.ok();
     assert_eq!(after_restart["contact"], after["contact"]);
 }
+
+/// A receiver that does not answer within the delivery timeout (Wix allows 1250 ms;
+/// `--webhook-timeout` sets it) has failed that delivery: it is retried, under the same event
+/// id, and acknowledged by the next answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_receiver_that_hangs_when_the_delivery_timeout_passes_then_the_event_is_retried() {
+    let receiver = Receiver::start(0).await;
+    receiver.stall_next(1);
+    let url = receiver.url.clone();
+    let server = TestServer::start_with(|o| {
+        o.webhook_urls = vec![url];
+        o.delivery.timeout = Duration::from_millis(200);
+    })
+    .await;
+    let api = server.api("site-timeout");
+    let jo = str_of(&api.create_contact("Jo", "jo@example.com").await["id"]);
+    eventually(
+        "the contact's creation is acknowledged after a retry",
+        || find(&by_id(&receiver), "wix.contacts.v4.contact_created", &jo).is_some(),
+    )
+    .await;
+    let received = receiver.received();
+    let ids: Vec<String> = received.iter().map(|r| decode_jwt(&r.body).id).collect();
+    assert_eq!(received.len(), 2, "{ids:?}");
+    assert!(!received[0].acknowledged && received[1].acknowledged);
+    assert_eq!(ids[0], ids[1], "the retry carries the event's id");
+}

@@ -514,6 +514,8 @@ struct ReceiverState {
     fail_next: AtomicU64,
     /// Every delivery of this event type is refused (an app with no handler for it).
     refused_type: Mutex<Option<String>>,
+    /// The next N requests are never answered (a receiver that hangs).
+    stall_next: AtomicU64,
 }
 
 /// An axum server on `127.0.0.1:0` that records every POST to `/hook` and fails the next N.
@@ -536,6 +538,18 @@ impl Receiver {
                 "/hook",
                 axum::routing::post(
                     |State(s): State<Arc<ReceiverState>>, body: String| async move {
+                        let stall = s
+                            .stall_next
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if stall {
+                            s.got.lock().unwrap().push(Received {
+                                body: body.clone(),
+                                acknowledged: false,
+                            });
+                            // Never answers: the sender's timeout is what ends the request.
+                            std::future::pending::<()>().await;
+                        }
                         let refused = s.refused_type.lock().unwrap().clone();
                         let fail = refused.is_some_and(|t| decode_jwt(&body).event_type == t)
                             || s.fail_next
@@ -581,6 +595,11 @@ impl Receiver {
     /// From now on, fail the next `n` requests.
     pub fn fail_next(&self, n: u64) {
         self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on, never answer the next `n` requests.
+    pub fn stall_next(&self, n: u64) {
+        self.state.stall_next.store(n, Ordering::SeqCst);
     }
 
     /// From now on, refuse every delivery of `event_type` (`None`: refuse no type).
