@@ -13,7 +13,8 @@ use crate::contacts::{
     MergeContactsError, UpdateContactError,
 };
 use crate::ids::{
-    AppId, ContactId, ConversationId, MemberId, MessageId, Timestamp, VisitorId, WixUserId,
+    AppId, ContactId, ConversationId, MemberId, MessageId, Sequence, Timestamp, VisitorId,
+    WixUserId,
 };
 use crate::message::{MessageDraft, MessageRejection};
 use crate::participant::ParticipantId;
@@ -217,6 +218,14 @@ pub enum Command {
         /// The field's key.
         key: String,
     },
+    /// Revert the merge that holds a conversation: it and what was sent to it (directly or
+    /// through what was merged into it) become live again; what was sent to the survivor
+    /// stays there. Refused for a merge of one person's conversations (those follow from an
+    /// identity, which a revert of the identity undoes) and for one a later merge depends on.
+    RevertConversationMerge {
+        /// The conversation merged away.
+        conversation: ConversationId,
+    },
 }
 
 /// Why a command was refused. Nothing changed.
@@ -252,6 +261,9 @@ pub enum Rejection {
     /// A label or extended field could not be made, renamed or deleted.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The merge could not be reverted.
+    #[error(transparent)]
+    RevertMerge(#[from] RevertMergeError),
     /// The visitor was already identified as another contact.
     #[error("visitor {visitor} is already contact {contact}")]
     VisitorAlreadyIdentified {
@@ -296,5 +308,55 @@ pub enum Rejection {
         message_id: MessageId,
         /// The interaction id asked for.
         interaction_id: String,
+    },
+}
+
+/// Why a conversation merge could not be reverted. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum RevertMergeError {
+    /// The conversation is live: no merge holds it.
+    #[error("conversation {0} is not merged into another")]
+    NotMerged(ConversationId),
+    /// The merge that held it was reverted already.
+    #[error(
+        "the merge of {conversation} into {target} (stamp {merged_at}) was reverted at {reverted_at}"
+    )]
+    AlreadyReverted {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What it had been merged into.
+        target: ConversationId,
+        /// The stamp of the merge.
+        merged_at: Sequence,
+        /// The stamp of its revert.
+        reverted_at: Sequence,
+    },
+    /// The target was merged away since: that later merge must be reverted first.
+    #[error(
+        "{target}, which {conversation} was merged into, was merged into {later_target} later (stamp {later_at}): revert that first"
+    )]
+    LaterMergeDepends {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What it is merged into.
+        target: ConversationId,
+        /// Where the target was merged.
+        later_target: ConversationId,
+        /// The stamp of that later merge.
+        later_at: Sequence,
+    },
+    /// Both conversations are one person's: the merge follows from an identity (a visitor
+    /// identified as a contact, a contact registered as a member, contacts merged), and
+    /// reverting it alone would leave that person with two live conversations.
+    #[error(
+        "{conversation} and {target} are both conversations of {person:?}: the merge follows from that identity"
+    )]
+    SamePerson {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What it is merged into.
+        target: ConversationId,
+        /// The person's most advanced identity.
+        person: ParticipantId,
     },
 }

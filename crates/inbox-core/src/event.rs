@@ -22,9 +22,10 @@ use crate::participant::ParticipantId;
 /// `badges` last; 3: `MemberRegistered` gained `stamp`; 4: `Contact` gained `details`,
 /// `source` and `last_activity`, and `ContactUpdated` and `ContactDeleted` were added; 5:
 /// `LabelSaved`, `LabelDeleted`, `ExtendedFieldSaved` and `ExtendedFieldDeleted` were added
-/// after the others (so version 4 bytes read as version 5). `inbox-store` reads every
+/// after the others (so version 4 bytes read as version 5); 6: `ConversationMergeReverted`
+/// was added after them (version 4 and 5 bytes read as version 6). `inbox-store` reads every
 /// version and upcasts it.
-pub const SCHEMA_VERSION: u16 = 5;
+pub const SCHEMA_VERSION: u16 = 6;
 
 /// An event with its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +171,19 @@ pub enum Event {
         /// When, on the site's sequence clock.
         stamp: Sequence,
     },
+    /// A conversation merge was reverted: the merge of `source` into `target` stamped
+    /// `merged_at` counts for no moment at or after `stamp`. The merge and its revert fold in
+    /// either order; a later merge of the same pair is another fact, with its own stamp.
+    ConversationMergeReverted {
+        /// The conversation that was merged away.
+        source: ConversationId,
+        /// The conversation it was merged into.
+        target: ConversationId,
+        /// The stamp of the merge reverted.
+        merged_at: Sequence,
+        /// When, on the site's sequence clock.
+        stamp: Sequence,
+    },
 }
 
 impl EventEnvelope {
@@ -205,6 +219,7 @@ impl Event {
             Event::LabelDeleted { .. } => "label_deleted",
             Event::ExtendedFieldSaved { .. } => "extended_field_saved",
             Event::ExtendedFieldDeleted { .. } => "extended_field_deleted",
+            Event::ConversationMergeReverted { .. } => "conversation_merge_reverted",
         }
     }
 }

@@ -25,7 +25,7 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::command::{Caller, Command, Context, IdSource, Rejection, SendAs};
+use crate::command::{Caller, Command, Context, IdSource, Rejection, RevertMergeError, SendAs};
 use crate::contacts::{
     Contact, ContactDetails, ContactDirectory, ContactName, DeleteContactError, MergeContactsError,
     SortOrder,
@@ -215,6 +215,9 @@ pub struct Inbox {
     /// stamp is another fact; which target counts depends on the moment asked about.
     merge_edges: OrdMap<ConversationId, OrdSet<(Sequence, ConversationId)>>,
     merged_from: OrdMap<ConversationId, OrdSet<ConversationId>>,
+    /// Reverted merges: `(source, merge stamp, target)` -> the stamp of the earliest revert
+    /// of it. A reverted merge counts for no moment at or after its revert.
+    merge_reverts: OrdMap<(ConversationId, Sequence, ConversationId), Sequence>,
     /// Conversations erased by a privacy request, with the sequence up to which their
     /// messages are redacted.
     erased: OrdMap<ConversationId, Sequence>,
@@ -332,6 +335,7 @@ impl Inbox {
             odd_sequences: OrdMap::new(),
             merge_edges: OrdMap::new(),
             merged_from: OrdMap::new(),
+            merge_reverts: OrdMap::new(),
             erased: OrdMap::new(),
             erased_contacts: OrdMap::new(),
             interactions: OrdSet::new(),

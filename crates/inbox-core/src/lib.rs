@@ -28,7 +28,9 @@ pub mod message;
 pub mod participant;
 mod timeline;
 
-pub use command::{Caller, Command, Context, IdSource, Rejection, SendAs, SequentialIds};
+pub use command::{
+    Caller, Command, Context, IdSource, Rejection, RevertMergeError, SendAs, SequentialIds,
+};
 pub use contacts::{ContactDirectory, SortOrder};
 pub use cursor::CursorError;
 pub use event::{Event, EventEnvelope, SCHEMA_VERSION};

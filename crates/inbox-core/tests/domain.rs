@@ -26,8 +26,8 @@ use inbox_core::{
     AppId, Caller, Command, ContactId, Context, ConversationId, CursorError, DEFAULT_PAGE_LIMIT,
     Direction, Event, IdSource, Inbox, InboxConfig, ListMessages, ListMessagesError,
     MAX_PAGE_LIMIT, MemberId, Message, MessageDraft, MessageId, MessageRejection, Participant,
-    ParticipantId, Rejection, SendAs, Sender, Sequence, SequentialIds, SiteId, SortOrder,
-    Timestamp, Visibility, VisibilityFilter, VisitorId, WixUserId,
+    ParticipantId, Rejection, RevertMergeError, SendAs, Sender, Sequence, SequentialIds, SiteId,
+    SortOrder, Timestamp, Visibility, VisibilityFilter, VisitorId, WixUserId,
 };
 use uuid::Uuid;
 
@@ -77,7 +77,6 @@ fn given(events: impl IntoIterator<Item = Event>) -> Spec {
     }
 }
 
-/// Given the events these commands cause (each must be accepted).
 /// The commands that define labels and extended fields, for a `given_commands`.
 fn catalog(labels: &[&str], fields: &[(&str, FieldDataType)]) -> Vec<Command> {
     labels
@@ -96,6 +95,7 @@ fn catalog(labels: &[&str], fields: &[(&str, FieldDataType)]) -> Vec<Command> {
         .collect()
 }
 
+/// Given the events these commands cause (each must be accepted).
 fn given_commands(commands: impl IntoIterator<Item = Command>) -> Spec {
     let mut spec = given([]);
     for command in commands {
@@ -2731,4 +2731,255 @@ fn given_labelled_contacts_when_queried_by_labels_and_details_then_each_conditio
             .is_err(),
         "labels take $hasSome and $hasAll only"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Reverting a conversation merge
+
+/// Two people's conversations, merged by an event from outside, with messages on both
+/// sides: the inbox, the survivor, the one merged into it, the messages in order, and the
+/// merge's stamp.
+fn two_people_merged() -> (Spec, ConversationId, ConversationId, Vec<Message>, Sequence) {
+    let (ann, bob) = (conversation_id(1), conversation_id(2));
+    let mut spec = given([
+        started(ann, ParticipantId::Visitor(visitor_id(1))),
+        started(bob, ParticipantId::Visitor(visitor_id(2))),
+    ]);
+    let mut sent_messages = Vec::new();
+    for (i, c) in [ann, bob, ann, bob].into_iter().enumerate() {
+        let events = spec.run(Command::SendMessage {
+            conversation_id: c,
+            message: text(&format!("m{i}"), Direction::ParticipantToBusiness),
+            send_as: SendAs::Participant,
+        });
+        let [Event::MessageSent { message }] = events.as_slice() else {
+            panic!("one message");
+        };
+        sent_messages.push(message.clone());
+    }
+    let stamp = spec.now_sequence();
+    spec.inbox.apply_event(&Event::ConversationsMerged {
+        sources: vec![bob],
+        target: ann,
+        stamp,
+    });
+    spec.tick();
+    (spec, ann, bob, sent_messages, stamp)
+}
+
+/// Given two people's conversations merged, when the merge is reverted, then each message
+/// goes back to the conversation it was sent to, in its order and with its sequence; what
+/// was sent to the survivor after the merge stays there; both are live, and each id
+/// resolves as before the merge.
+#[test]
+fn given_a_merge_of_two_peoples_conversations_when_reverted_then_each_gets_its_messages_back() {
+    let (mut spec, ann, bob, before, merged_at) = two_people_merged();
+    assert_eq!(spec.inbox.root_of(bob), ann);
+    // Sent to the survivor after the merge (to either id: Bob's lands in Ann's).
+    let after = spec.run(Command::SendMessage {
+        conversation_id: ann,
+        message: text("after the merge", Direction::BusinessToParticipant),
+        send_as: SendAs::Caller,
+    });
+    let stamp = spec.now_sequence();
+    spec.when(Command::RevertConversationMerge { conversation: bob })
+        .then_events([Event::ConversationMergeReverted {
+            source: bob,
+            target: ann,
+            merged_at,
+            stamp,
+        }]);
+    let texts = |spec: &Spec, c| -> Vec<Content> {
+        spec.messages(c).iter().map(|m| m.content.clone()).collect()
+    };
+    assert_eq!(
+        texts(&spec, ann),
+        [
+            Content::text("m0"),
+            Content::text("m2"),
+            Content::text("after the merge")
+        ]
+    );
+    assert_eq!(
+        texts(&spec, bob),
+        [Content::text("m1"), Content::text("m3")]
+    );
+    assert_eq!(
+        spec.messages(bob),
+        vec![before[1].clone(), before[3].clone()]
+    );
+    let live: Vec<_> = spec.inbox.live_conversations().collect();
+    assert_eq!(live, [ann, bob]);
+    assert_eq!(spec.inbox.root_of(bob), bob);
+    assert_eq!(
+        spec.inbox
+            .live_conversation_of(ParticipantId::Visitor(visitor_id(2))),
+        Some(bob)
+    );
+    let [Event::MessageSent { message }] = after.as_slice() else {
+        panic!("one message");
+    };
+    assert_eq!(message.conversation_id, ann);
+    assert_eq!(
+        spec.inbox.message_count(),
+        5,
+        "nothing lost, nothing doubled"
+    );
+}
+
+/// A cursor opened before a revert pages over exactly what was there at its first page, even
+/// asked through the id that the revert took out of the survivor; one opened after sees the
+/// survivor alone.
+#[test]
+fn given_a_cursor_opened_before_a_revert_when_paged_after_it_then_it_sees_what_was_there() {
+    let (mut spec, ann, bob, before, _) = two_people_merged();
+    let first = spec
+        .inbox
+        .list_messages(&ListMessages {
+            limit: Some(1),
+            order: SortOrder::Asc,
+            ..ListMessages::first_page(bob)
+        })
+        .unwrap();
+    assert_eq!(first.conversation_id, ann);
+    let cursor = first.next_cursor.clone().unwrap();
+    let mut paged: Vec<MessageId> = first.messages.iter().map(|m| m.id).collect();
+    spec.run(Command::RevertConversationMerge { conversation: bob });
+    let mut next = Some(cursor);
+    while let Some(c) = next {
+        let page = spec
+            .inbox
+            .list_messages(&ListMessages {
+                limit: Some(1),
+                order: SortOrder::Asc,
+                cursor: Some(c),
+                ..ListMessages::first_page(bob)
+            })
+            .unwrap();
+        paged.extend(page.messages.iter().map(|m| m.id));
+        next = page.next_cursor;
+    }
+    assert_eq!(paged, before.iter().map(|m| m.id).collect::<Vec<_>>());
+    let now: Vec<MessageId> = spec
+        .inbox
+        .list_messages(&ListMessages {
+            order: SortOrder::Asc,
+            ..ListMessages::first_page(ann)
+        })
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(now, [before[0].id, before[2].id]);
+}
+
+/// A merge and its revert are facts: folded in either order they give the same state; a
+/// later merge of the same pair is a new fact, with its own stamp, and merges them again.
+#[test]
+fn given_a_merge_and_its_revert_when_folded_in_either_order_then_the_state_is_the_same() {
+    let (ann, bob) = (conversation_id(1), conversation_id(2));
+    let merge = |stamp| Event::ConversationsMerged {
+        sources: vec![bob],
+        target: ann,
+        stamp: Sequence(stamp),
+    };
+    let revert = Event::ConversationMergeReverted {
+        source: bob,
+        target: ann,
+        merged_at: Sequence(10),
+        stamp: Sequence(20),
+    };
+    let starts = [
+        started(ann, ParticipantId::Visitor(visitor_id(1))),
+        started(bob, ParticipantId::Visitor(visitor_id(2))),
+    ];
+    let forward = given(starts.iter().cloned().chain([merge(10), revert.clone()]));
+    let backward = given(starts.iter().cloned().chain([revert.clone(), merge(10)]));
+    assert_eq!(forward.inbox, backward.inbox);
+    assert_eq!(forward.inbox.root_of(bob), bob);
+    let again = given(starts.iter().cloned().chain([merge(10), revert, merge(30)]));
+    assert_eq!(
+        again.inbox.root_of(bob),
+        ann,
+        "a later merge of the pair counts"
+    );
+}
+
+/// Each refusal names what stands in the way: a live conversation, a merge reverted already,
+/// a target merged away since, and a merge of one person's conversations (a visitor
+/// identified as a contact), which follows from that identity.
+#[test]
+fn given_merges_when_a_revert_is_refused_then_the_refusal_says_why() {
+    let (mut spec, ann, bob, _, _) = two_people_merged();
+    spec.when(Command::RevertConversationMerge { conversation: ann })
+        .then_rejected(RevertMergeError::NotMerged(ann));
+    spec.when(Command::RevertConversationMerge {
+        conversation: conversation_id(99),
+    })
+    .then_rejected(Rejection::ConversationNotFound(conversation_id(99)));
+    let events = spec.run(Command::RevertConversationMerge { conversation: bob });
+    let [
+        Event::ConversationMergeReverted {
+            merged_at, stamp, ..
+        },
+    ] = events.as_slice()
+    else {
+        panic!("one revert");
+    };
+    spec.when(Command::RevertConversationMerge { conversation: bob })
+        .then_rejected(RevertMergeError::AlreadyReverted {
+            conversation: bob,
+            target: ann,
+            merged_at: *merged_at,
+            reverted_at: *stamp,
+        });
+
+    // Bob merged into Ann again, and Ann into Cy later: Bob's merge must wait for Ann's.
+    let cy = conversation_id(3);
+    let later = Sequence(stamp.0 + 10);
+    for e in [
+        started(cy, ParticipantId::Visitor(visitor_id(3))),
+        Event::ConversationsMerged {
+            sources: vec![bob],
+            target: ann,
+            stamp: later,
+        },
+        Event::ConversationsMerged {
+            sources: vec![ann],
+            target: cy,
+            stamp: Sequence(later.0 + 1),
+        },
+    ] {
+        spec.inbox.apply_event(&e);
+    }
+    spec.when(Command::RevertConversationMerge { conversation: bob })
+        .then_rejected(RevertMergeError::LaterMergeDepends {
+            conversation: bob,
+            target: ann,
+            later_target: cy,
+            later_at: Sequence(later.0 + 1),
+        });
+
+    // A visitor identified as a contact: one person, so the merge follows from the identity.
+    let jo = contact_id(1);
+    let mut spec = given_commands([create_contact(jo, "Jo", "jo@example.com")]);
+    let visitor_conversation = ConversationId::from_uuid(spec.next_id());
+    spec.run(Command::GetOrCreateConversation {
+        participant: ParticipantId::Visitor(visitor_id(7)),
+    });
+    spec.run(Command::IdentifyVisitor {
+        visitor: visitor_id(7),
+        contact: jo,
+    });
+    let contact_conversation = spec.inbox.root_of(visitor_conversation);
+    assert_ne!(visitor_conversation, contact_conversation);
+    spec.when(Command::RevertConversationMerge {
+        conversation: visitor_conversation,
+    })
+    .then_rejected(RevertMergeError::SamePerson {
+        conversation: visitor_conversation,
+        target: contact_conversation,
+        person: ParticipantId::Contact(jo),
+    });
 }

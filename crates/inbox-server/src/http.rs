@@ -115,6 +115,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(identify_visitor),
         )
         .route("/emulator/v1/interactions", post(interact))
+        .route(
+            "/emulator/v1/conversations/{id}/revert-merge",
+            post(revert_merge),
+        )
         .route("/emulator/v1/public-key", get(public_key))
         .route("/webhooks/wix", post(wix_webhook))
         .fallback(not_found)
@@ -986,6 +990,34 @@ struct IdentifyRequest {
 
 /// `POST /emulator/v1/visitors/{anonymousVisitorId}/identify` `{"contactId"}`: the visitor
 /// becomes the contact; answers the contact's live conversation.
+/// Revert the merge that holds a conversation (an emulator extension: Wix's merges are
+/// final). The answer is the conversation, live again.
+async fn revert_merge(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+) -> ApiResult<GetConversationResponse> {
+    let t = tenant(&state, &headers)?;
+    let conversation = rest::conversation_id_from_path(&id)?;
+    let command = Command::RevertConversationMerge { conversation };
+    blocking(move || {
+        write(
+            &state,
+            &t,
+            &command,
+            "the reverted conversation is missing",
+            |inbox, _| {
+                inbox
+                    .conversation(conversation)
+                    .ok()
+                    .map(|v| GetConversationResponse::new(&v))
+            },
+        )
+    })
+    .await
+    .map(axum::Json)
+}
+
 async fn identify_visitor(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

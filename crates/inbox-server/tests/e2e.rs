@@ -2470,3 +2470,42 @@ async fn given_a_receiver_that_hangs_when_the_delivery_timeout_passes_then_the_e
     assert!(!received[0].acknowledged && received[1].acknowledged);
     assert_eq!(ids[0], ids[1], "the retry carries the event's id");
 }
+
+/// `POST /emulator/v1/conversations/{id}/revert-merge` answers each refusal in Wix's error
+/// shape: a merge that follows from an identity (a visitor identified as a contact), a live
+/// conversation, an unknown one, an id that is not a GUID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_merges_over_http_when_a_revert_is_refused_then_the_code_says_why() {
+    let server = TestServer::start().await;
+    let api = server.api("site-revert");
+    let visitor = guid();
+    let visitor_conversation = api.conversation_of("anonymousVisitorId", &visitor).await;
+    let contact = str_of(&api.create_contact("Vera", "vera@example.com").await["id"]);
+    let identified = api
+        .post(
+            &format!("/emulator/v1/visitors/{visitor}/identify"),
+            &json!({"contactId": contact}),
+        )
+        .await
+        .ok();
+    let contact_conversation = str_of(&identified["conversation"]["id"]);
+    let revert = |c: &str| format!("/emulator/v1/conversations/{c}/revert-merge");
+    api.post(&revert(&visitor_conversation), &json!({}))
+        .await
+        .app_error(409, "MERGE_FOLLOWS_FROM_IDENTITY");
+    api.post(&revert(&contact_conversation), &json!({}))
+        .await
+        .app_error(409, "CONVERSATION_NOT_MERGED");
+    api.post(&revert(&guid()), &json!({}))
+        .await
+        .app_error(404, "CONVERSATION_NOT_FOUND");
+    api.post(&revert("not-a-guid"), &json!({}))
+        .await
+        .validation_error(Some("conversationId"));
+    // Nothing changed: the visitor's conversation still answers the survivor.
+    let redirected = api.conversation(&visitor_conversation).await.ok();
+    assert_eq!(
+        redirected["conversation"]["id"],
+        contact_conversation.as_str()
+    );
+}

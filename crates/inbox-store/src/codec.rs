@@ -46,8 +46,9 @@ pub fn decode_event(schema_version: u16, bytes: &[u8]) -> Result<Event, CodecErr
         1 => Ok(postcard::from_bytes::<v1::Event>(bytes)?.upcast()),
         2 => Ok(postcard::from_bytes::<v2::Event>(bytes)?.upcast()),
         3 => Ok(postcard::from_bytes::<v3::Event>(bytes)?.upcast()),
-        // Version 5 only added variants after the last one: version 4 bytes read as they are.
-        4 | 5 => Ok(postcard::from_bytes(bytes)?),
+        // Versions 5 and 6 only added variants after the last one: version 4 bytes read as
+        // they are.
+        4..=6 => Ok(postcard::from_bytes(bytes)?),
         v => Err(CodecError::UnknownVersion(v)),
     }
 }

@@ -19,8 +19,17 @@ use std::process::{Command, Stdio};
 use common::*;
 use inbox_store::{EventLog, ExpectedVersion, FileLog};
 
+/// The two tests run one at a time. Each spawns children while the other may hold a log
+/// open: a child forked by one test's thread holds a copy of every descriptor of this process
+/// until it execs, so the other test's LOCK (an flock) could still be held for that instant
+/// after the other test closed it, and its next child would find the log in use.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_acknowledged_append_survives_sigkill() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let mut acked_total: HashSet<u128> = HashSet::new();
     let mut torn_tails = 0;
@@ -135,6 +144,9 @@ fn every_acknowledged_append_survives_sigkill() {
 #[test]
 fn what_execute_acknowledged_survives_a_kill_of_the_embedding_process() {
     use inbox_store::{Engine, EngineConfig, Snapshots};
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let mut acked: Vec<(String, u64)> = Vec::new();
     let mut from_snapshots = 0;

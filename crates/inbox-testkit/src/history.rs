@@ -241,6 +241,11 @@ pub enum CommandStep {
         /// A key of the field key pool.
         field: u8,
     },
+    /// Revert the merge that holds a conversation (any id seen).
+    RevertMerge {
+        /// The conversation.
+        conversation: u8,
+    },
     /// Label and Unlabel Contact.
     Label {
         /// The contact.
@@ -386,6 +391,14 @@ pub enum ObservedStep {
         /// The message (any id seen).
         message: u8,
     },
+    /// A merge of the log reverted (a fact from outside: the engine's own reverts are
+    /// commands).
+    MergeReverted {
+        /// Which merge of the log (by index among every source's merge).
+        which: u8,
+        /// The revert's stamp.
+        at: Moment,
+    },
     /// A label or extended field saved (made or renamed) or deleted, as Wix's events say.
     Definition {
         /// An extended field, else a label.
@@ -510,7 +523,7 @@ pub fn command() -> impl Strategy<Value = CommandStep> {
             .prop_map(|(contact, name, emails, labels, stale, allow_duplicates)| CommandStep::UpdateContact {
                 contact, name, emails, labels, stale, allow_duplicates, field: None,
             }),
-        1 => (ix(), 0u8..6, 0u8..12)
+        2 => (ix(), 0u8..6, 0u8..12)
             .prop_map(|(contact, key, value)| CommandStep::UpdateContact {
                 contact, name: None, emails: None, labels: None, stale: false,
                 allow_duplicates: false, field: Some((key, value)),
@@ -524,6 +537,7 @@ pub fn command() -> impl Strategy<Value = CommandStep> {
         2 => (ix(), vec(0u8..5, 0..3), vec(0u8..5, 0..2))
             .prop_map(|(contact, add, remove)| CommandStep::Label { contact, add, remove }),
         1 => ix().prop_map(|contact| CommandStep::DeleteContact { contact }),
+        2 => any::<u8>().prop_map(|conversation| CommandStep::RevertMerge { conversation }),
         10 => (any::<u8>(), content_kind(), text(), 0u8..7, any::<bool>(), 0u8..3).prop_map(
             |(conversation, kind, text, visibility, to_participant, send_as)| CommandStep::Send {
                 conversation, kind, text, visibility, to_participant, send_as,
@@ -564,6 +578,7 @@ pub fn observed() -> impl Strategy<Value = ObservedStep> {
         1 => (vec(any::<u8>(), 0..3), moment(), proptest::option::of(ix()))
             .prop_map(|(conversations, up_to, contact)| ObservedStep::Erasure { conversations, up_to, contact }),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(conversation, message)| ObservedStep::Click { conversation, message }),
+        2 => (any::<u8>(), moment()).prop_map(|(which, at)| ObservedStep::MergeReverted { which, at }),
         // Key 3 of the label pool is Wix's own label: saved often, so that commands meet it.
         2 => (any::<bool>(), prop_oneof![1 => Just(3u8), 1 => 0u8..5], 0u8..6,
               prop::bool::weighted(0.3), moment())

@@ -32,8 +32,8 @@ use inbox_core::{
     Anomaly, Caller, Command, ContactId, Context, ConversationId, ConversationView, CursorError,
     DEFAULT_PAGE_LIMIT, DisplayData, Event, GetConversationError, IdSource, InboxConfig,
     Interaction, ListMessagesError, MAX_PAGE_LIMIT, Member, MemberId, Message, MessageId,
-    Participant, ParticipantId, Rejection, SendAs, Sender, Sequence, Timestamp, VisibilityFilter,
-    VisitorId,
+    Participant, ParticipantId, Rejection, RevertMergeError, SendAs, Sender, Sequence, Timestamp,
+    VisibilityFilter, VisitorId,
 };
 
 /// The reference model of one site's inbox: a set of events and the rules, nothing else.
@@ -123,6 +123,8 @@ struct Derived {
     conversations: BTreeSet<ConversationId>,
     /// `(source, stamp, target)` of every merge, self-merges left out.
     merge_facts: BTreeSet<(ConversationId, Sequence, ConversationId)>,
+    /// `(source, merge stamp, target)` of every reverted merge -> its earliest revert.
+    merge_reverts: BTreeMap<(ConversationId, Sequence, ConversationId), Sequence>,
     self_merges: BTreeSet<ConversationId>,
     /// The current merge forest.
     now: Forest,
@@ -231,16 +233,24 @@ struct Forest {
 
 impl Forest {
     /// The rule for conversation merges, as of `until` (every merge when `None`): a source's
-    /// parent is the target of its latest merge stamped at or before that moment (ties: the
+    /// parent is the target of its latest merge stamped at or before that moment and not
+    /// reverted at or before it (ties: the
     /// larger target id); a cycle of such parents is broken at the member whose winning merge
     /// is the oldest (ties: the smaller id), which stays live.
     fn of(
         facts: &BTreeSet<(ConversationId, Sequence, ConversationId)>,
+        reverts: &BTreeMap<(ConversationId, Sequence, ConversationId), Sequence>,
         until: Option<Sequence>,
     ) -> Self {
         let mut winner: BTreeMap<ConversationId, (Sequence, ConversationId)> = BTreeMap::new();
         for (source, stamp, target) in facts {
             if until.is_some_and(|w| *stamp > w) {
+                continue;
+            }
+            // A merge reverted at or before the moment does not count then.
+            if let Some(r) = reverts.get(&(*source, *stamp, *target))
+                && until.is_none_or(|w| *r <= w)
+            {
                 continue;
             }
             let candidate = (*stamp, *target);
@@ -496,12 +506,27 @@ fn derive(events: &[Event]) -> Derived {
                 clock = clock.max(*stamp);
                 field_facts.push((key.clone(), *stamp, None));
             }
+            Event::ConversationMergeReverted {
+                source,
+                target,
+                merged_at,
+                stamp,
+            } => {
+                clock = clock.max(*stamp);
+                d.conversations.insert(*source);
+                d.conversations.insert(*target);
+                let r = d
+                    .merge_reverts
+                    .entry((*source, *merged_at, *target))
+                    .or_insert(*stamp);
+                *r = (*r).min(*stamp);
+            }
         }
     }
     d.labels = settle(&label_facts);
     d.fields = settle(&field_facts);
     d.clock = clock;
-    d.now = Forest::of(&d.merge_facts, None);
+    d.now = Forest::of(&d.merge_facts, &d.merge_reverts, None);
 
     // Messages: the smallest version counts; an erasure covers a message sent to one of the
     // conversations it names, with a sequence at or below its `up_to`.
@@ -918,8 +943,10 @@ impl Model {
             out.push(Anomaly::ConflictingMessage { message_id: *id });
         }
         let mut targets: BTreeMap<ConversationId, BTreeSet<ConversationId>> = BTreeMap::new();
-        for (s, _, t) in &d.merge_facts {
-            targets.entry(*s).or_default().insert(*t);
+        for (s, stamp, t) in &d.merge_facts {
+            if !d.merge_reverts.contains_key(&(*s, *stamp, *t)) {
+                targets.entry(*s).or_default().insert(*t);
+            }
         }
         for (s, ts) in targets {
             if ts.len() > 1
@@ -1009,22 +1036,29 @@ impl Model {
         if !d.conversations.contains(&req.conversation_id) {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         }
-        let root = self.root_of(req.conversation_id);
+        let requested = self.root_of(req.conversation_id);
         let descending = req.order == SortOrder::Desc;
         let participant_only = req.visibility == VisibilityFilter::ParticipantVisible;
-        let (anchor, watermark, after) = match &req.cursor {
-            None => (root, d.clock, None),
+        let (anchor, watermark, after, root) = match &req.cursor {
+            None => (requested, d.clock, None, requested),
             Some(c) => {
                 if c.descending != descending || c.participant_only != participant_only {
                     return Err(CursorError::QueryMismatch.into());
                 }
-                if !d.conversations.contains(&c.anchor) || self.root_of(c.anchor) != root {
+                if !d.conversations.contains(&c.anchor) {
                     return Err(CursorError::ForeignConversation.into());
                 }
-                (c.anchor, c.watermark, Some(c.last))
+                // Asked of a conversation the cursor covered (as of its watermark) that a
+                // revert has since taken elsewhere, the cursor still pages.
+                let then = Forest::of(&d.merge_facts, &d.merge_reverts, Some(c.watermark));
+                let root = self.root_of(c.anchor);
+                if root != requested && !then.path(req.conversation_id).contains(&c.anchor) {
+                    return Err(CursorError::ForeignConversation.into());
+                }
+                (c.anchor, c.watermark, Some(c.last), root)
             }
         };
-        let then = Forest::of(&d.merge_facts, Some(watermark));
+        let then = Forest::of(&d.merge_facts, &d.merge_reverts, Some(watermark));
         let mut listed: Vec<&Message> = d
             .messages
             .values()
@@ -1304,6 +1338,9 @@ impl Model {
                     app_id,
                     interacted_by: self.participant_sender(root),
                 }])
+            }
+            Command::RevertConversationMerge { conversation } => {
+                self.decide_revert(*conversation, ctx)
             }
             Command::FindOrCreateLabel { .. }
             | Command::RenameLabel { .. }
@@ -1799,6 +1836,75 @@ impl Model {
             .collect()
     }
 
+    /// The rule of reverting a conversation merge: the merge that counts for `c` now (its
+    /// parent in the live forest; the latest of its merges not reverted) is reverted, unless
+    /// `c` is live (then: reverted already if every merge of it was, naming the latest; else
+    /// not merged), its target has been merged away since (that merge first), or both
+    /// conversations are one person's.
+    fn decide_revert(&self, c: ConversationId, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+        let d = self.d();
+        if !d.conversations.contains(&c) {
+            return Err(Rejection::ConversationNotFound(c));
+        }
+        let mine: Vec<(Sequence, ConversationId)> = d
+            .merge_facts
+            .iter()
+            .filter(|(s, _, _)| *s == c)
+            .map(|(_, stamp, t)| (*stamp, *t))
+            .collect();
+        let is_reverted = |stamp: Sequence, t: ConversationId| d.merge_reverts.get(&(c, stamp, t));
+        let Some(target) = d.now.parent.get(&c).copied() else {
+            let all_reverted =
+                !mine.is_empty() && mine.iter().all(|(s, t)| is_reverted(*s, *t).is_some());
+            return Err(if all_reverted {
+                let (merged_at, target) = mine.iter().max().copied().unwrap_or((Sequence::ZERO, c));
+                RevertMergeError::AlreadyReverted {
+                    conversation: c,
+                    target,
+                    merged_at,
+                    reverted_at: is_reverted(merged_at, target)
+                        .copied()
+                        .unwrap_or(Sequence::ZERO),
+                }
+            } else {
+                RevertMergeError::NotMerged(c)
+            }
+            .into());
+        };
+        let merged_at = d.now.winner.get(&c).map_or(Sequence::ZERO, |(s, _)| *s);
+        if let Some(later_target) = d.now.parent.get(&target).copied() {
+            return Err(RevertMergeError::LaterMergeDepends {
+                conversation: c,
+                target,
+                later_target,
+                later_at: d
+                    .now
+                    .winner
+                    .get(&target)
+                    .map_or(Sequence::ZERO, |(s, _)| *s),
+            }
+            .into());
+        }
+        let person = |x| self.participant_of(x).map(|p| self.advanced_identity(p));
+        if let (Some(a), Some(b)) = (person(c), person(target))
+            && a == b
+        {
+            return Err(RevertMergeError::SamePerson {
+                conversation: c,
+                target,
+                person: a,
+            }
+            .into());
+        }
+        let stamp = next_moment(self.last_sequence(), ctx.now).ok_or(Rejection::ClockExhausted)?;
+        Ok(vec![Event::ConversationMergeReverted {
+            source: c,
+            target,
+            merged_at,
+            stamp,
+        }])
+    }
+
     fn decide_catalog(&self, command: &Command, ctx: &Context) -> Result<Vec<Event>, Rejection> {
         let d = self.d();
         let stamp = || next_moment(self.last_sequence(), ctx.now).ok_or(Rejection::ClockExhausted);
@@ -2114,7 +2220,7 @@ mod tests {
     #[test]
     fn the_same_merge_again_with_a_later_stamp_keeps_its_earlier_moment() {
         let m = model(&[merge(1, 2, 5), merge(1, 2, 50)]);
-        let then = Forest::of(&m.d().merge_facts, Some(Sequence(10)));
+        let then = Forest::of(&m.d().merge_facts, &m.d().merge_reverts, Some(Sequence(10)));
         assert_eq!(then.root(conv(1)), conv(2));
     }
 

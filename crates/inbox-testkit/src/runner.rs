@@ -68,6 +68,12 @@ pub const HARD_CASES: &[&str] = &[
     "an unknown label refused",
     "a Wix label left unchanged",
     "a definition saved after its deletion",
+    "a merge reverted",
+    "a revert refused: one person's conversations",
+    "a revert refused: a later merge depends on it",
+    "a revert refused: reverted already",
+    "a revert refused: not merged",
+    "a revert while a listing is open",
 ];
 
 /// Where the virtual clock starts (2023-11-14T22:13:20Z).
@@ -525,6 +531,9 @@ impl Runner {
             CommandStep::DeleteContact { contact: i } => Command::DeleteContact {
                 contact_id: contact(*i),
             },
+            CommandStep::RevertMerge { conversation } => Command::RevertConversationMerge {
+                conversation: self.conversation_ref(*conversation),
+            },
             CommandStep::DefineLabel { name } => Command::FindOrCreateLabel {
                 display_name: pick(&LABEL_NAMES, *name).to_owned(),
             },
@@ -659,6 +668,23 @@ impl Runner {
             }
             (Ok(es), Command::DeleteContact { .. }) if !es.is_empty() => {
                 self.reached.insert("a contact deleted");
+            }
+            (Ok(es), Command::RevertConversationMerge { .. }) if !es.is_empty() => {
+                self.reached.insert("a merge reverted");
+            }
+            (Err(inbox_core::Rejection::RevertMerge(e)), _) => {
+                self.reached.insert(match e {
+                    inbox_core::RevertMergeError::SamePerson { .. } => {
+                        "a revert refused: one person's conversations"
+                    }
+                    inbox_core::RevertMergeError::LaterMergeDepends { .. } => {
+                        "a revert refused: a later merge depends on it"
+                    }
+                    inbox_core::RevertMergeError::AlreadyReverted { .. } => {
+                        "a revert refused: reverted already"
+                    }
+                    inbox_core::RevertMergeError::NotMerged(_) => "a revert refused: not merged",
+                });
             }
             (Ok(es), Command::FindOrCreateLabel { .. }) if !es.is_empty() => {
                 self.reached.insert("a label made");
@@ -905,6 +931,34 @@ impl Runner {
                 app_id: Some(app()),
                 interacted_by: Sender::Unknown,
             },
+            ObservedStep::MergeReverted { which, at } => {
+                let merges: Vec<(ConversationId, Sequence, ConversationId)> = self
+                    .log
+                    .iter()
+                    .filter_map(|e| match &e.event {
+                        Event::ConversationsMerged {
+                            sources,
+                            target,
+                            stamp,
+                        } => Some(
+                            sources
+                                .iter()
+                                .map(|s| (*s, *stamp, *target))
+                                .collect::<Vec<_>>(),
+                        ),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let n = merges.len().max(1);
+                let (source, merged_at, target) = *merges.get(usize::from(*which) % n)?;
+                Event::ConversationMergeReverted {
+                    source,
+                    target,
+                    merged_at,
+                    stamp: self.moment(*at),
+                }
+            }
             ObservedStep::Definition {
                 field,
                 key,
@@ -1042,6 +1096,19 @@ impl Runner {
                 }
                 named.extend(conversations.iter().copied());
                 None
+            }
+            Event::ConversationMergeReverted {
+                source,
+                target,
+                stamp,
+                ..
+            } => {
+                named.extend([*source, *target]);
+                if self.listings.iter().flatten().next().is_some() {
+                    self.reached.insert("a revert while a listing is open");
+                }
+                // A revert at or below a cursor's watermark changes what the cursor covers.
+                Some(*stamp)
             }
             Event::LabelSaved {
                 label: LabelDefinition { key, .. },

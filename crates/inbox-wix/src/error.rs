@@ -20,7 +20,10 @@ use inbox_core::message::{
     MAX_BADGES, MAX_FORM_FIELDS, MAX_FORM_MEDIA, MAX_PREVIEW_TEXT, MAX_TARGET_CHANNELS,
     MAX_TEMPLATE_BUTTONS, MAX_TEMPLATE_TEXT_LINES, MessageRejection,
 };
-use inbox_core::{CursorError, GetConversationError, ListMessagesError, MAX_PAGE_LIMIT, Rejection};
+use inbox_core::{
+    CursorError, GetConversationError, ListMessagesError, MAX_PAGE_LIMIT, Rejection,
+    RevertMergeError,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -408,6 +411,26 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "(invented: Wix declares no code) rename extended field: another field has the display name (data names its key)",
     ),
     (
+        "CONVERSATION_NOT_MERGED",
+        409,
+        "(inboxd) revert a conversation merge: the conversation is live, no merge holds it",
+    ),
+    (
+        "MERGE_ALREADY_REVERTED",
+        409,
+        "(inboxd) revert a conversation merge: the merge that held it was reverted already (data names the merge and the revert)",
+    ),
+    (
+        "LATER_MERGE_DEPENDS",
+        409,
+        "(inboxd) revert a conversation merge: the conversation it was merged into was merged away since; revert that merge first (data names it)",
+    ),
+    (
+        "MERGE_FOLLOWS_FROM_IDENTITY",
+        409,
+        "(inboxd) revert a conversation merge: both conversations are one person's (a visitor identified, a contact registered, contacts merged), so the merge follows from that identity",
+    ),
+    (
         "SITE_IS_NOT_A_REPLICA",
         409,
         "(inboxd) a Wix webhook names a site that the emulator writes",
@@ -576,6 +599,42 @@ impl From<UpdateContactError> for WixError {
     }
 }
 
+impl From<RevertMergeError> for WixError {
+    fn from(e: RevertMergeError) -> Self {
+        let text = e.to_string();
+        match e {
+            RevertMergeError::NotMerged(c) => {
+                WixError::application(409, "CONVERSATION_NOT_MERGED", text)
+                    .with_data(json!({"conversationId": c.to_string()}))
+            }
+            RevertMergeError::AlreadyReverted {
+                target,
+                merged_at,
+                reverted_at,
+                ..
+            } => WixError::application(409, "MERGE_ALREADY_REVERTED", text).with_data(json!({
+                "targetConversationId": target.to_string(),
+                "mergedAt": merged_at.0.to_string(),
+                "revertedAt": reverted_at.0.to_string(),
+            })),
+            RevertMergeError::LaterMergeDepends {
+                target,
+                later_target,
+                later_at,
+                ..
+            } => WixError::application(409, "LATER_MERGE_DEPENDS", text).with_data(json!({
+                "targetConversationId": target.to_string(),
+                "laterTargetConversationId": later_target.to_string(),
+                "laterMergedAt": later_at.0.to_string(),
+            })),
+            RevertMergeError::SamePerson { target, .. } => {
+                WixError::application(409, "MERGE_FOLLOWS_FROM_IDENTITY", text)
+                    .with_data(json!({"targetConversationId": target.to_string()}))
+            }
+        }
+    }
+}
+
 impl From<CatalogError> for WixError {
     fn from(e: CatalogError) -> Self {
         let text = e.to_string();
@@ -716,6 +775,7 @@ impl From<Rejection> for WixError {
             Rejection::LabelContact(e) => e.into(),
             Rejection::DeleteContact(e) => e.into(),
             Rejection::Catalog(e) => e.into(),
+            Rejection::RevertMerge(e) => e.into(),
             Rejection::VisitorAlreadyIdentified { .. } => {
                 WixError::application(409, "VISITOR_ALREADY_IDENTIFIED", text)
             }

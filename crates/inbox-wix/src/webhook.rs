@@ -1395,9 +1395,11 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
             a.kind = DomainEventKind::Deleted;
             vec![a]
         }
+        // Wix has no event for a revert (Wix's merges are final).
         Event::ConversationStarted { .. }
         | Event::VisitorIdentified { .. }
         | Event::MemberRegistered { .. }
+        | Event::ConversationMergeReverted { .. }
         | Event::ParticipantErased { contact: None, .. } => Vec::new(),
     }
 }

@@ -323,7 +323,75 @@ impl Inbox {
                 );
                 Ok(events)
             }
+            Command::RevertConversationMerge { conversation } => {
+                self.decide_revert(*conversation, ctx)
+            }
         }
+    }
+
+    /// Revert Conversation Merge's decision (see [`Command::RevertConversationMerge`]).
+    fn decide_revert(&self, c: ConversationId, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+        let rec = self
+            .conversations
+            .get(&c)
+            .ok_or(Rejection::ConversationNotFound(c))?;
+        // The merge that holds `c` is its latest one not reverted; its target is c's parent.
+        let (Some(target), Some((merged_at, _))) = (rec.parent, self.active_edges(c).next_back())
+        else {
+            let latest_reverted = self
+                .merge_edges
+                .get(&c)
+                .into_iter()
+                .flatten()
+                .filter_map(|(s, t)| self.merge_reverts.get(&(c, *s, *t)).map(|r| (*s, *t, *r)))
+                .max();
+            return Err(match latest_reverted {
+                Some((merged_at, target, reverted_at)) if self.active_edges(c).next().is_none() => {
+                    RevertMergeError::AlreadyReverted {
+                        conversation: c,
+                        target,
+                        merged_at,
+                        reverted_at,
+                    }
+                }
+                _ => RevertMergeError::NotMerged(c),
+            }
+            .into());
+        };
+        if let Some(later_target) = self.conversations.get(&target).and_then(|r| r.parent) {
+            return Err(RevertMergeError::LaterMergeDepends {
+                conversation: c,
+                target,
+                later_target,
+                later_at: self
+                    .active_edges(target)
+                    .next_back()
+                    .map_or(Sequence::ZERO, |(s, _)| s),
+            }
+            .into());
+        }
+        let person = |x: ConversationId| {
+            self.conversations
+                .get(&x)
+                .and_then(|r| r.participant)
+                .map(|p| self.advanced_identity(p))
+        };
+        if let (Some(a), Some(b)) = (person(c), person(target))
+            && a == b
+        {
+            return Err(RevertMergeError::SamePerson {
+                conversation: c,
+                target,
+                person: a,
+            }
+            .into());
+        }
+        Ok(vec![Event::ConversationMergeReverted {
+            source: c,
+            target,
+            merged_at,
+            stamp: self.next_stamp(ctx)?,
+        }])
     }
 
     /// The next moment of the site's sequence clock at `ctx.now`.

@@ -169,6 +169,15 @@ impl Inbox {
                 self.bump(*stamp);
                 self.contacts.catalog_mut().delete_field(key, *stamp);
             }
+            Event::ConversationMergeReverted {
+                source,
+                target,
+                merged_at,
+                stamp,
+            } => {
+                self.bump(*stamp);
+                self.revert_merge_edge(*source, *target, *merged_at, *stamp);
+            }
         }
     }
 

@@ -49,7 +49,7 @@ use crate::timeline::{Builder, Entry, Timeline};
 
 /// The version of the serialized form of images. A store writes it beside the pieces and
 /// skips an image of another version (it replays the log instead).
-pub const IMAGE_VERSION: u16 = 4;
+pub const IMAGE_VERSION: u16 = 5;
 
 /// An inbox taken apart for writing: serialize [`Image::head`] and each of [`Image::parts`]
 /// on its own, keep them in order.
@@ -72,6 +72,7 @@ pub struct ImageHead<'a> {
     contacts: &'a ContactDirectory,
     merge_edges: &'a OrdMap<ConversationId, OrdSet<(Sequence, ConversationId)>>,
     merged_from: &'a OrdMap<ConversationId, OrdSet<ConversationId>>,
+    merge_reverts: &'a OrdMap<(ConversationId, Sequence, ConversationId), Sequence>,
     erased: &'a OrdMap<ConversationId, Sequence>,
     erased_contacts: &'a OrdMap<ContactId, Sequence>,
     interactions: &'a OrdSet<Interaction>,
@@ -89,6 +90,7 @@ pub struct DecodedHead {
     contacts: ContactDirectory,
     merge_edges: OrdMap<ConversationId, OrdSet<(Sequence, ConversationId)>>,
     merged_from: OrdMap<ConversationId, OrdSet<ConversationId>>,
+    merge_reverts: OrdMap<(ConversationId, Sequence, ConversationId), Sequence>,
     erased: OrdMap<ConversationId, Sequence>,
     erased_contacts: OrdMap<ContactId, Sequence>,
     interactions: OrdSet<Interaction>,
@@ -155,6 +157,7 @@ impl Inbox {
             contacts: &self.contacts,
             merge_edges: &self.merge_edges,
             merged_from: &self.merged_from,
+            merge_reverts: &self.merge_reverts,
             erased: &self.erased,
             erased_contacts: &self.erased_contacts,
             interactions: &self.interactions,
@@ -255,6 +258,7 @@ impl Inbox {
             odd_sequences: odd.into_iter().collect(),
             merge_edges: head.merge_edges,
             merged_from: head.merged_from,
+            merge_reverts: head.merge_reverts,
             erased: head.erased,
             erased_contacts: head.erased_contacts,
             interactions: head.interactions,

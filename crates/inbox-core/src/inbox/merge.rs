@@ -29,7 +29,8 @@ impl Inbox {
             .or_default()
             .insert((stamp, target));
         self.merged_from.entry(target).or_default().insert(source);
-        if !had_edges && self.root_of(target) != source {
+        let reverted = self.merge_reverts.contains_key(&(source, stamp, target));
+        if !had_edges && !reverted && self.root_of(target) != source {
             // The common case: a live conversation merges into another tree.
             let survivor = self.root_of(target);
             let moved = match self.conversations.get_mut(&source) {
@@ -45,6 +46,60 @@ impl Inbox {
         } else {
             self.recompute_component(source);
         }
+    }
+
+    /// Folds a revert of the merge `(source, merged_at, target)`: the merge counts for no
+    /// moment at or after `stamp` (of several reverts of one merge, the earliest counts).
+    /// The merge may arrive before or after its revert.
+    pub(super) fn revert_merge_edge(
+        &mut self,
+        source: ConversationId,
+        target: ConversationId,
+        merged_at: Sequence,
+        stamp: Sequence,
+    ) {
+        let key = (source, merged_at, target);
+        if self.merge_reverts.get(&key).is_some_and(|r| *r <= stamp) {
+            return;
+        }
+        self.merge_reverts.insert(key, stamp);
+        self.ensure_conversation(source);
+        self.ensure_conversation(target);
+        if self
+            .merge_edges
+            .get(&source)
+            .is_some_and(|m| m.contains(&(merged_at, target)))
+        {
+            self.recompute_component(source);
+        }
+    }
+
+    /// Whether the merge `(source, merged_at, target)` was reverted at or before `moment`.
+    pub(super) fn reverted_by(
+        &self,
+        source: ConversationId,
+        merged_at: Sequence,
+        target: ConversationId,
+        moment: Sequence,
+    ) -> bool {
+        self.merge_reverts
+            .get(&(source, merged_at, target))
+            .is_some_and(|r| *r <= moment)
+    }
+
+    /// The merges of `source` that count now (not reverted), by stamp.
+    pub(super) fn active_edges(
+        &self,
+        source: ConversationId,
+    ) -> impl DoubleEndedIterator<Item = (Sequence, ConversationId)> + '_ {
+        self.merge_edges
+            .get(&source)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |(stamp, target)| {
+                !self.merge_reverts.contains_key(&(source, *stamp, *target))
+            })
     }
 
     /// The slow path, for conflicting or cyclic merges (only seen with events from outside):
@@ -69,14 +124,11 @@ impl Inbox {
         for n in &component {
             self.anomalies.remove(&AnomalyKey::Merge(*n));
             self.anomalies.remove(&AnomalyKey::Cycle(*n));
-            let Some(out) = self.merge_edges.get(n) else {
-                continue;
-            };
-            let Some(latest) = out.get_max().copied() else {
+            let Some(latest) = self.active_edges(*n).next_back() else {
                 continue;
             };
             winner.insert(*n, latest);
-            let targets: BTreeSet<ConversationId> = out.iter().map(|(_, t)| *t).collect();
+            let targets: BTreeSet<ConversationId> = self.active_edges(*n).map(|(_, t)| t).collect();
             if targets.len() > 1 {
                 self.anomalies.insert(
                     AnomalyKey::Merge(*n),

@@ -23,20 +23,31 @@ impl Inbox {
         if !self.conversations.contains_key(&req.conversation_id) {
             return Err(ListMessagesError::ConversationNotFound(req.conversation_id));
         }
-        let root = self.root_of(req.conversation_id);
+        let requested = self.root_of(req.conversation_id);
         let descending = req.order == SortOrder::Desc;
         let participant_only = req.visibility == VisibilityFilter::ParticipantVisible;
-        let (anchor, watermark, after, backwards) = match &req.cursor {
-            None => (root, self.last_sequence, None, false),
+        let (anchor, watermark, after, backwards, root) = match &req.cursor {
+            None => (requested, self.last_sequence, None, false, requested),
             Some(text) => {
                 let c = CursorState::decode(text, &self.config.cursor_key)?;
                 if c.descending != descending || c.participant_only != participant_only {
                     return Err(CursorError::QueryMismatch.into());
                 }
-                if !self.conversations.contains_key(&c.anchor) || self.root_of(c.anchor) != root {
+                if !self.conversations.contains_key(&c.anchor) {
                     return Err(CursorError::ForeignConversation.into());
                 }
-                (c.anchor, c.watermark, Some(c.last), c.backwards)
+                // The conversation asked for is the cursor's when it lives where the anchor
+                // does, or when it was part of what the cursor covers (a merge reverted
+                // since has taken it out of the anchor's tree).
+                let root = self.root_of(c.anchor);
+                if root != requested
+                    && !self
+                        .pinned(c.anchor, c.watermark)
+                        .contains(&req.conversation_id)
+                {
+                    return Err(CursorError::ForeignConversation.into());
+                }
+                (c.anchor, c.watermark, Some(c.last), c.backwards, root)
             }
         };
         // The page before a key is the page after it in the other order, turned round.
@@ -159,15 +170,16 @@ impl Inbox {
     }
 
     /// The parent of `c` in the merge forest as of `moment`: the target of its latest merge
-    /// stamped at or before it (ties: the larger target), unless `c` is where a cycle of such
-    /// merges is broken (the member whose merge is the oldest, ties by the smaller id).
+    /// stamped at or before it and not reverted at or before it (ties: the larger target),
+    /// unless `c` is where a cycle of such merges is broken (the member whose merge is the
+    /// oldest, ties by the smaller id).
     fn parent_as_of(&self, c: ConversationId, moment: Sequence) -> Option<ConversationId> {
         let winner = |n: ConversationId| {
             self.merge_edges
                 .get(&n)?
                 .iter()
                 .rev()
-                .find(|(stamp, _)| *stamp <= moment)
+                .find(|(stamp, t)| *stamp <= moment && !self.reverted_by(n, *stamp, *t, moment))
                 .copied()
         };
         let (_, first) = winner(c)?;
