@@ -7,7 +7,8 @@
 //! * `page`: one page of 30 at the start, middle and end of a 10^6-message conversation;
 //! * `page_by_size`: one page of 30 (descending, cursor in the middle) of conversations of
 //!   10^3 to 10^6 messages, to show how the cost grows;
-//! * `merge_interleaved` and `merge_precedes`: merging two conversations of n messages each,
+//! * `merge_interleaved` and `merge_precedes`: merging two conversations of n messages each
+//!   (and reverting that merge: `inbox_apply_reverted`, `..._unshared`),
 //!   end to end through `Inbox::apply_event` (beside a naive `imbl::OrdMap::union`; SQLite:
 //!   one `UPDATE` of the conversation column, in memory (`sqlite_update`) and, up to 10^5 per
 //!   side, on a file database in WAL mode with `synchronous=FULL` (`sqlite_update_wal_file`,
@@ -485,6 +486,33 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
                 batch,
             );
         });
+        // The revert of that merge, beside it: the survivor's timeline split back in two.
+        let merged: OnceCell<Inbox> = OnceCell::new();
+        let build_merged = || {
+            let fx = inbox.get_or_init(build_inbox);
+            let mut state = fx.inbox.clone();
+            state.apply_event(&fx.merge);
+            // Once, outside the timing: the revert gives each side its messages back.
+            let mut reverted = state.clone();
+            reverted.apply_event(&fx.revert);
+            assert_eq!(
+                reverted.messages_of(fx.target).count(),
+                usize::try_from(n).unwrap()
+            );
+            state
+        };
+        group.bench_function(BenchmarkId::new("inbox_apply_reverted", &size), |b| {
+            let fx = inbox.get_or_init(build_inbox);
+            let state = merged.get_or_init(build_merged);
+            b.iter_batched(
+                || state.clone(), // O(1)
+                |mut state| {
+                    state.apply_event(black_box(&fx.revert));
+                    state
+                },
+                batch,
+            );
+        });
         if n <= 100_000 {
             // The same merge when no snapshot shares the conversations (the usual case in a
             // live engine): entries are moved, not cloned. Each iteration needs a freshly
@@ -505,6 +533,25 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
                             let mut state = fx.inbox;
                             let start = Instant::now();
                             state.apply_event(black_box(&fx.merge));
+                            total += start.elapsed();
+                            drop(state);
+                        }
+                        total
+                    });
+                },
+            );
+            // And its revert, unshared (the merge is applied first, untimed).
+            group.bench_function(
+                BenchmarkId::new("inbox_apply_reverted_unshared", &size),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let fx = MergeFixture::new(n, layout);
+                            let mut state = fx.inbox;
+                            state.apply_event(&fx.merge);
+                            let start = Instant::now();
+                            state.apply_event(black_box(&fx.revert));
                             total += start.elapsed();
                             drop(state);
                         }

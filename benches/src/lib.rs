@@ -301,6 +301,8 @@ pub struct MergeFixture {
     pub inbox: Inbox,
     /// The event that merges the source into the target.
     pub merge: Event,
+    /// The event that reverts that merge (stamped after it).
+    pub revert: Event,
     /// The target conversation.
     pub target: ConversationId,
     /// The source's messages, sorted, as the plain model holds them.
@@ -349,9 +351,16 @@ impl MergeFixture {
             target,
             stamp: Sequence(last.0 + 1),
         };
+        let revert = Event::ConversationMergeReverted {
+            source,
+            target,
+            merged_at: Sequence(last.0 + 1),
+            stamp: Sequence(last.0 + 2),
+        };
         MergeFixture {
             inbox,
             merge,
+            revert,
             target,
             source_entries,
             target_entries,

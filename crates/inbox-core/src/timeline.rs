@@ -290,6 +290,34 @@ impl Timeline {
         out.finish()
     }
 
+    /// Splits a timeline in two, keeping the order: the entries `goes` picks, and the rest
+    /// (what a revert of a merge does). A chunk that goes whole, or stays whole, is moved as
+    /// it is; only chunks with entries on both sides are copied. O(entries) comparisons.
+    pub fn split(self, goes: impl Fn(&Entry) -> bool) -> (Timeline, Timeline) {
+        let mut stays = Builder::default();
+        let mut gone = Builder::default();
+        let mut flags: Vec<bool> = Vec::with_capacity(CHUNK);
+        for chunk in self.chunks {
+            flags.clear();
+            flags.extend(chunk.iter().map(&goes));
+            let going = flags.iter().filter(|g| **g).count();
+            if going == 0 {
+                stays.push_chunk(chunk);
+            } else if going == chunk.len() {
+                gone.push_chunk(chunk);
+            } else {
+                for (e, g) in Arc::unwrap_or_clone(chunk).into_iter().zip(&flags) {
+                    if *g {
+                        gone.push(e);
+                    } else {
+                        stays.push(e);
+                    }
+                }
+            }
+        }
+        (stays.finish(), gone.finish())
+    }
+
     fn concat(mut a: Timeline, b: Timeline) -> Timeline {
         a.len += b.len;
         a.chunks.append(b.chunks);
@@ -518,6 +546,24 @@ mod tests {
                 // A snapshot taken before is untouched.
                 prop_assert_eq!(keys(&ka).len() + keys(&kb).len(), model.len());
             }
+        }
+
+        #[test]
+        fn split_is_a_stable_partition_that_merge_undoes(
+            seqs in proptest::collection::vec(0i64..4000, 0..900),
+            modulus in 1i64..5,
+            block in any::<bool>(),
+        ) {
+            let t = build(&seqs);
+            let all = keys(&t);
+            // Every other entry, or whole runs (so that whole chunks go or stay).
+            let goes = |x: i64| if block { (x / 700) % 2 == 0 } else { x % modulus == 0 };
+            let (stays, gone) = t.clone().split(|e| goes(e.seq.0));
+            check_layout(&stays).map_err(TestCaseError::fail)?;
+            check_layout(&gone).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(keys(&gone), all.iter().copied().filter(|x| goes(*x)).collect::<Vec<_>>());
+            prop_assert_eq!(keys(&stays), all.iter().copied().filter(|x| !goes(*x)).collect::<Vec<_>>());
+            prop_assert_eq!(keys(&Timeline::merge(stays, gone)), all);
         }
 
         #[test]

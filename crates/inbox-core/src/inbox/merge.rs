@@ -65,13 +65,48 @@ impl Inbox {
         self.merge_reverts.insert(key, stamp);
         self.ensure_conversation(source);
         self.ensure_conversation(target);
-        if self
+        if !self
             .merge_edges
             .get(&source)
             .is_some_and(|m| m.contains(&(merged_at, target)))
         {
+            return; // the merge has not arrived: it will find its revert
+        }
+        // The common case: the merge reverted was the one that held `source`, no other merge
+        // of it counts, and no cycle was broken anywhere. Then `source` and what was merged
+        // into it leave the survivor's tree, and their messages leave its timeline.
+        let held_by_it = self.conversations.get(&source).and_then(|r| r.parent) == Some(target);
+        let no_other = self.active_edges(source).next().is_none();
+        let no_cycles = !self
+            .anomalies
+            .keys()
+            .any(|k| matches!(k, AnomalyKey::Cycle(_)));
+        if held_by_it && no_other && no_cycles {
+            self.split_off(source);
+        } else {
             self.recompute_component(source);
         }
+    }
+
+    /// Makes `source` a root again: the messages of its subtree (those sent to `source` or
+    /// to what is merged into it) move from the survivor's timeline to its own.
+    fn split_off(&mut self, source: ConversationId) {
+        let root = self.root_of(source);
+        let subtree: BTreeSet<ConversationId> = self.tree_of(source).into_iter().collect();
+        if let Some(rec) = self.conversations.get_mut(&source) {
+            rec.parent = None;
+        }
+        let Some(survivor) = self.conversations.get_mut(&root) else {
+            return;
+        };
+        // Usually `source` alone (nothing was merged into it): one comparison per message.
+        let only = (subtree.len() == 1).then_some(source);
+        let (stays, gone) = std::mem::take(&mut survivor.messages).split(|e| match only {
+            Some(s) => e.msg.conversation_id == s,
+            None => subtree.contains(&e.msg.conversation_id),
+        });
+        survivor.messages = stays;
+        self.ensure_conversation(source).messages = gone;
     }
 
     /// Whether the merge `(source, merged_at, target)` was reverted at or before `moment`.
