@@ -229,6 +229,22 @@ pub struct Inbox {
     last_sequence: Sequence,
 }
 
+/// One merge in a conversation's history ([`Inbox::merge_history`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// The conversation merged away.
+    pub source: ConversationId,
+    /// The conversation it was merged into.
+    pub target: ConversationId,
+    /// When, on the site's sequence clock.
+    pub merged_at: Sequence,
+    /// When it was reverted, if it was (the earliest revert).
+    pub reverted_at: Option<Sequence>,
+    /// The messages it moved: those sent, by the merge's moment, to the source or to what
+    /// was merged into it then, in their order (a revert moves the same ones back).
+    pub messages: Vec<MessageId>,
+}
+
 /// A conversation as the queries return it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationView {

@@ -41,8 +41,8 @@ pub use ids::{
 pub use inbox::image;
 pub use inbox::{
     Anomaly, ConversationView, DEFAULT_PAGE_LIMIT, DisplayData, GetConversationError, Inbox,
-    InboxConfig, Interaction, ListMessages, ListMessagesError, MAX_PAGE_LIMIT, MessagePage,
-    VisibilityFilter,
+    InboxConfig, Interaction, ListMessages, ListMessagesError, MAX_PAGE_LIMIT, MergeRecord,
+    MessagePage, VisibilityFilter,
 };
 pub use message::{Direction, Message, MessageDraft, MessageRejection, Sender, Visibility};
 pub use participant::{Member, Participant, ParticipantId};

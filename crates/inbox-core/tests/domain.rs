@@ -2983,3 +2983,46 @@ fn given_merges_when_a_revert_is_refused_then_the_refusal_says_why() {
         person: ParticipantId::Contact(jo),
     });
 }
+
+/// A conversation's merge history lists each merge that shaped it, with its revert and the
+/// messages it moved; previewing a revert gives both conversations as the revert would leave
+/// them, and changes nothing.
+#[test]
+fn given_a_merge_when_its_history_is_read_and_its_revert_previewed_then_both_say_what_moved() {
+    let (mut spec, ann, bob, before, merged_at) = two_people_merged();
+    let history = spec.inbox.merge_history(bob).unwrap();
+    assert_eq!(
+        history,
+        [inbox_core::MergeRecord {
+            source: bob,
+            target: ann,
+            merged_at,
+            reverted_at: None,
+            messages: vec![before[1].id, before[3].id],
+        }]
+    );
+    assert_eq!(
+        spec.inbox.merge_history(ann).unwrap(),
+        history,
+        "the same from either side"
+    );
+
+    let state = spec.inbox.clone();
+    let (restored, survivor) = spec.inbox.preview_revert(bob, spec.now()).unwrap();
+    assert_eq!(spec.inbox, state, "a preview changes nothing");
+    assert_eq!((restored.id, survivor.id), (bob, ann));
+    assert_eq!(restored.redirected_from, None);
+    assert!(matches!(
+        spec.inbox.preview_revert(ann, spec.now()),
+        Err(Rejection::RevertMerge(RevertMergeError::NotMerged(_)))
+    ));
+
+    let events = spec.run(Command::RevertConversationMerge { conversation: bob });
+    let [Event::ConversationMergeReverted { stamp, .. }] = events.as_slice() else {
+        panic!("one revert");
+    };
+    let history = spec.inbox.merge_history(bob).unwrap();
+    assert_eq!(history[0].reverted_at, Some(*stamp));
+    assert_eq!(history[0].messages, [before[1].id, before[3].id]);
+    assert!(spec.inbox.merge_history(conversation_id(99)).is_err());
+}

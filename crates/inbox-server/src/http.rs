@@ -119,6 +119,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/emulator/v1/conversations/{id}/revert-merge",
             post(revert_merge),
         )
+        .route(
+            "/emulator/v1/conversations/{id}/revert-merge/preview",
+            post(preview_revert),
+        )
+        .route(
+            "/emulator/v1/conversations/{id}/merge-history",
+            get(merge_history),
+        )
         .route("/emulator/v1/public-key", get(public_key))
         .route("/webhooks/wix", post(wix_webhook))
         .fallback(not_found)
@@ -1016,6 +1024,27 @@ async fn revert_merge(
     })
     .await
     .map(axum::Json)
+}
+
+/// What reverting the merge that holds a conversation would give, changing nothing.
+async fn preview_revert(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+) -> ApiResult<rest::RevertPreviewResponse> {
+    let t = tenant(&state, &headers)?;
+    let at = now();
+    read(state, t, move |inbox| rest::preview_revert(inbox, &id, at)).await
+}
+
+/// The merges and reverts that shaped a conversation.
+async fn merge_history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+) -> ApiResult<rest::MergeHistoryResponse> {
+    let t = tenant(&state, &headers)?;
+    read(state, t, move |inbox| rest::merge_history(inbox, &id)).await
 }
 
 async fn identify_visitor(

@@ -2480,6 +2480,7 @@ async fn given_merges_over_http_when_a_revert_is_refused_then_the_code_says_why(
     let api = server.api("site-revert");
     let visitor = guid();
     let visitor_conversation = api.conversation_of("anonymousVisitorId", &visitor).await;
+    let hello = str_of(&api.participant_says(&visitor_conversation, "hello?").await["id"]);
     let contact = str_of(&api.create_contact("Vera", "vera@example.com").await["id"]);
     let identified = api
         .post(
@@ -2502,10 +2503,40 @@ async fn given_merges_over_http_when_a_revert_is_refused_then_the_code_says_why(
     api.post(&revert("not-a-guid"), &json!({}))
         .await
         .validation_error(Some("conversationId"));
+    api.post(
+        &format!("{}/preview", revert(&visitor_conversation)),
+        &json!({}),
+    )
+    .await
+    .app_error(409, "MERGE_FOLLOWS_FROM_IDENTITY");
     // Nothing changed: the visitor's conversation still answers the survivor.
     let redirected = api.conversation(&visitor_conversation).await.ok();
     assert_eq!(
         redirected["conversation"]["id"],
         contact_conversation.as_str()
     );
+
+    // The merge history, from either side: the identification's merge and what it moved.
+    let history = |c: &str| format!("/emulator/v1/conversations/{c}/merge-history");
+    let merged = api.get(&history(&visitor_conversation)).await.ok();
+    let merges = merged["merges"].as_array().unwrap();
+    assert_eq!(merges.len(), 1, "{merged}");
+    assert_eq!(
+        merges[0]["sourceConversationId"],
+        visitor_conversation.as_str()
+    );
+    assert_eq!(
+        merges[0]["targetConversationId"],
+        contact_conversation.as_str()
+    );
+    assert_eq!(
+        merges[0]["messageIds"],
+        json!([hello]),
+        "what the visitor had written"
+    );
+    assert!(merges[0].get("revertedAt").is_none());
+    assert_eq!(api.get(&history(&contact_conversation)).await.ok(), merged);
+    api.get(&history(&guid()))
+        .await
+        .app_error(404, "CONVERSATION_NOT_FOUND");
 }

@@ -789,6 +789,73 @@ pub fn get_conversation(inbox: &Inbox, segment: &str) -> Result<GetConversationR
     Ok(GetConversationResponse::new(&inbox.conversation(id)?))
 }
 
+/// One merge of a conversation's history (an emulator extension).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeEntry {
+    /// The conversation merged away.
+    pub source_conversation_id: String,
+    /// The one it was merged into.
+    pub target_conversation_id: String,
+    /// The merge's stamp on the site's sequence clock (an int64, as text).
+    pub merged_at: String,
+    /// The stamp of its revert, if it was reverted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<String>,
+    /// The messages it moved, in order.
+    pub message_ids: Vec<String>,
+}
+
+/// `GET /emulator/v1/conversations/{id}/merge-history` answers with this.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeHistoryResponse {
+    /// By stamp.
+    pub merges: Vec<MergeEntry>,
+}
+
+/// A conversation's merge history (`segment` is the id in the path).
+pub fn merge_history(inbox: &Inbox, segment: &str) -> Result<MergeHistoryResponse, WixError> {
+    let id = conversation_id_from_path(segment)?;
+    Ok(MergeHistoryResponse {
+        merges: inbox
+            .merge_history(id)?
+            .into_iter()
+            .map(|m| MergeEntry {
+                source_conversation_id: m.source.to_string(),
+                target_conversation_id: m.target.to_string(),
+                merged_at: m.merged_at.0.to_string(),
+                reverted_at: m.reverted_at.map(|r| r.0.to_string()),
+                message_ids: m.messages.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    })
+}
+
+/// `POST /emulator/v1/conversations/{id}/revert-merge/preview` answers with this: both
+/// conversations as the revert would leave them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertPreviewResponse {
+    /// The conversation, live again.
+    pub conversation: Conversation,
+    /// The conversation it had been merged into.
+    pub target_conversation: Conversation,
+}
+
+/// Previews the revert of the merge that holds the conversation of `segment`, at `now`.
+pub fn preview_revert(
+    inbox: &Inbox,
+    segment: &str,
+    now: Timestamp,
+) -> Result<RevertPreviewResponse, WixError> {
+    let id = conversation_id_from_path(segment)?;
+    let (restored, target) = inbox.preview_revert(id, now)?;
+    Ok(RevertPreviewResponse {
+        conversation: Conversation::from_core(&restored),
+        target_conversation: Conversation::from_core(&target),
+    })
+}
+
 /// List Messages: `query` is the URL query string, without the `?`.
 pub fn list_messages(inbox: &Inbox, query: &str) -> Result<ListMessagesResponse, WixError> {
     let req = ListMessagesRequest::from_query(query)?.to_core()?;

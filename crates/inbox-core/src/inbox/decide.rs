@@ -330,7 +330,11 @@ impl Inbox {
     }
 
     /// Revert Conversation Merge's decision (see [`Command::RevertConversationMerge`]).
-    fn decide_revert(&self, c: ConversationId, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    pub(super) fn decide_revert(
+        &self,
+        c: ConversationId,
+        ctx: &Context,
+    ) -> Result<Vec<Event>, Rejection> {
         let rec = self
             .conversations
             .get(&c)

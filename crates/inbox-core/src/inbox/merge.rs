@@ -244,3 +244,112 @@ impl Inbox {
         }
     }
 }
+
+impl Inbox {
+    /// The merges and reverts that shaped `conversation`: every merge among the
+    /// conversations connected to it by merges (reverted or not), by stamp, each with its
+    /// revert and the messages it moved. O(messages of those conversations).
+    pub fn merge_history(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Vec<MergeRecord>, GetConversationError> {
+        if !self.conversations.contains_key(&conversation) {
+            return Err(GetConversationError::NotFound(conversation));
+        }
+        let mut component = BTreeSet::new();
+        let mut stack = vec![conversation];
+        while let Some(n) = stack.pop() {
+            if !component.insert(n) {
+                continue;
+            }
+            if let Some(out) = self.merge_edges.get(&n) {
+                stack.extend(out.iter().map(|(_, t)| *t));
+            }
+            if let Some(inc) = self.merged_from.get(&n) {
+                stack.extend(inc.iter().copied());
+            }
+        }
+        let mut merges: Vec<(Sequence, ConversationId, ConversationId)> = component
+            .iter()
+            .flat_map(|s| {
+                self.merge_edges
+                    .get(s)
+                    .into_iter()
+                    .flatten()
+                    .map(move |(stamp, t)| (*stamp, *s, *t))
+            })
+            .collect();
+        merges.sort();
+        // Every message of the component, once, in order.
+        let roots: BTreeSet<ConversationId> = component.iter().map(|c| self.root_of(*c)).collect();
+        let mut messages: Vec<&Message> = roots
+            .iter()
+            .filter_map(|r| self.conversations.get(r))
+            .flat_map(|r| r.messages.iter().map(|e| e.msg.as_ref()))
+            .collect();
+        messages.sort_by_key(|m| m.order_key());
+        Ok(merges
+            .into_iter()
+            .map(|(merged_at, source, target)| {
+                // Whether `c` lay under the source at the merge's moment (cached: a few
+                // conversations hold many messages).
+                let mut cache: BTreeMap<ConversationId, bool> = BTreeMap::new();
+                let mut under = |c: ConversationId| {
+                    *cache.entry(c).or_insert_with(|| {
+                        let mut cur = c;
+                        for _ in 0..=component.len() {
+                            if cur == source {
+                                return true;
+                            }
+                            match self.parent_as_of(cur, merged_at) {
+                                Some(p) => cur = p,
+                                None => return false,
+                            }
+                        }
+                        false
+                    })
+                };
+                MergeRecord {
+                    source,
+                    target,
+                    merged_at,
+                    reverted_at: self
+                        .merge_reverts
+                        .get(&(source, merged_at, target))
+                        .copied(),
+                    messages: messages
+                        .iter()
+                        .filter(|m| m.sequence <= merged_at && under(m.conversation_id))
+                        .map(|m| m.id)
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// What reverting the merge that holds `conversation` would give, changing nothing: the
+    /// conversation and the one it was merged into, as they would be after the revert (its
+    /// refusal, if it would be refused).
+    pub fn preview_revert(
+        &self,
+        conversation: ConversationId,
+        now: Timestamp,
+    ) -> Result<(ConversationView, ConversationView), Rejection> {
+        let ctx = Context::at(now);
+        let events = self.decide_revert(conversation, &ctx)?;
+        let mut after = self.clone();
+        for e in &events {
+            after.apply_event(e);
+        }
+        let target = match events.first() {
+            Some(Event::ConversationMergeReverted { target, .. }) => after.root_of(*target),
+            _ => after.root_of(conversation),
+        };
+        let view = |c| {
+            after
+                .conversation(c)
+                .map_err(|_| Rejection::ConversationNotFound(c))
+        };
+        Ok((view(conversation)?, view(target)?))
+    }
+}

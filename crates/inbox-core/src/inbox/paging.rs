@@ -173,7 +173,11 @@ impl Inbox {
     /// stamped at or before it and not reverted at or before it (ties: the larger target),
     /// unless `c` is where a cycle of such merges is broken (the member whose merge is the
     /// oldest, ties by the smaller id).
-    fn parent_as_of(&self, c: ConversationId, moment: Sequence) -> Option<ConversationId> {
+    pub(super) fn parent_as_of(
+        &self,
+        c: ConversationId,
+        moment: Sequence,
+    ) -> Option<ConversationId> {
         let winner = |n: ConversationId| {
             self.merge_edges
                 .get(&n)?
