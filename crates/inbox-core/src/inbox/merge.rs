@@ -137,10 +137,8 @@ impl Inbox {
             })
     }
 
-    /// The slow path, for conflicting or cyclic merges (only seen with events from outside):
-    /// recompute parents for every conversation connected to `seed` from the edge set alone,
-    /// then put every message of those conversations back under its new root.
-    fn recompute_component(&mut self, seed: ConversationId) {
+    /// Every conversation connected to `seed` by merges (either way, reverted or not).
+    fn component_of(&self, seed: ConversationId) -> BTreeSet<ConversationId> {
         let mut component = BTreeSet::new();
         let mut stack = vec![seed];
         while let Some(n) = stack.pop() {
@@ -154,6 +152,14 @@ impl Inbox {
                 stack.extend(inc.iter().copied());
             }
         }
+        component
+    }
+
+    /// The slow path, for conflicting or cyclic merges (only seen with events from outside):
+    /// recompute parents for every conversation connected to `seed` from the edge set alone,
+    /// then put every message of those conversations back under its new root.
+    fn recompute_component(&mut self, seed: ConversationId) {
+        let component = self.component_of(seed);
         // Each source's winning edge: the latest stamp, then the larger target id.
         let mut winner: BTreeMap<ConversationId, (Sequence, ConversationId)> = BTreeMap::new();
         for n in &component {
@@ -256,19 +262,7 @@ impl Inbox {
         if !self.conversations.contains_key(&conversation) {
             return Err(GetConversationError::NotFound(conversation));
         }
-        let mut component = BTreeSet::new();
-        let mut stack = vec![conversation];
-        while let Some(n) = stack.pop() {
-            if !component.insert(n) {
-                continue;
-            }
-            if let Some(out) = self.merge_edges.get(&n) {
-                stack.extend(out.iter().map(|(_, t)| *t));
-            }
-            if let Some(inc) = self.merged_from.get(&n) {
-                stack.extend(inc.iter().copied());
-            }
-        }
+        let component = self.component_of(conversation);
         let mut merges: Vec<(Sequence, ConversationId, ConversationId)> = component
             .iter()
             .flat_map(|s| {
