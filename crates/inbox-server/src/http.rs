@@ -230,6 +230,19 @@ fn write<R>(
         .ok_or_else(|| WixError::application(500, "INTERNAL", missing).into())
 }
 
+/// [`write`] off the async workers, answered as JSON: what every plain write handler does.
+async fn written<R: Send + 'static>(
+    state: Arc<AppState>,
+    t: Tenant,
+    command: Command,
+    missing: &'static str,
+    answer: impl FnOnce(&Inbox, &[StoredEvent]) -> Option<R> + Send + 'static,
+) -> ApiResult<R> {
+    blocking(move || write(&state, &t, &command, missing, answer))
+        .await
+        .map(axum::Json)
+}
+
 /// Answers a read of the tenant's site, off the async workers: `answer` builds the response
 /// from the site's state.
 async fn read<R: Send + 'static>(
@@ -468,24 +481,21 @@ async fn get_or_create_conversation(
     let Command::GetOrCreateConversation { participant } = command else {
         return Err(WixError::application(500, "INTERNAL", "unexpected command").into());
     };
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the conversation was not created",
-            |inbox, events| {
-                let created = events
-                    .iter()
-                    .any(|e| matches!(e.envelope.event, Event::ConversationStarted { .. }));
-                inbox
-                    .conversation_of(participant)
-                    .map(|view| GetOrCreateConversationResponse::new(&view, created))
-            },
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the conversation was not created",
+        move |inbox, events| {
+            let created = events
+                .iter()
+                .any(|e| matches!(e.envelope.event, Event::ConversationStarted { .. }));
+            inbox
+                .conversation_of(participant)
+                .map(|view| GetOrCreateConversationResponse::new(&view, created))
+        },
+    )
     .await
-    .map(axum::Json)
 }
 
 async fn list_messages(
@@ -506,22 +516,19 @@ async fn send_message(
     let t = tenant(&state, &headers)?;
     let req: SendMessageRequest = parse_body(&body(raw)?)?;
     let command = req.to_command()?;
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the message was not stored",
-            |_, events| {
-                events.iter().find_map(|e| match &e.envelope.event {
-                    Event::MessageSent { message } => Some(SendMessageResponse::new(message)),
-                    _ => None,
-                })
-            },
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the message was not stored",
+        move |_, events| {
+            events.iter().find_map(|e| match &e.envelope.event {
+                Event::MessageSent { message } => Some(SendMessageResponse::new(message)),
+                _ => None,
+            })
+        },
+    )
     .await
-    .map(axum::Json)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -536,17 +543,14 @@ async fn create_contact(
     let req: CreateContactRequest = parse_body(&body(raw)?)?;
     let id = ContactId::from_uuid(Uuid::new_v4());
     let command = req.to_command(id, rest::source_of(t.caller))?;
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the contact was not created",
-            |inbox, _| inbox.contacts().get(id).map(ContactResponse::new),
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the contact was not created",
+        move |inbox, _| inbox.contacts().get(id).map(ContactResponse::new),
+    )
     .await
-    .map(axum::Json)
 }
 
 async fn update_contact(
@@ -601,13 +605,10 @@ async fn contact_write(
     id: ContactId,
     missing: &'static str,
 ) -> ApiResult<ContactResponse> {
-    blocking(move || {
-        write(&state, &t, &command, missing, |inbox, _| {
-            inbox.contacts().get(id).map(ContactResponse::new)
-        })
+    written(state, t, command, missing, move |inbox, _| {
+        inbox.contacts().get(id).map(ContactResponse::new)
     })
     .await
-    .map(axum::Json)
 }
 
 async fn delete_contact(
@@ -618,17 +619,14 @@ async fn delete_contact(
     let t = tenant(&state, &headers)?;
     let contact_id = rest::contact_id_from_path(&id)?;
     let command = Command::DeleteContact { contact_id };
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the deletion was not recorded",
-            |_, _| Some(serde_json::json!({})),
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the deletion was not recorded",
+        move |_, _| Some(serde_json::json!({})),
+    )
     .await
-    .map(axum::Json)
 }
 
 /// The bulk calls: the commands are decided from the state now and run one by one, each
@@ -726,21 +724,18 @@ async fn find_or_create(
     let req: catalog::FindOrCreateRequest = parse_body(&body(raw)?)?;
     let command = req.to_command(kind)?;
     let name = req.display_name()?.to_owned();
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the label or field found or made is gone",
-            |inbox, events| {
-                let catalog = inbox.contacts().catalog();
-                let key = catalog::key_named(catalog, kind, &name)?;
-                catalog::definition_answer(catalog, kind, &key, Some(!events.is_empty()))
-            },
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the label or field found or made is gone",
+        move |inbox, events| {
+            let catalog = inbox.contacts().catalog();
+            let key = catalog::key_named(catalog, kind, &name)?;
+            catalog::definition_answer(catalog, kind, &key, Some(!events.is_empty()))
+        },
+    )
     .await
-    .map(axum::Json)
 }
 
 async fn get_definition(
@@ -766,17 +761,14 @@ async fn rename_definition(
     let t = tenant(&state, &headers)?;
     let req: catalog::RenameRequest = parse_body(&body(raw)?)?;
     let command = req.to_command(kind, &key)?;
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the renamed label or field is gone",
-            |inbox, _| catalog::definition_answer(inbox.contacts().catalog(), kind, &key, None),
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the renamed label or field is gone",
+        move |inbox, _| catalog::definition_answer(inbox.contacts().catalog(), kind, &key, None),
+    )
     .await
-    .map(axum::Json)
 }
 
 async fn delete_definition(
@@ -787,17 +779,14 @@ async fn delete_definition(
 ) -> ApiResult<serde_json::Value> {
     let t = tenant(&state, &headers)?;
     let command = catalog::delete_command(kind, &key);
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the deletion was not recorded",
-            |_, _| Some(serde_json::json!({})),
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the deletion was not recorded",
+        move |_, _| Some(serde_json::json!({})),
+    )
     .await
-    .map(axum::Json)
 }
 
 async fn list_catalog(
@@ -869,17 +858,14 @@ async fn merge_contacts(
     let target = rest::contact_id_from_path(&id)?;
     let req: MergeContactsRequest = parse_body(&body(raw)?)?;
     let command = req.to_command(target)?;
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the target contact is gone",
-            |inbox, _| inbox.contacts().get(target).map(ContactResponse::new),
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the target contact is gone",
+        move |inbox, _| inbox.contacts().get(target).map(ContactResponse::new),
+    )
     .await
-    .map(axum::Json)
 }
 
 async fn preview_merge(
@@ -969,25 +955,22 @@ async fn register_member(
         contact,
         login_email: member.login_email,
     };
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the member was not registered",
-            |inbox, _| {
-                inbox.member(id).map(|m| MemberResponse {
-                    member: MemberOutput {
-                        id: m.id.to_string(),
-                        contact_id: m.contact_id.to_string(),
-                        login_email: m.login_email.clone(),
-                    },
-                })
-            },
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the member was not registered",
+        move |inbox, _| {
+            inbox.member(id).map(|m| MemberResponse {
+                member: MemberOutput {
+                    id: m.id.to_string(),
+                    contact_id: m.contact_id.to_string(),
+                    login_email: m.login_email.clone(),
+                },
+            })
+        },
+    )
     .await
-    .map(axum::Json)
 }
 
 #[derive(Deserialize)]
@@ -1008,22 +991,19 @@ async fn revert_merge(
     let t = tenant(&state, &headers)?;
     let conversation = rest::conversation_id_from_path(&id)?;
     let command = Command::RevertConversationMerge { conversation };
-    blocking(move || {
-        write(
-            &state,
-            &t,
-            &command,
-            "the reverted conversation is missing",
-            |inbox, _| {
-                inbox
-                    .conversation(conversation)
-                    .ok()
-                    .map(|v| GetConversationResponse::new(&v))
-            },
-        )
-    })
+    written(
+        state,
+        t,
+        command,
+        "the reverted conversation is missing",
+        move |inbox, _| {
+            inbox
+                .conversation(conversation)
+                .ok()
+                .map(|v| GetConversationResponse::new(&v))
+        },
+    )
     .await
-    .map(axum::Json)
 }
 
 /// What reverting the merge that holds a conversation would give, changing nothing.
