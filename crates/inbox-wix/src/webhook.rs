@@ -1190,15 +1190,14 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
         metadata: serde_json::Map::new(),
         identity,
     };
-    let contact_event = |slug: &str, kind, id: inbox_core::ContactId, body, sequence: u64| {
-        let mut a = base(
-            CONTACT_FQDN,
-            slug,
-            id.to_string(),
-            body,
-            EventIdentity::of(&Sender::Unknown),
-        );
+    // An entity's created, updated or deleted event (no one in particular caused it).
+    let entity_event = |fqdn: &str, slug: &str, kind, id: String, body| {
+        let mut a = base(fqdn, slug, id, body, EventIdentity::of(&Sender::Unknown));
         a.kind = kind;
+        a
+    };
+    let contact_event = |slug: &str, kind, id: inbox_core::ContactId, body, sequence: u64| {
+        let mut a = entity_event(CONTACT_FQDN, slug, kind, id.to_string(), body);
         a.metadata.insert(
             "entityEventSequence".into(),
             Value::String(sequence.to_string()),
@@ -1214,15 +1213,7 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
         } else {
             (CONTACT_UPDATED, DomainEventKind::Updated)
         };
-        let mut a = base(
-            fqdn,
-            slug,
-            key.to_owned(),
-            entity,
-            EventIdentity::of(&Sender::Unknown),
-        );
-        a.kind = kind;
-        a
+        entity_event(fqdn, slug, kind, key.to_owned(), entity)
     };
     match &envelope.event {
         Event::MessageSent { message } => {
@@ -1385,15 +1376,13 @@ pub fn announcements(envelope: &EventEnvelope, after: &Inbox) -> Vec<Announcemen
             } else {
                 EXTENDED_FIELD_FQDN
             };
-            let mut a = base(
+            vec![entity_event(
                 fqdn,
                 CONTACT_DELETED,
+                DomainEventKind::Deleted,
                 key.clone(),
                 Value::Null,
-                EventIdentity::of(&Sender::Unknown),
-            );
-            a.kind = DomainEventKind::Deleted;
-            vec![a]
+            )]
         }
         // Wix has no event for a revert (Wix's merges are final).
         Event::ConversationStarted { .. }
