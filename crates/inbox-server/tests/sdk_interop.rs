@@ -479,6 +479,44 @@ async fn wix_sdk_drives_rest_and_accepts_real_deliveries() {
     running.shutdown().await;
 }
 
+/// Starts a server with the test key over a fresh directory, runs `flow` against it, and
+/// returns the server, its directory (kept until the test ends) and the flow's closing line.
+async fn run_flow(flow: &str) -> (inbox_server::Running, tempfile::TempDir, Value) {
+    let data = tempfile::tempdir().unwrap();
+    let running = start(ServeOptions {
+        api_keys: vec![(SiteId::new(SITE), KEY.into())],
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    let (ok, stdout, stderr) = node(vec![flow.into(), base, SITE.into(), KEY.into()]).await;
+    assert!(
+        ok,
+        "{flow} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let done = json_lines(&stdout).pop().unwrap();
+    assert_eq!(done["step"], "done", "{stdout}");
+    (running, data, done)
+}
+
+/// Every `METHOD path` a flow called (from its closing line's `httpCalls`), with each of
+/// `names`' texts written as its placeholder.
+fn called(done: &Value, names: &[(String, &str)]) -> HashSet<String> {
+    done["httpCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut path = c["path"].as_str().unwrap().to_owned();
+            for (text, placeholder) in names {
+                path = path.replace(text.as_str(), placeholder);
+            }
+            format!("{} {path}", c["method"].as_str().unwrap())
+        })
+        .collect()
+}
+
 /// Contacts v4 through the SDK's own `contacts` methods (`interop/node/contacts-flow.mjs`):
 /// create with every detail, get (whole and projected), update one field, a stale update,
 /// label and unlabel, query by label and company, list and query facets, list sorted and
@@ -490,44 +528,12 @@ async fn wix_sdk_drives_every_contacts_call() {
     if !sdk_available() {
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let running = start(ServeOptions {
-        api_keys: vec![(SiteId::new(SITE), KEY.into())],
-        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.addr);
-    let (ok, stdout, stderr) = node(vec![
-        "contacts-flow.mjs".into(),
-        base,
-        SITE.into(),
-        KEY.into(),
-    ])
-    .await;
-    assert!(
-        ok,
-        "contacts-flow.mjs failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    let steps = json_lines(&stdout);
-    let done = steps.last().unwrap();
-    assert_eq!(done["step"], "done", "{stdout}");
+    let (running, _data, done) = run_flow("contacts-flow.mjs").await;
     let id = |key: &str| -> ContactId { done[key].as_str().unwrap().parse().unwrap() };
     let (jo, ann, kim) = (id("contactId"), id("mergedId"), id("deletedId"));
 
     // Every call went to Wix's path for it.
-    let paths: HashSet<String> = done["httpCalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let mut path = c["path"].as_str().unwrap().to_owned();
-            for contact in [jo, ann, kim] {
-                path = path.replace(&contact.to_string(), "{id}");
-            }
-            format!("{} {path}", c["method"].as_str().unwrap())
-        })
-        .collect();
+    let paths = called(&done, &[jo, ann, kim].map(|c| (c.to_string(), "{id}")));
     let expected: HashSet<String> = [
         "POST /contacts/v4/contacts",
         "GET /contacts/v4/contacts/{id}",
@@ -583,43 +589,16 @@ async fn wix_sdk_drives_every_label_and_extended_field_call() {
     if !sdk_available() {
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let running = start(ServeOptions {
-        api_keys: vec![(SiteId::new(SITE), KEY.into())],
-        ..ServeOptions::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.addr);
-    let (ok, stdout, stderr) = node(vec![
-        "catalog-flow.mjs".into(),
-        base,
-        SITE.into(),
-        KEY.into(),
-    ])
-    .await;
-    assert!(
-        ok,
-        "catalog-flow.mjs failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    let steps = json_lines(&stdout);
-    let done = steps.last().unwrap();
-    assert_eq!(done["step"], "done", "{stdout}");
+    let (running, _data, done) = run_flow("catalog-flow.mjs").await;
     let lee: ContactId = done["contactId"].as_str().unwrap().parse().unwrap();
-    let paths: HashSet<String> = done["httpCalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let path = c["path"]
-                .as_str()
-                .unwrap()
-                .replace(&lee.to_string(), "{id}")
-                .replace("custom.returning-customer", "{key}")
-                .replace("custom.loyalty-points", "{key}");
-            format!("{} {path}", c["method"].as_str().unwrap())
-        })
-        .collect();
+    let paths = called(
+        &done,
+        &[
+            (lee.to_string(), "{id}"),
+            ("custom.returning-customer".to_owned(), "{key}"),
+            ("custom.loyalty-points".to_owned(), "{key}"),
+        ],
+    );
     let expected: HashSet<String> = [
         "POST /contacts/v4/labels",
         "GET /contacts/v4/labels/{key}",
