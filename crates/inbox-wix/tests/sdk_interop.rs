@@ -183,6 +183,16 @@ fn wix_sdk_verifies_our_deliveries_and_calls_the_right_handler() {
     );
 }
 
+/// Every announcement of a recorded flow, signed and fed to the SDK's `webhooks.process`
+/// (its own definitions only): the announcements in order, and what the SDK did with each.
+fn through_sdk(
+    recorded: &[(inbox_core::EventEnvelope, Vec<Announcement>)],
+) -> (Vec<&Announcement>, Vec<Value>) {
+    let announced: Vec<&Announcement> = recorded.iter().flat_map(|(_, a)| a).collect();
+    let results = process(&signed(announced.iter().copied()), true);
+    (announced, results)
+}
+
 /// Every contact event the emulator announces reaches the SDK's own handler for it
 /// (`contacts.onContactCreated` / `Updated` / `Deleted` / `Merged` of `@wix/crm`), with the
 /// contact as the SDK types it (dates as `Date`s), `originatedFrom: merge` where a merge
@@ -193,9 +203,7 @@ fn wix_sdk_takes_every_contact_event() {
         return;
     }
     let (w, recorded) = contacts_flow();
-    let announced: Vec<_> = recorded.iter().flat_map(|(_, a)| a).collect();
-    let tokens = signed(announced.iter().copied());
-    let results = process(&tokens, true);
+    let (announced, results) = through_sdk(&recorded);
     let handlers: Vec<&str> = results
         .iter()
         .map(|r| r["handler"].as_str().unwrap_or("-"))
@@ -289,9 +297,7 @@ fn wix_sdk_takes_every_label_and_extended_field_event() {
         return;
     }
     let (_, recorded) = catalog_flow();
-    let announced: Vec<_> = recorded.iter().flat_map(|(_, a)| a).collect();
-    let tokens = signed(announced.iter().copied());
-    let results = process(&tokens, true);
+    let (announced, results) = through_sdk(&recorded);
     let handlers: Vec<&str> = results
         .iter()
         .map(|r| r["handler"].as_str().unwrap_or("-"))
