@@ -523,41 +523,36 @@ fn merge_group(c: &mut Criterion, layout: Layout) {
                 .sample_size(10)
                 .warm_up_time(Duration::from_millis(50))
                 .measurement_time(Duration::from_millis(100));
+            // Times the merge (or, with `revert`, its revert after the merge, untimed)
+            // folded into a freshly built state that nothing shares.
+            let unshared = |b: &mut criterion::Bencher<'_>, revert: bool| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let fx = MergeFixture::new(n, layout);
+                        let mut state = fx.inbox;
+                        let timed = if revert {
+                            state.apply_event(&fx.merge);
+                            &fx.revert
+                        } else {
+                            &fx.merge
+                        };
+                        let start = Instant::now();
+                        state.apply_event(black_box(timed));
+                        total += start.elapsed();
+                        drop(state);
+                    }
+                    total
+                });
+            };
             group.bench_function(
                 BenchmarkId::new("inbox_apply_merged_unshared", &size),
-                |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let fx = MergeFixture::new(n, layout);
-                            let mut state = fx.inbox;
-                            let start = Instant::now();
-                            state.apply_event(black_box(&fx.merge));
-                            total += start.elapsed();
-                            drop(state);
-                        }
-                        total
-                    });
-                },
+                |b| unshared(b, false),
             );
             // And its revert, unshared (the merge is applied first, untimed).
             group.bench_function(
                 BenchmarkId::new("inbox_apply_reverted_unshared", &size),
-                |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let fx = MergeFixture::new(n, layout);
-                            let mut state = fx.inbox;
-                            state.apply_event(&fx.merge);
-                            let start = Instant::now();
-                            state.apply_event(black_box(&fx.revert));
-                            total += start.elapsed();
-                            drop(state);
-                        }
-                        total
-                    });
-                },
+                |b| unshared(b, true),
             );
             group
                 .sampling_mode(SamplingMode::Auto)
