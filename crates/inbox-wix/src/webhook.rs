@@ -540,6 +540,28 @@ fn entity<T: serde::de::DeserializeOwned>(
         .map_err(|e| WebhookError::payload(path, e.to_string()))
 }
 
+/// The entity of a created or updated event (`createdEvent.entity` or
+/// `updatedEvent.currentEntity`, by the slug), which such an event must carry, with its path.
+fn saved_entity<T: serde::de::DeserializeOwned>(
+    slug: &str,
+    created_event: &Option<Value>,
+    updated_event: &Option<Value>,
+    event_type: &str,
+) -> Result<(T, &'static str), WebhookError> {
+    let (event, field, path) = if slug == CONTACT_CREATED {
+        (created_event, "entity", "createdEvent.entity")
+    } else {
+        (updated_event, "currentEntity", "updatedEvent.currentEntity")
+    };
+    event
+        .as_ref()
+        .map(|e| entity::<T>(e, field, path))
+        .transpose()?
+        .flatten()
+        .map(|t| (t, path))
+        .ok_or_else(|| WebhookError::payload("data.data", format!("{event_type} needs {path}")))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ContactMergedBody {
@@ -710,23 +732,13 @@ impl Delivery {
                 }
             }
             (CONTACT_FQDN, CONTACT_CREATED | CONTACT_UPDATED) => {
-                let (event, field, path) = if b.slug == CONTACT_CREATED {
-                    (&b.created_event, "entity", "createdEvent.entity")
-                } else {
-                    (
-                        &b.updated_event,
-                        "currentEntity",
-                        "updatedEvent.currentEntity",
-                    )
-                };
-                let contact = event
-                    .as_ref()
-                    .map(|e| entity::<wire::Contact>(e, field, path))
-                    .transpose()?
-                    .flatten()
-                    .ok_or_else(|| {
-                        WebhookError::payload("data.data", format!("{} needs {path}", a.event_type))
-                    })?
+                let (contact, path) = saved_entity::<wire::Contact>(
+                    &b.slug,
+                    &b.created_event,
+                    &b.updated_event,
+                    &a.event_type,
+                )?;
+                let contact = contact
                     .to_core(event_time)
                     .map_err(|reason| WebhookError::payload(path, reason))?;
                 if b.slug == CONTACT_CREATED {
@@ -793,31 +805,25 @@ impl Delivery {
                 WebhookEvent::ContactMerged { target, sources }
             }
             (LABEL_FQDN | EXTENDED_FIELD_FQDN, CONTACT_CREATED | CONTACT_UPDATED) => {
-                let (event, field, path) = if b.slug == CONTACT_CREATED {
-                    (&b.created_event, "entity", "createdEvent.entity")
-                } else {
-                    (
-                        &b.updated_event,
-                        "currentEntity",
-                        "updatedEvent.currentEntity",
-                    )
-                };
-                let event = event.as_ref().ok_or_else(|| {
-                    WebhookError::payload("data.data", format!("{} needs {path}", a.event_type))
-                })?;
-                let missing =
-                    || WebhookError::payload("data.data", format!("{} needs {path}", a.event_type));
                 if b.entity_fqdn == LABEL_FQDN {
-                    let label: crate::catalog::ContactLabel =
-                        entity(event, field, path)?.ok_or_else(missing)?;
+                    let (label, path) = saved_entity::<crate::catalog::ContactLabel>(
+                        &b.slug,
+                        &b.created_event,
+                        &b.updated_event,
+                        &a.event_type,
+                    )?;
                     WebhookEvent::LabelSaved {
                         label: label
                             .to_core(event_time)
                             .map_err(|reason| WebhookError::payload(path, reason))?,
                     }
                 } else {
-                    let field: crate::catalog::ExtendedField =
-                        entity(event, field, path)?.ok_or_else(missing)?;
+                    let (field, path) = saved_entity::<crate::catalog::ExtendedField>(
+                        &b.slug,
+                        &b.created_event,
+                        &b.updated_event,
+                        &a.event_type,
+                    )?;
                     WebhookEvent::ExtendedFieldSaved {
                         field: field
                             .to_core(event_time)
