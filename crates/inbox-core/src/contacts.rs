@@ -1358,31 +1358,44 @@ impl ContactDirectory {
     /// The live contacts that carry the label, at their next revision without it: what
     /// deleting the label does to them.
     pub fn plan_unlabel_all(&self, key: &str, now: Timestamp) -> Vec<Contact> {
-        self.plan_strip(now, |d| d.labels.remove(key))
+        self.plan_strip(
+            now,
+            |d| d.labels.contains(key),
+            |d| {
+                d.labels.remove(key);
+            },
+        )
     }
 
     /// The live contacts that hold a value of the extended field, at their next revision
     /// without it: what deleting the field does to them.
     pub fn plan_clear_field(&self, key: &str, now: Timestamp) -> Vec<Contact> {
-        self.plan_strip(now, |d| d.extended_fields.remove(key).is_some())
+        self.plan_strip(
+            now,
+            |d| d.extended_fields.contains_key(key),
+            |d| {
+                d.extended_fields.remove(key);
+            },
+        )
     }
 
-    /// Every live contact that `strip` changes (it says whether it did), at its next
-    /// revision.
+    /// Every live contact whose details `holds`, with `strip` applied, at its next revision.
+    /// Only those contacts are copied.
     fn plan_strip(
         &self,
         now: Timestamp,
-        strip: impl Fn(&mut ContactDetails) -> bool,
+        holds: impl Fn(&ContactDetails) -> bool,
+        strip: impl Fn(&mut ContactDetails),
     ) -> Vec<Contact> {
         self.contacts
             .values()
-            .filter_map(|c| {
+            .filter(|c| holds(&c.details))
+            .map(|c| {
                 let mut next = c.clone();
-                strip(&mut next.details).then(|| {
-                    next.revision = c.revision.saturating_add(1);
-                    next.updated_date = now.max(c.updated_date);
-                    next
-                })
+                strip(&mut next.details);
+                next.revision = c.revision.saturating_add(1);
+                next.updated_date = now.max(c.updated_date);
+                next
             })
             .collect()
     }
